@@ -103,9 +103,18 @@ mod tests {
     #[test]
     fn aligns_to_quarter_hours() {
         let q = Duration::minutes(15);
-        assert_eq!(next_aligned(t("2026-10-01T00:00:00Z"), q), t("2026-10-01T00:15:00Z"));
-        assert_eq!(next_aligned(t("2026-10-01T00:14:59Z"), q), t("2026-10-01T00:15:00Z"));
-        assert_eq!(next_aligned(t("2026-10-01T23:59:00Z"), q), t("2026-10-02T00:00:00Z"));
+        assert_eq!(
+            next_aligned(t("2026-10-01T00:00:00Z"), q),
+            t("2026-10-01T00:15:00Z")
+        );
+        assert_eq!(
+            next_aligned(t("2026-10-01T00:14:59Z"), q),
+            t("2026-10-01T00:15:00Z")
+        );
+        assert_eq!(
+            next_aligned(t("2026-10-01T23:59:00Z"), q),
+            t("2026-10-02T00:00:00Z")
+        );
     }
 
     #[tokio::test]
@@ -120,6 +129,10 @@ mod tests {
         m.set(t("2026-10-01T00:15:00Z"));
         waiter.await.unwrap();
         m.set(t("2026-10-01T00:00:00Z"));
-        assert_eq!(m.now(), t("2026-10-01T00:15:00Z"), "time never runs backwards");
+        assert_eq!(
+            m.now(),
+            t("2026-10-01T00:15:00Z"),
+            "time never runs backwards"
+        );
     }
 }

@@ -103,9 +103,18 @@ mod tests {
     #[test]
     fn refuses_topic_breaking_ids() {
         assert_eq!(MeterId::parse(""), Err(IdError::Empty));
-        assert!(matches!(MeterId::parse("a/b"), Err(IdError::BadCharacter(_))));
-        assert!(matches!(GatewayId::parse("+"), Err(IdError::BadCharacter(_))));
-        assert!(matches!(GatewayId::parse("x".repeat(65)), Err(IdError::TooLong(65))));
+        assert!(matches!(
+            MeterId::parse("a/b"),
+            Err(IdError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            GatewayId::parse("+"),
+            Err(IdError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            GatewayId::parse("x".repeat(65)),
+            Err(IdError::TooLong(65))
+        ));
     }
 
     #[test]

@@ -241,7 +241,10 @@ pub struct MeterValues {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeValueError {
     #[error("register {function:?} {address} was not in the answers")]
-    Missing { function: FunctionCode, address: u16 },
+    Missing {
+        function: FunctionCode,
+        address: u16,
+    },
     #[error("field `{field}` is not a finite number ({value})")]
     NotFinite { field: &'static str, value: f64 },
     #[error("field `{field}` is negative ({value}); a totalizer cannot be")]
@@ -305,7 +308,10 @@ impl DeviceProfile {
                     ));
                 }
                 if *bit > 15 {
-                    return Err(invalid("alarms.bits", format!("bit {bit} of {name} is past 15")));
+                    return Err(invalid(
+                        "alarms.bits",
+                        format!("bit {bit} of {name} is past 15"),
+                    ));
                 }
             }
         }
@@ -321,7 +327,10 @@ impl DeviceProfile {
             ("reverse_volume", &f.reverse_volume),
             ("flow", &f.flow),
         ];
-        v.extend(opt.into_iter().filter_map(|(n, x)| x.as_ref().map(|x| (n, x))));
+        v.extend(
+            opt.into_iter()
+                .filter_map(|(n, x)| x.as_ref().map(|x| (n, x))),
+        );
         v
     }
 
@@ -367,7 +376,11 @@ impl DeviceProfile {
     }
 
     /// Decodes the answers to [`read_plan`](Self::read_plan), given in its order.
-    pub fn decode(&self, plan: &ReadPlan, answers: &[Vec<u16>]) -> Result<MeterValues, DecodeValueError> {
+    pub fn decode(
+        &self,
+        plan: &ReadPlan,
+        answers: &[Vec<u16>],
+    ) -> Result<MeterValues, DecodeValueError> {
         let regs = Registers { plan, answers };
         let mut volume = to_base(&regs, "volume", &self.fields.volume)?;
         if let Some(frac) = &self.fields.volume_fraction {
@@ -375,11 +388,17 @@ impl DeviceProfile {
         }
         let volume_l = whole_litres("volume", volume)?;
         let forward_volume_l = match &self.fields.forward_volume {
-            Some(f) => Some(whole_litres("forward_volume", to_base(&regs, "forward_volume", f)?)?),
+            Some(f) => Some(whole_litres(
+                "forward_volume",
+                to_base(&regs, "forward_volume", f)?,
+            )?),
             None => None,
         };
         let reverse_volume_l = match &self.fields.reverse_volume {
-            Some(f) => Some(whole_litres("reverse_volume", to_base(&regs, "reverse_volume", f)?)?),
+            Some(f) => Some(whole_litres(
+                "reverse_volume",
+                to_base(&regs, "reverse_volume", f)?,
+            )?),
             None => None,
         };
         let flow_lph = match &self.fields.flow {
@@ -393,7 +412,11 @@ impl DeviceProfile {
         let mut alarms = Vec::new();
         if let Some(a) = &self.fields.alarms {
             let w = regs.words(a.function, a.address, 1)?;
-            let word = if a.word_order.bytes_swapped() { w[0].swap_bytes() } else { w[0] };
+            let word = if a.word_order.bytes_swapped() {
+                w[0].swap_bytes()
+            } else {
+                w[0]
+            };
             for (name, bit) in &a.bits {
                 if word & (1 << bit) != 0 {
                     if let Some(alarm) = Alarm::parse(name) {
@@ -419,11 +442,19 @@ struct Registers<'a> {
 }
 
 impl Registers<'_> {
-    fn words(&self, function: FunctionCode, address: u16, n: u16) -> Result<&[u16], DecodeValueError> {
+    fn words(
+        &self,
+        function: FunctionCode,
+        address: u16,
+        n: u16,
+    ) -> Result<&[u16], DecodeValueError> {
         for (req, ans) in self.plan.requests.iter().zip(self.answers) {
             let start = u32::from(req.address);
             let a = u32::from(address);
-            if req.function == function && a >= start && a + u32::from(n) <= start + u32::from(req.count) {
+            if req.function == function
+                && a >= start
+                && a + u32::from(n) <= start + u32::from(req.count)
+            {
                 let off = (a - start) as usize;
                 if let Some(w) = ans.get(off..off + n as usize) {
                     return Ok(w);
@@ -471,13 +502,20 @@ fn raw_value(field: &Field, words: &[u16]) -> Raw {
     }
 }
 
-fn to_base(regs: &Registers<'_>, name: &'static str, field: &Field) -> Result<Decimal, DecodeValueError> {
+fn to_base(
+    regs: &Registers<'_>,
+    name: &'static str,
+    field: &Field,
+) -> Result<Decimal, DecodeValueError> {
     let words = regs.words(field.function, field.address, field.value_type.words())?;
     let raw = match raw_value(field, words) {
         Raw::Int(i) => Decimal::from_i128_with_scale(i, 0),
         Raw::Float(f) => {
             if !f.is_finite() {
-                return Err(DecodeValueError::NotFinite { field: name, value: f });
+                return Err(DecodeValueError::NotFinite {
+                    field: name,
+                    value: f,
+                });
             }
             Decimal::from_f64(f).ok_or(DecodeValueError::OutOfRange { field: name })?
         }
@@ -491,9 +529,14 @@ fn to_base(regs: &Registers<'_>, name: &'static str, field: &Field) -> Result<De
 /// a read never claims water that has not yet passed.
 fn whole_litres(name: &'static str, v: Decimal) -> Result<u64, DecodeValueError> {
     if v < Decimal::ZERO {
-        return Err(DecodeValueError::Negative { field: name, value: v });
+        return Err(DecodeValueError::Negative {
+            field: name,
+            value: v,
+        });
     }
-    v.floor().to_u64().ok_or(DecodeValueError::OutOfRange { field: name })
+    v.floor()
+        .to_u64()
+        .ok_or(DecodeValueError::OutOfRange { field: name })
 }
 
 #[cfg(test)]
@@ -527,7 +570,11 @@ bits = { leak = 0, burst = 1, backflow = 2 }
         let plan = p.read_plan();
         assert_eq!(
             plan.requests,
-            vec![ReadRequest { function: FunctionCode::ReadInput, address: 0, count: 7 }]
+            vec![ReadRequest {
+                function: FunctionCode::ReadInput,
+                address: 0,
+                count: 7
+            }]
         );
         let answer = vec![0, 0, 0x0012, 0xD687, 0xFFFF, 0xFF9C, 0b101];
         let v = p.decode(&plan, &[answer]).unwrap();
@@ -564,10 +611,14 @@ bits = { leak = 0, burst = 1, backflow = 2 }
     #[test]
     fn errors_name_the_file_and_field() {
         let bad = SIM.replace("scale = \"0.1\"", "scale = \"-1\"");
-        let e = DeviceProfile::from_toml(&bad, "x.toml").unwrap_err().to_string();
+        let e = DeviceProfile::from_toml(&bad, "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.toml") && e.contains("flow"), "{e}");
         let bad = SIM.replace("type = \"u64\"", "type = \"u128\"");
-        let e = DeviceProfile::from_toml(&bad, "x.toml").unwrap_err().to_string();
+        let e = DeviceProfile::from_toml(&bad, "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.toml") && e.contains("line"), "{e}");
         let bad = SIM.replace("function = 4\naddress = 0", "function = 6\naddress = 0");
         assert!(DeviceProfile::from_toml(&bad, "x.toml").is_err());

@@ -140,7 +140,9 @@ impl ReadingBatch {
         let value: serde_json::Value =
             serde_json::from_slice(payload).map_err(|e| DecodeError::Json(e.to_string()))?;
         let serde_json::Value::Object(mut obj) = value else {
-            return Err(DecodeError::Batch("the payload is not a JSON object".into()));
+            return Err(DecodeError::Batch(
+                "the payload is not a JSON object".into(),
+            ));
         };
         let gateway_id = match obj.remove("gateway_id") {
             Some(v) => serde_json::from_value::<GatewayId>(v)
@@ -149,7 +151,9 @@ impl ReadingBatch {
         };
         let batch_seq = match obj.remove("batch_seq") {
             Some(v) => v.as_u64().ok_or_else(|| {
-                DecodeError::Batch(format!("batch_seq: expected a non-negative integer, got {v}"))
+                DecodeError::Batch(format!(
+                    "batch_seq: expected a non-negative integer, got {v}"
+                ))
             })?,
             None => return Err(DecodeError::Batch("missing field `batch_seq`".into())),
         };
@@ -171,13 +175,15 @@ impl ReadingBatch {
         }
         let readings = readings
             .into_iter()
-            .map(|raw| match serde_path_to_error::deserialize::<_, Reading>(&raw) {
-                Ok(r) => Ok(r),
-                Err(e) => Err(BadReading {
-                    reason: format!("{}: {}", e.path(), e.inner()),
-                    raw,
-                }),
-            })
+            .map(
+                |raw| match serde_path_to_error::deserialize::<_, Reading>(&raw) {
+                    Ok(r) => Ok(r),
+                    Err(e) => Err(BadReading {
+                        reason: format!("{}: {}", e.path(), e.inner()),
+                        raw,
+                    }),
+                },
+            )
             .collect();
         Ok(LenientBatch {
             gateway_id,
@@ -239,7 +245,9 @@ mod tests {
         assert_eq!(b.readings[0].alarms, vec![Alarm::Leak]);
         let again = ReadingBatch::decode(&b.encode()).unwrap();
         assert_eq!(again, b);
-        assert!(String::from_utf8(b.encode()).unwrap().contains("\"2026-10-01T00:15:00Z\""));
+        assert!(String::from_utf8(b.encode())
+            .unwrap()
+            .contains("\"2026-10-01T00:15:00Z\""));
     }
 
     #[test]
@@ -248,7 +256,11 @@ mod tests {
         assert!(ReadingBatch::decode(bad.as_bytes()).is_err());
         let lenient = ReadingBatch::decode_lenient(bad.as_bytes()).unwrap();
         let err = lenient.readings[0].as_ref().unwrap_err();
-        assert!(err.reason.contains("volume_l") || err.reason.contains("integer"), "{}", err.reason);
+        assert!(
+            err.reason.contains("volume_l") || err.reason.contains("integer"),
+            "{}",
+            err.reason
+        );
     }
 
     #[test]

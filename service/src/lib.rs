@@ -1,0 +1,33 @@
+//! The plumbing every cluster service (ingest, billing) shares, so that each
+//! answers operators the same way:
+//!
+//! - [`auth`]: bearer tokens carrying a role (viewer, clerk, operator, admin).
+//! - [`ops`]: `/health`, `/ready` and Prometheus `/metrics`.
+//! - [`error`]: the JSON error body; internals are logged, never sent.
+//! - [`telemetry`] and [`shutdown`]: tracing set-up and the SIGTERM/SIGINT token.
+//! - [`serve`]: an axum server that drains in-flight requests on shutdown.
+//!
+//! It must never hold domain logic: that lives in the service crates.
+
+pub mod auth;
+pub mod error;
+pub mod ops;
+pub mod shutdown;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use tokio_util::sync::CancellationToken;
+
+/// Serves `router` on `listener` until `shutdown` fires, then lets requests in
+/// flight finish (Kubernetes sends SIGTERM and waits for the grace period).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?addr, "http listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
