@@ -1,1 +1,31 @@
+//! The water meter's firmware core, and a simulated fleet that runs it.
+//!
+//! The core is `no_std` without an allocator, so it could ship on a
+//! microcontroller; all of it is tested on the host:
+//! - [`totalizer`]: exact flow integration into litre registers that roll over
+//!   like a mechanical odometer;
+//! - [`alarms`]: the latched alarm state machine (leak, burst, backflow,
+//!   tamper, low battery, empty pipe) and its documented thresholds;
+//! - [`meter`]: the meter that ties them together and renders the register image;
+//! - [`registers`]: the Modbus register map (agrees with
+//!   `fixtures/profiles/waterworks-sim-v1.toml`, a test proves it).
+//!
+//! With the default `std` feature, [`sim`] serves many such meters over Modbus
+//! TCP, driven by consumption profiles and injectable faults, on wall or
+//! simulated time, deterministically from a seed.
+//!
+//! The core must never allocate, block or read a clock: time enters as `dt_ms`.
 
+#![cfg_attr(not(feature = "std"), no_std)]
+
+pub mod alarms;
+pub mod meter;
+pub mod registers;
+pub mod totalizer;
+
+#[cfg(feature = "std")]
+pub mod sim;
+
+pub use alarms::{AlarmThresholds, Inputs};
+pub use meter::{Direction, Meter, MeterConfig, Snapshot};
+pub use registers::RegisterImage;
