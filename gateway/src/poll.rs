@@ -1,0 +1,305 @@
+//! Reading meters over Modbus by their device profile.
+//!
+//! One read of a meter runs the profile's coalesced [`ReadPlan`], each request
+//! under the configured timeout and retried with doubling backoff on timeouts
+//! and transport errors. A Modbus exception is the meter's own answer: it is
+//! counted apart and not retried. A failed meter is left out of its round and
+//! never delays another beyond its own timeouts: TCP meters are read
+//! concurrently (at most `poll.max_concurrent` at once), each on its own
+//! connection; an RTU bus is half-duplex, so its meters take turns.
+//!
+//! This module only ever sends read requests (function codes 03 and 04): a
+//! gateway never writes a register.
+
+use crate::config::{GatewayConfig, MeterConfig, PollConfig, Transport};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::slave::{Slave, SlaveContext};
+use waterworks_wire::clock::Clock;
+use waterworks_wire::profile::{
+    DecodeValueError, DeviceProfile, FunctionCode, MeterValues, ReadPlan,
+};
+use waterworks_wire::{MeterId, Reading};
+
+/// Idle TCP connections kept per endpoint between rounds; more are closed.
+pub const MAX_IDLE_PER_ENDPOINT: usize = 4;
+/// Idle TCP connections kept in all; more are closed (10,000 single-meter
+/// endpoints would otherwise hold 10,000 sockets open between rounds).
+pub const MAX_IDLE_TOTAL: usize = 1024;
+
+/// Why a read of a meter failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("Modbus exception {code} ({name}) to function {function:02} at register {address}")]
+    Exception {
+        function: u8,
+        address: u16,
+        code: u8,
+        name: String,
+    },
+    #[error(
+        "answer to function {function:02} at register {address} has {got} registers, {want} asked"
+    )]
+    ShortAnswer {
+        function: u8,
+        address: u16,
+        got: usize,
+        want: u16,
+    },
+    #[error("decoding by the profile failed: {0}")]
+    Decode(#[from] DecodeValueError),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl ReadError {
+    /// The `outcome` label of `gateway_polls_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ReadError::Timeout(_) => "timeout",
+            ReadError::Transport(_) | ReadError::Unsupported(_) => "failed",
+            ReadError::Exception { .. } => "exception",
+            ReadError::ShortAnswer { .. } | ReadError::Decode(_) => "decode_error",
+        }
+    }
+    /// Worth another attempt (the link may recover); exceptions and decode errors are not.
+    fn retryable(&self) -> bool {
+        matches!(self, ReadError::Timeout(_) | ReadError::Transport(_))
+    }
+}
+
+/// A meter ready to be read: its config with its profile and plan resolved.
+#[derive(Debug)]
+pub struct MeterRuntime {
+    pub meter_id: MeterId,
+    pub transport: Transport,
+    pub unit_id: u8,
+    pub interval_s: u32,
+    pub profile: Arc<DeviceProfile>,
+    pub plan: Arc<ReadPlan>,
+}
+
+impl MeterRuntime {
+    pub fn resolve(
+        config: &GatewayConfig,
+        profiles: &HashMap<String, DeviceProfile>,
+    ) -> Result<Vec<Arc<MeterRuntime>>, String> {
+        let mut shared: HashMap<&str, (Arc<DeviceProfile>, Arc<ReadPlan>)> = HashMap::new();
+        for (id, p) in profiles {
+            shared.insert(id, (Arc::new(p.clone()), Arc::new(p.read_plan())));
+        }
+        config
+            .meters
+            .iter()
+            .map(|m: &MeterConfig| {
+                let (profile, plan) = shared.get(m.profile.as_str()).ok_or_else(|| {
+                    format!(
+                        "meter {}: profile {:?} is not loaded",
+                        m.meter_id, m.profile
+                    )
+                })?;
+                Ok(Arc::new(MeterRuntime {
+                    meter_id: m.meter_id.clone(),
+                    transport: m.transport.clone(),
+                    unit_id: m.unit_id,
+                    interval_s: m.interval_s(&config.poll),
+                    profile: profile.clone(),
+                    plan: plan.clone(),
+                }))
+            })
+            .collect()
+    }
+}
+
+/// Open Modbus links: idle TCP connections by endpoint, and one lock per RTU bus.
+#[derive(Default)]
+pub struct Links {
+    idle_tcp: Mutex<HashMap<String, Vec<Context>>>,
+    rtu_buses: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Context>>>>>,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links").finish_non_exhaustive()
+    }
+}
+
+impl Links {
+    fn take_idle(&self, addr: &str) -> Option<Context> {
+        let mut idle = self.idle_tcp.lock().expect("links lock");
+        idle.get_mut(addr).and_then(|v| v.pop())
+    }
+
+    fn put_idle(&self, addr: &str, ctx: Context) {
+        let mut idle = self.idle_tcp.lock().expect("links lock");
+        let total: usize = idle.values().map(Vec::len).sum();
+        let v = idle.entry(addr.to_string()).or_default();
+        if v.len() < MAX_IDLE_PER_ENDPOINT && total < MAX_IDLE_TOTAL {
+            v.push(ctx);
+        }
+    }
+
+    pub(crate) fn rtu_bus(&self, key: &str) -> Arc<tokio::sync::Mutex<Option<Context>>> {
+        let mut buses = self.rtu_buses.lock().expect("links lock");
+        buses.entry(key.to_string()).or_default().clone()
+    }
+}
+
+/// Reads one meter: the whole plan, retried as configured, then decoded.
+pub async fn read_meter(
+    links: &Links,
+    meter: &MeterRuntime,
+    poll: &PollConfig,
+) -> Result<MeterValues, ReadError> {
+    let mut backoff = Duration::from_millis(poll.retry_backoff_ms);
+    let mut attempt = 0;
+    loop {
+        let result = match &meter.transport {
+            Transport::Tcp { addr } => read_tcp(links, addr, meter, poll).await,
+            Transport::Rtu(rtu) => crate::rtu::read_rtu(links, rtu, meter, poll).await,
+        };
+        match result {
+            Ok(answers) => return Ok(meter.profile.decode(&meter.plan, &answers)?),
+            Err(e) if e.retryable() && attempt < poll.retries => {
+                attempt += 1;
+                tracing::debug!(meter = %meter.meter_id, attempt, error = %e, "retrying meter read");
+                tokio::time::sleep(backoff).await;
+                backoff = backoff.saturating_mul(2);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn read_tcp(
+    links: &Links,
+    addr: &str,
+    meter: &MeterRuntime,
+    poll: &PollConfig,
+) -> Result<Vec<Vec<u16>>, ReadError> {
+    let timeout = Duration::from_millis(poll.request_timeout_ms);
+    let mut ctx = match links.take_idle(addr) {
+        Some(c) => c,
+        None => {
+            let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| ReadError::Timeout(poll.request_timeout_ms))?
+                .map_err(|e| ReadError::Transport(format!("connect {addr}: {e}")))?;
+            let _ = stream.set_nodelay(true);
+            tokio_modbus::client::tcp::attach_slave(stream, Slave(meter.unit_id))
+        }
+    };
+    ctx.set_slave(Slave(meter.unit_id));
+    let result = run_plan(&mut ctx, meter, poll).await;
+    // A connection that timed out or broke may still deliver a stale answer: drop it.
+    if result.as_ref().map_or_else(|e| !e.retryable(), |_| true) {
+        links.put_idle(addr, ctx);
+    }
+    result
+}
+
+pub(crate) async fn run_plan(
+    ctx: &mut Context,
+    meter: &MeterRuntime,
+    poll: &PollConfig,
+) -> Result<Vec<Vec<u16>>, ReadError> {
+    let timeout = Duration::from_millis(poll.request_timeout_ms);
+    let mut answers = Vec::with_capacity(meter.plan.requests.len());
+    for req in &meter.plan.requests {
+        let call = async {
+            match req.function {
+                FunctionCode::ReadHolding => {
+                    ctx.read_holding_registers(req.address, req.count).await
+                }
+                FunctionCode::ReadInput => ctx.read_input_registers(req.address, req.count).await,
+            }
+        };
+        let function = req.function as u8;
+        let words = tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| ReadError::Timeout(poll.request_timeout_ms))?
+            .map_err(|e| ReadError::Transport(e.to_string()))?
+            .map_err(|code| ReadError::Exception {
+                function,
+                address: req.address,
+                code: u8::from(code),
+                name: format!("{code:?}"),
+            })?;
+        if words.len() != usize::from(req.count) {
+            return Err(ReadError::ShortAnswer {
+                function,
+                address: req.address,
+                got: words.len(),
+                want: req.count,
+            });
+        }
+        answers.push(words);
+    }
+    Ok(answers)
+}
+
+/// Reads every meter in `due`, concurrently up to `poll.max_concurrent`;
+/// failed meters are logged, counted and left out. Readings come back in the
+/// order of `due`.
+pub async fn poll_round(
+    links: &Arc<Links>,
+    due: &[Arc<MeterRuntime>],
+    poll: &PollConfig,
+    clock: &Clock,
+) -> Vec<Reading> {
+    use futures::StreamExt;
+    // Owned futures (built eagerly) keep the stream free of borrowed closures.
+    let reads: Vec<_> = due
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (links, m, poll, clock) = (links.clone(), m.clone(), poll.clone(), clock.clone());
+            async move { (i, read_one(&links, &m, &poll, &clock).await) }
+        })
+        .collect();
+    let results: Vec<(usize, Option<Reading>)> = futures::stream::iter(reads)
+        .buffer_unordered(poll.max_concurrent.max(1))
+        .collect()
+        .await;
+    let mut slots: Vec<Option<Reading>> = vec![None; due.len()];
+    for (i, r) in results {
+        slots[i] = r;
+    }
+    slots.into_iter().flatten().collect()
+}
+
+async fn read_one(
+    links: &Links,
+    m: &MeterRuntime,
+    poll: &PollConfig,
+    clock: &Clock,
+) -> Option<Reading> {
+    let ts: DateTime<Utc> = clock.now();
+    match read_meter(links, m, poll).await {
+        Ok(v) => {
+            metrics::counter!("gateway_polls_total", "meter_id" => m.meter_id.to_string(), "outcome" => "ok")
+                .increment(1);
+            Some(Reading {
+                meter_id: m.meter_id.clone(),
+                ts,
+                volume_l: v.volume_l,
+                flow_lph: v.flow_lph,
+                alarms: v.alarms,
+            })
+        }
+        Err(e) => {
+            tracing::warn!(meter = %m.meter_id, profile = %m.profile.profile.id, outcome = e.outcome(),
+                error = %e, "meter read failed; left out of this round");
+            metrics::counter!("gateway_polls_total", "meter_id" => m.meter_id.to_string(), "outcome" => e.outcome())
+                .increment(1);
+            None
+        }
+    }
+}

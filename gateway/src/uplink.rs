@@ -1,0 +1,276 @@
+//! The MQTT uplink: sends spooled batches in order and acknowledges them in
+//! the spool only after the broker's PUBACK.
+//!
+//! Each connection is a fresh rumqttc client whose event loop this task drives
+//! itself. Publishes are matched to their packet ids through the
+//! `Outgoing::Publish` events (emitted in request order), and PUBACKs move a
+//! watermark: the spool forgets a batch once it and every batch before it are
+//! acknowledged. When the connection fails, everything unacknowledged is
+//! resent in order on the next one (at-least-once; ingest stores idempotently).
+//! The window of unacknowledged batches is `uplink.max_inflight`, which also
+//! rate-limits the replay of a backlog while new rounds keep being spooled.
+//!
+//! Status: retained `online` after each CONNACK, `offline` as the last will and,
+//! on a clean shutdown, published before DISCONNECT (the broker does not send a
+//! will after a clean disconnect).
+
+use crate::config::{parse_mqtt_url, UplinkConfig};
+use crate::spool::Spool;
+use crate::Progress;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use waterworks_wire::{topic, GatewayId};
+
+/// First pause after a failed connection; doubles up to [`RECONNECT_MAX`].
+pub const RECONNECT_MIN: Duration = Duration::from_millis(250);
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the spool to drain before keeping the rest on disk.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest MQTT packet either way: a full batch and its header.
+pub const MAX_PACKET_BYTES: usize = waterworks_wire::reading::MAX_PAYLOAD_BYTES + 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("uplink url: {0}")]
+    Url(String),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error("spool task failed: {0}")]
+    Join(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Status,
+    Batch(u64),
+}
+
+pub(crate) struct Uplink {
+    pub config: UplinkConfig,
+    pub gateway_id: GatewayId,
+    pub spool: Arc<Mutex<Spool>>,
+    pub spooled: Arc<Notify>,
+    pub progress: watch::Sender<Progress>,
+    /// Cancelled when the poller has stopped: flush what is left, then leave.
+    pub poller_stopped: CancellationToken,
+}
+
+enum SessionEnd {
+    /// The connection failed; retry after a pause.
+    Failed,
+    /// Shutdown: flushed or timed out.
+    Done,
+}
+
+impl Uplink {
+    pub async fn run(self) -> Result<(), UplinkError> {
+        let (host, port) = parse_mqtt_url(&self.config.url).map_err(UplinkError::Url)?;
+        let mut pause = RECONNECT_MIN;
+        let mut flush_deadline: Option<tokio::time::Instant> = None;
+        metrics::gauge!("gateway_uplink_connected").set(0.0);
+        loop {
+            match self.session(&host, port, &mut flush_deadline).await? {
+                SessionEnd::Done => break,
+                SessionEnd::Failed => {
+                    metrics::gauge!("gateway_uplink_connected").set(0.0);
+                    let wait = tokio::time::sleep(pause);
+                    pause = (pause * 2).min(RECONNECT_MAX);
+                    tokio::select! {
+                        _ = wait => {}
+                        _ = self.poller_stopped.cancelled(), if flush_deadline.is_none() => {
+                            flush_deadline = Some(tokio::time::Instant::now() + FLUSH_TIMEOUT);
+                        }
+                        _ = sleep_until_opt(flush_deadline) => {}
+                    }
+                    if flush_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        tracing::warn!(
+                            pending = self.pending(),
+                            "uplink down at shutdown; batches stay in the spool"
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        metrics::gauge!("gateway_uplink_connected").set(0.0);
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || spool.lock().expect("spool lock").persist_state())
+            .await
+            .map_err(|e| UplinkError::Join(e.to_string()))??;
+        Ok(())
+    }
+
+    fn pending(&self) -> u64 {
+        self.spool.lock().expect("spool lock").pending_batches()
+    }
+
+    fn options(&self, host: &str, port: u16) -> MqttOptions {
+        let client_id = self
+            .config
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("waterworks-gw-{}", self.gateway_id));
+        let mut o = MqttOptions::new(client_id, host, port);
+        o.set_keep_alive(Duration::from_secs(u64::from(self.config.keep_alive_s)));
+        o.set_inflight(self.config.max_inflight);
+        o.set_clean_session(true);
+        o.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        o.set_last_will(LastWill::new(
+            topic::status(&self.gateway_id),
+            topic::STATUS_OFFLINE,
+            QoS::AtLeastOnce,
+            true,
+        ));
+        if let Some(u) = &self.config.username {
+            o.set_credentials(u.clone(), self.config.password.clone().unwrap_or_default());
+        }
+        o
+    }
+
+    async fn session(
+        &self,
+        host: &str,
+        port: u16,
+        flush_deadline: &mut Option<tokio::time::Instant>,
+    ) -> Result<SessionEnd, UplinkError> {
+        let window = usize::from(self.config.max_inflight);
+        let (client, mut events) = AsyncClient::new(self.options(host, port), window + 8);
+        let readings_topic = topic::readings(&self.gateway_id);
+        let status_topic = topic::status(&self.gateway_id);
+        // Publishes in the order handed to the client, with their packet id once known.
+        let mut sent: VecDeque<(Sent, Option<u16>)> = VecDeque::new();
+        // Highest batch handed to this connection.
+        let mut cursor = self.spool.lock().expect("spool lock").done_seq();
+        let mut connected = false;
+        let mut closing = false;
+        loop {
+            if connected && !closing {
+                // Fill the window in order.
+                let in_flight = sent
+                    .iter()
+                    .filter(|(s, _)| matches!(s, Sent::Batch(_)))
+                    .count();
+                let mut room = window.saturating_sub(in_flight);
+                while room > 0 {
+                    let next = {
+                        let spool = self.spool.lock().expect("spool lock");
+                        match spool.next_pending_after(cursor) {
+                            Some(seq) => spool.read(seq)?.map(|p| (seq, p)),
+                            None => None,
+                        }
+                    };
+                    let Some((seq, payload)) = next else { break };
+                    if client
+                        .try_publish(&readings_topic, QoS::AtLeastOnce, false, payload)
+                        .is_err()
+                    {
+                        break;
+                    }
+                    sent.push_back((Sent::Batch(seq), None));
+                    cursor = seq;
+                    room -= 1;
+                }
+                if flush_deadline.is_some() && sent.is_empty() && self.pending() == 0 {
+                    closing = true;
+                    self.say_offline_and_disconnect(&client, &status_topic);
+                }
+            }
+            if let Some(d) = *flush_deadline {
+                if tokio::time::Instant::now() >= d && !closing {
+                    tracing::warn!(
+                        pending = self.pending(),
+                        "flush timed out at shutdown; the rest stays in the spool"
+                    );
+                    closing = true;
+                    self.say_offline_and_disconnect(&client, &status_topic);
+                }
+            }
+            let deadline = flush_deadline.map(|d| d + Duration::from_secs(1));
+            tokio::select! {
+                ev = events.poll() => match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        tracing::info!(broker = %self.config.url, "uplink connected");
+                        metrics::gauge!("gateway_uplink_connected").set(1.0);
+                        connected = true;
+                        if client
+                            .try_publish(&status_topic, QoS::AtLeastOnce, true, topic::STATUS_ONLINE)
+                            .is_ok()
+                        {
+                            sent.push_back((Sent::Status, None));
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        if let Some(slot) = sent.iter_mut().find(|(_, p)| p.is_none()) {
+                            slot.1 = Some(pkid);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(i) = sent.iter().position(|(_, p)| *p == Some(ack.pkid)) {
+                            sent.remove(i);
+                            let oldest_unacked = sent.iter().find_map(|(s, _)| match s {
+                                Sent::Batch(seq) => Some(*seq),
+                                Sent::Status => None,
+                            });
+                            let through = oldest_unacked.map_or(cursor, |s| s - 1);
+                            self.ack_through(through).await?;
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) if closing => {
+                        return Ok(SessionEnd::Done);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if closing {
+                            return Ok(SessionEnd::Done);
+                        }
+                        tracing::warn!(broker = %self.config.url, error = %e, unacked = sent.len(),
+                            "uplink connection failed; unacknowledged batches will be resent");
+                        return Ok(SessionEnd::Failed);
+                    }
+                },
+                _ = self.spooled.notified(), if !closing => {}
+                _ = self.poller_stopped.cancelled(), if flush_deadline.is_none() => {
+                    *flush_deadline = Some(tokio::time::Instant::now() + FLUSH_TIMEOUT);
+                }
+                _ = sleep_until_opt(deadline) => {
+                    return Ok(SessionEnd::Done);
+                }
+            }
+        }
+    }
+
+    fn say_offline_and_disconnect(&self, client: &AsyncClient, status_topic: &str) {
+        let _ = client.try_publish(status_topic, QoS::AtMostOnce, true, topic::STATUS_OFFLINE);
+        let _ = client.try_disconnect();
+    }
+
+    async fn ack_through(&self, seq: u64) -> Result<(), UplinkError> {
+        let spool = self.spool.clone();
+        let (done, pending) = tokio::task::spawn_blocking(move || {
+            let mut s = spool.lock().expect("spool lock");
+            s.ack_through(seq)
+                .map(|()| (s.done_seq(), s.pending_batches()))
+        })
+        .await
+        .map_err(|e| UplinkError::Join(e.to_string()))??;
+        metrics::gauge!("gateway_spool_pending_batches").set(pending as f64);
+        self.progress.send_if_modified(|p| {
+            let changed = p.acked_seq != done || p.pending_batches != pending;
+            p.acked_seq = done;
+            p.pending_batches = pending;
+            changed
+        });
+        Ok(())
+    }
+}
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

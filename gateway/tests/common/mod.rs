@@ -1,0 +1,207 @@
+//! Test helpers: an in-process fake Modbus TCP device, a broker watcher, configs.
+#![allow(dead_code)]
+
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+use tokio_modbus::{ExceptionCode, Response, SlaveRequest};
+use tokio_util::sync::CancellationToken;
+use waterworks_wire::clock::Clock;
+
+pub const MQTT_HOST: &str = "127.0.0.1";
+pub const MQTT_PORT: u16 = 1883;
+
+pub fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+pub fn sim_profile_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/profiles/waterworks-sim-v1.toml")
+}
+
+/// How a fake unit behaves.
+#[derive(Clone, Copy, Debug)]
+pub enum Unit {
+    /// Volume = base + whole minutes since 2026-10-01T00:00Z of the clock.
+    Good { base_l: u64 },
+    /// Answers every read with exception 04.
+    Exceptions,
+    /// Never answers.
+    Dead,
+}
+
+/// The registers of the sim profile for a volume.
+pub fn sim_registers(volume_l: u64, flow_dlph: i32, alarms: u16) -> [u16; 16] {
+    let mut r = [0u16; 16];
+    for i in 0..4 {
+        r[i] = (volume_l >> (48 - 16 * i)) as u16;
+        r[8 + i] = r[i];
+    }
+    r[4] = (flow_dlph as u32 >> 16) as u16;
+    r[5] = flow_dlph as u32 as u16;
+    r[6] = alarms;
+    r
+}
+
+pub fn expected_volume(base_l: u64, at: DateTime<Utc>) -> u64 {
+    base_l + ((at - t("2026-10-01T00:00:00Z")).num_minutes().max(0) as u64)
+}
+
+#[derive(Clone)]
+struct FakeService {
+    units: std::sync::Arc<HashMap<u8, Unit>>,
+    clock: Clock,
+}
+
+type Fut = Pin<Box<dyn Future<Output = Result<Response, ExceptionCode>> + Send>>;
+
+impl tokio_modbus::server::Service for FakeService {
+    type Request = SlaveRequest<'static>;
+    type Response = Response;
+    type Exception = ExceptionCode;
+    type Future = Fut;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        let unit = self.units.get(&req.slave).copied();
+        let now = self.clock.now();
+        Box::pin(async move {
+            let (addr, cnt, input) = match req.request {
+                tokio_modbus::Request::ReadInputRegisters(a, c) => (a, c, true),
+                tokio_modbus::Request::ReadHoldingRegisters(a, c) => (a, c, false),
+                _ => return Err(ExceptionCode::IllegalFunction),
+            };
+            let base_l = match unit {
+                None => return Err(ExceptionCode::GatewayTargetDevice),
+                Some(Unit::Exceptions) => return Err(ExceptionCode::ServerDeviceFailure),
+                Some(Unit::Dead) => std::future::pending().await,
+                Some(Unit::Good { base_l }) => base_l,
+            };
+            let regs = sim_registers(expected_volume(base_l, now), 125, 0);
+            let words: Option<Vec<u16>> = (addr..addr.saturating_add(cnt))
+                .map(|a| regs.get(a as usize).copied())
+                .collect();
+            let words = words.ok_or(ExceptionCode::IllegalDataAddress)?;
+            Ok(if input {
+                Response::ReadInputRegisters(words)
+            } else {
+                Response::ReadHoldingRegisters(words)
+            })
+        })
+    }
+}
+
+/// Serves `units` on a fresh loopback port until `shutdown`.
+pub async fn fake_device(
+    units: HashMap<u8, Unit>,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = FakeService {
+        units: std::sync::Arc::new(units),
+        clock,
+    };
+    let server = tokio_modbus::server::tcp::Server::new(listener);
+    tokio::spawn(async move {
+        let on_connected = move |stream, _addr| {
+            let s = service.clone();
+            async move { Ok(Some((s, stream))) }
+        };
+        let _ = server
+            .serve_until(&on_connected, |_e| {}, shutdown.cancelled_owned())
+            .await;
+    });
+    addr
+}
+
+/// A unique name per test run (ids on the shared broker must not collide).
+pub fn unique(prefix: &str) -> String {
+    let n: u64 = rand::random();
+    format!("{prefix}-{}-{:x}", std::process::id(), n & 0xffff_ffff)
+}
+
+/// Collects every message on `filter` from the broker at `port` into a channel.
+pub async fn watch_topic(
+    port: u16,
+    filter: &str,
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
+    CancellationToken,
+) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut o = MqttOptions::new(unique("watch"), MQTT_HOST, port);
+    o.set_max_packet_size(4 << 20, 4 << 20);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (client, mut el) = AsyncClient::new(o, 64);
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let stop2 = stop.clone();
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            tokio::select! {
+                _ = stop2.cancelled() => break,
+                ev = el.poll() => match ev {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(t) = subscribed_tx.take() { let _ = t.send(()); }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.to_vec(), p.retain));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), subscribed_rx)
+        .await
+        .expect("subscribed in time")
+        .unwrap();
+    (rx, stop)
+}
+
+pub fn config_text(
+    gateway_id: &str,
+    meters: &[(String, SocketAddr, u8)],
+    mqtt_port: u16,
+    spool: &Path,
+) -> String {
+    let mut s = format!(
+        "gateway_id = \"{gateway_id}\"\nprofiles = [{:?}]\n\n[poll]\ninterval_s = 900\nrequest_timeout_ms = 200\nretries = 1\nretry_backoff_ms = 20\n\n",
+        sim_profile_path().display().to_string()
+    );
+    for (id, addr, unit) in meters {
+        s.push_str(&format!(
+            "[[meters]]\nmeter_id = \"{id}\"\ntransport = {{ tcp = \"{addr}\" }}\nunit_id = {unit}\nprofile = \"waterworks-sim-v1\"\n\n"
+        ));
+    }
+    s.push_str(&format!(
+        "[uplink]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"{gateway_id}-c\"\nmax_inflight = 8\n\n[spool]\ndir = {:?}\nmax_bytes = 16777216\n",
+        spool.display().to_string()
+    ));
+    s
+}
+
+/// Waits (bounded) until `progress` satisfies `f`.
+pub async fn wait_progress(
+    rx: &mut tokio::sync::watch::Receiver<gateway::Progress>,
+    what: &str,
+    f: impl Fn(&gateway::Progress) -> bool,
+) {
+    let ok = matches!(
+        tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|p| f(p))).await,
+        Ok(Ok(_))
+    );
+    if !ok {
+        panic!("timed out waiting for {what}; progress {:?}", *rx.borrow());
+    }
+}
