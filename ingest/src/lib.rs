@@ -1,1 +1,188 @@
+//! Waterworks cluster ingest: readings from the broker into billing-grade
+//! time series in PostgreSQL, exactly once, validated at the door, and the
+//! metering query API.
+//!
+//! - [`config`]: [`IngestConfig`] and its parts (the operator's reference).
+//! - [`vee`]: the pure validation rules and their quarantine reasons.
+//! - [`writer`]: one batch, one transaction (lock, validate, `COPY`, merge).
+//! - [`consumer`]: the MQTT shell (manual acks after commit, bounded window).
+//! - [`db`]: migrations and day partitions; [`registry`]: the meter registry.
+//! - [`api`]: `/api/v1` (bearer roles), `/health`, `/ready`, `/metrics`.
+//! - [`copy`]: binary `COPY` encoding.
+//!
+//! Billing reads only the versioned SQL contract (`metering.readings_v1`,
+//! `metering.period_reads_v1`), documented in `ingest/README.md`.
+//! This crate must never acknowledge a message before its readings commit.
 
+pub mod api;
+pub mod config;
+pub mod consumer;
+pub mod copy;
+pub mod db;
+pub mod registry;
+pub mod vee;
+pub mod writer;
+
+pub use config::{BatchConfig, IngestConfig, MqttConfig};
+pub use db::migrate;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use waterworks_service::auth::ApiTokens;
+
+/// How often partitions ahead are created and expired ones dropped.
+pub const MAINTENANCE_INTERVAL_S: u64 = 3600;
+/// Day partitions created ahead of today (UTC).
+pub const PARTITION_DAYS_AHEAD: i64 = 2;
+/// Longest wait for a pooled connection.
+pub const DB_ACQUIRE_TIMEOUT_S: u64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("http: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("tokens: {0}")]
+    Tokens(#[from] waterworks_service::auth::TokenError),
+}
+
+impl IngestError {
+    /// Whether retrying the same work later may succeed (connection lost,
+    /// server restarting, serialization or deadlock).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            IngestError::Db(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::Tls(_) => true,
+                sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+                    // 08 connection, 40 rollback (deadlock, serialization),
+                    // 53 resources, 55P03 lock timeout, 57 operator intervention.
+                    ["08", "40", "53", "57"].iter().any(|p| c.starts_with(p)) || c == "55P03"
+                }),
+                _ => false,
+            },
+            IngestError::Io(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A built ingest replica: connected to the database, migrated, HTTP bound.
+/// The broker connection is made by [`Ingest::run_until_stopped`].
+pub struct Ingest {
+    config: IngestConfig,
+    shared: Arc<consumer::Shared>,
+    listener: tokio::net::TcpListener,
+    http_addr: SocketAddr,
+    tokens: Arc<ApiTokens>,
+}
+
+impl Ingest {
+    /// Connects to PostgreSQL, applies the migrations, binds the HTTP listener.
+    pub async fn build(config: IngestConfig) -> Result<Ingest, IngestError> {
+        consumer::mqtt_options(&config.mqtt)?;
+        let tokens = Arc::new(ApiTokens::new(&config.tokens)?);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_db_connections.max(2))
+            .acquire_timeout(Duration::from_secs(DB_ACQUIRE_TIMEOUT_S))
+            .connect(&config.database_url)
+            .await?;
+        migrate(&pool).await?;
+        let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
+        let http_addr = listener.local_addr()?;
+        let shared = Arc::new(consumer::Shared {
+            pool,
+            partitions: db::Partitions::default(),
+            broker_connected: AtomicBool::new(false),
+        });
+        Ok(Ingest {
+            config,
+            shared,
+            listener,
+            http_addr,
+            tokens,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn pool(&self) -> PgPool {
+        self.shared.pool.clone()
+    }
+
+    /// Consumes, stores and serves until `shutdown`; then drains: the batch
+    /// being written is committed and acknowledged, HTTP requests finish.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), IngestError> {
+        let Ingest {
+            config,
+            shared,
+            listener,
+            tokens,
+            ..
+        } = self;
+        let router = api::router(shared.clone(), tokens);
+        let http = tokio::spawn(waterworks_service::serve(
+            listener,
+            router,
+            shutdown.clone(),
+        ));
+        let maintenance = tokio::spawn(maintain(
+            shared.clone(),
+            config.retention_days,
+            shutdown.clone(),
+        ));
+        let result = consumer::run(config, shared, shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = maintenance.await;
+        match http.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "http server failed"),
+            Err(e) => tracing::error!(error = %e, "http task failed"),
+            Ok(Ok(())) => {}
+        }
+        result
+    }
+}
+
+/// Builds and runs one replica until `shutdown`.
+pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<(), IngestError> {
+    Ingest::build(config)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
+}
+
+/// Creates partitions ahead and drops expired ones, at start and hourly.
+async fn maintain(shared: Arc<consumer::Shared>, retention_days: u32, shutdown: CancellationToken) {
+    loop {
+        let today = chrono::Utc::now().date_naive();
+        let ahead: Vec<_> = (0..=PARTITION_DAYS_AHEAD)
+            .map(|d| today + chrono::Duration::days(d))
+            .collect();
+        if let Err(e) = shared.partitions.ensure(&shared.pool, &ahead).await {
+            tracing::warn!(error = %e, "creating partitions ahead failed");
+        }
+        if let Err(e) = db::drop_expired_partitions(&shared.pool, today, retention_days).await {
+            tracing::warn!(error = %e, "dropping expired partitions failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(MAINTENANCE_INTERVAL_S)) => {}
+        }
+    }
+}

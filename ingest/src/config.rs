@@ -1,0 +1,180 @@
+//! Ingest's configuration. The doc comments are the operator's reference;
+//! every field not marked required has a default.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use waterworks_service::auth::TokenConfig;
+
+/// The whole configuration of one ingest replica.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// PostgreSQL URL (required), e.g. `postgres://ingest@db:5432/waterworks`.
+    pub database_url: String,
+    /// Bound of the connection pool (default 8). The writer holds one
+    /// connection per batch; the HTTP API shares the rest.
+    #[serde(default = "default_max_db_connections")]
+    pub max_db_connections: u32,
+    /// The broker and the subscription.
+    pub mqtt: MqttConfig,
+    /// Where the HTTP API and `/health`, `/ready`, `/metrics` listen (port 0 picks one).
+    #[serde(default = "default_http_listen")]
+    pub http_listen: SocketAddr,
+    /// How readings are grouped into one database transaction.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Readings older than this many days (against the wall clock) are refused
+    /// with reason `too_old`, and day partitions older than it are dropped.
+    /// Default 400.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// Readings dated more than this many seconds ahead of the wall clock are
+    /// refused with reason `future`. Default 900.
+    #[serde(default = "default_max_future_skew_s")]
+    pub max_future_skew_s: u64,
+    /// Bearer tokens for `/api/v1` (viewer reads; operator sees quarantine).
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// The MQTT side: one persistent session per replica on a shared subscription.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker URL, `mqtt://host:port` (port defaults to 1883).
+    pub url: String,
+    /// Client id: stable per replica (e.g. the StatefulSet pod name), because
+    /// the session is persistent (clean_session = false): messages that
+    /// arrive while the replica is down wait for it at the broker.
+    pub client_id: String,
+    /// Subscription filter (default `$share/ingest/waterworks/v1/+/readings`).
+    #[serde(default = "default_subscription")]
+    pub subscription: String,
+    /// MQTT keep-alive in seconds (default 30).
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// Messages received but not yet committed and acknowledged (default
+    /// 1000). When full, ingest stops reading the socket (TCP backpressure)
+    /// instead of growing memory. The broker's own window
+    /// (Mosquitto `max_inflight_messages`, 20 by default) is usually smaller.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: usize,
+}
+
+impl MqttConfig {
+    /// A configuration with every default but the broker and client id.
+    pub fn new(url: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            client_id: client_id.into(),
+            subscription: default_subscription(),
+            keep_alive_s: default_keep_alive_s(),
+            max_inflight: default_max_inflight(),
+        }
+    }
+}
+
+/// A batch closes on whichever comes first: `max_readings`, `max_bytes` of
+/// payload, `max_wait_ms` after its first message, or a short idle pause of
+/// the input (so a light load is written at once).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Default 20 000.
+    #[serde(default = "default_max_readings")]
+    pub max_readings: usize,
+    /// Payload bytes, default 8 MiB.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// Default 50 ms.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_readings: default_max_readings(),
+            max_bytes: default_max_bytes(),
+            max_wait_ms: default_max_wait_ms(),
+        }
+    }
+}
+
+impl IngestConfig {
+    /// A configuration with every default but the database and broker.
+    pub fn new(database_url: impl Into<String>, mqtt: MqttConfig) -> Self {
+        Self {
+            database_url: database_url.into(),
+            max_db_connections: default_max_db_connections(),
+            mqtt,
+            http_listen: default_http_listen(),
+            batch: BatchConfig::default(),
+            retention_days: default_retention_days(),
+            max_future_skew_s: default_max_future_skew_s(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+fn default_max_db_connections() -> u32 {
+    8
+}
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8081))
+}
+fn default_retention_days() -> u32 {
+    400
+}
+fn default_max_future_skew_s() -> u64 {
+    900
+}
+fn default_subscription() -> String {
+    waterworks_wire::topic::SHARED_READINGS_FILTER.to_string()
+}
+fn default_keep_alive_s() -> u64 {
+    30
+}
+fn default_max_inflight() -> usize {
+    1000
+}
+fn default_max_readings() -> usize {
+    20_000
+}
+fn default_max_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_max_wait_ms() -> u64 {
+    50
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_toml_gets_defaults() {
+        let c: IngestConfig = toml_like(
+            r#"{"database_url":"postgres://x","mqtt":{"url":"mqtt://127.0.0.1:1883","client_id":"ingest-0"}}"#,
+        );
+        assert_eq!(c.max_db_connections, 8);
+        assert_eq!(c.retention_days, 400);
+        assert_eq!(
+            c.mqtt.subscription,
+            waterworks_wire::topic::SHARED_READINGS_FILTER
+        );
+        assert_eq!(c.batch.max_readings, 20_000);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let r: Result<IngestConfig, _> = serde_json::from_str(
+            r#"{"database_url":"x","mqtt":{"url":"u","client_id":"c"},"retention":3}"#,
+        );
+        assert!(r.is_err());
+    }
+
+    fn toml_like(s: &str) -> IngestConfig {
+        serde_json::from_str(s).unwrap()
+    }
+}

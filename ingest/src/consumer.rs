@@ -1,0 +1,440 @@
+//! The MQTT shell: one task polls rumqttc's event loop and hands publishes to
+//! the collector; the collector decodes them and closes batches; the writer
+//! commits each batch and only then acknowledges its messages.
+//!
+//! ```text
+//! broker --> mqtt task --(inbound, max_inflight)--> collector --(1 batch)--> writer --> PostgreSQL
+//!               ^                                                              |
+//!               +------------------------- acks after commit ------------------+
+//! ```
+//!
+//! Bounds: the inbound channel holds `max_inflight` messages (when full, the
+//! event loop is not polled: TCP backpressure); one batch waits for the
+//! writer while another is written. Nothing is acknowledged before commit, so
+//! a crash anywhere loses nothing: the broker redelivers.
+
+use crate::config::{BatchConfig, IngestConfig};
+use crate::db::Partitions;
+use crate::vee::{self, MsgMeta, Window};
+use crate::writer::{self, BatchInput};
+use crate::IngestError;
+use chrono::{DateTime, Utc};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use sqlx::PgPool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use waterworks_wire::topic::{self, Topic};
+
+/// A batch closes when no message arrived for this long (light load is
+/// written at once; under load the queue never idles).
+pub const IDLE_CLOSE_MS: u64 = 2;
+/// Backoff bounds between attempts to reach the broker or write a batch.
+pub const RETRY_MIN_MS: u64 = 100;
+pub const RETRY_MAX_MS: u64 = 5_000;
+/// Failed attempts after which a multi-message batch is written message by
+/// message, and a lone message refused by the store for a non-transient
+/// reason is quarantined (and acknowledged) instead of blocking the stream.
+pub const ATTEMPTS_BEFORE_ISOLATING: u32 = 3;
+/// Status topics are subscribed without sharing (every replica records them).
+pub const STATUS_SUBSCRIPTION: &str = waterworks_wire::topic::STATUS_FILTER;
+
+struct Inbound {
+    publish: Publish,
+    received_at: DateTime<Utc>,
+}
+
+struct Batch {
+    input: BatchInput,
+    publishes: Vec<Publish>,
+}
+
+pub fn mqtt_options(cfg: &crate::config::MqttConfig) -> Result<MqttOptions, IngestError> {
+    let rest = cfg
+        .url
+        .strip_prefix("mqtt://")
+        .or_else(|| cfg.url.strip_prefix("tcp://"))
+        .ok_or_else(|| {
+            IngestError::Config(format!("mqtt url {:?} must start with mqtt://", cfg.url))
+        })?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| IngestError::Config(format!("bad port in mqtt url {:?}", cfg.url)))?,
+        ),
+        None => (rest, 1883),
+    };
+    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
+    o.set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(5)))
+        .set_max_packet_size(
+            waterworks_wire::reading::MAX_PAYLOAD_BYTES + 4096,
+            64 * 1024,
+        );
+    Ok(o)
+}
+
+pub struct Shared {
+    pub pool: PgPool,
+    pub partitions: Partitions,
+    pub broker_connected: AtomicBool,
+}
+
+/// Runs the pipeline until `shutdown`; then finishes the batch being written,
+/// acknowledges it and disconnects.
+pub async fn run(
+    cfg: IngestConfig,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let opts = mqtt_options(&cfg.mqtt)?;
+    let (client, eventloop) = AsyncClient::new(opts, cfg.mqtt.max_inflight * 2 + 64);
+    let (in_tx, in_rx) = mpsc::channel::<Inbound>(cfg.mqtt.max_inflight.max(1));
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
+    let mqtt_stop = CancellationToken::new();
+
+    let mqtt = tokio::spawn(mqtt_loop(
+        eventloop,
+        client.clone(),
+        in_tx,
+        shared.clone(),
+        vec![
+            cfg.mqtt.subscription.clone(),
+            STATUS_SUBSCRIPTION.to_string(),
+        ],
+        mqtt_stop.clone(),
+    ));
+    let collector = tokio::spawn(collect(
+        in_rx,
+        batch_tx,
+        cfg.batch.clone(),
+        shutdown.clone(),
+    ));
+    let window = WindowCfg {
+        retention_days: cfg.retention_days,
+        max_future_skew_s: cfg.max_future_skew_s,
+    };
+    let writer_result =
+        write_loop(batch_rx, client.clone(), shared, window, shutdown.clone()).await;
+    let _ = collector.await;
+    // Give the event loop a moment to send the last acks, then leave.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = client.try_disconnect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    mqtt_stop.cancel();
+    let _ = mqtt.await;
+    writer_result
+}
+
+async fn mqtt_loop(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    tx: mpsc::Sender<Inbound>,
+    shared: Arc<Shared>,
+    subscriptions: Vec<String>,
+    stop: CancellationToken,
+) {
+    let mut backoff_ms = RETRY_MIN_MS;
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => break,
+            ev = eventloop.poll() => ev,
+        };
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff_ms = RETRY_MIN_MS;
+                shared.broker_connected.store(true, Ordering::Relaxed);
+                tracing::info!(session_present = ack.session_present, "connected to broker");
+                for s in &subscriptions {
+                    if let Err(e) = client.try_subscribe(s.clone(), QoS::AtLeastOnce) {
+                        tracing::error!(error = %e, subscription = %s, "subscribe failed");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                metrics::counter!("ingest_messages_total").increment(1);
+                let inbound = Inbound {
+                    publish: p,
+                    received_at: Utc::now(),
+                };
+                // When the pipeline is full this waits: the socket is not read
+                // (backpressure). After shutdown the receiver is gone and the
+                // message is left unacknowledged for the broker to redeliver.
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tx.send(inbound) => {}
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                shared.broker_connected.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, backoff_ms, "broker connection lost; reconnecting");
+                metrics::counter!("ingest_broker_errors_total").increment(1);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                }
+                backoff_ms = (backoff_ms * 2).min(RETRY_MAX_MS);
+            }
+        }
+    }
+    shared.broker_connected.store(false, Ordering::Relaxed);
+}
+
+/// Groups messages into batches; decodes as they arrive (pipelined with the
+/// writer). Closes on readings, bytes, `max_wait_ms` or an idle input.
+async fn collect(
+    mut rx: mpsc::Receiver<Inbound>,
+    tx: mpsc::Sender<Batch>,
+    cfg: BatchConfig,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            m = rx.recv() => match m { Some(m) => m, None => return },
+        };
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(cfg.max_wait_ms);
+        let mut batch = Batch {
+            input: BatchInput::default(),
+            publishes: Vec::new(),
+        };
+        let (mut readings, mut bytes) = (0usize, 0usize);
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            bytes += m.publish.payload.len();
+            add(&mut batch, m);
+            readings = batch.input.readings();
+            if readings >= cfg.max_readings || bytes >= cfg.max_bytes {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let wait = (deadline - now).min(Duration::from_millis(IDLE_CLOSE_MS));
+            next = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(_) => tokio::time::timeout(wait, rx.recv()).await.ok().flatten(),
+            };
+        }
+        metrics::histogram!("ingest_batch_readings").record(readings as f64);
+        if tx.send(batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn add(batch: &mut Batch, m: Inbound) {
+    let idx = batch.input.metas.len();
+    let mut meta = MsgMeta {
+        topic: m.publish.topic.clone(),
+        received_at: m.received_at,
+        gateway_id: None,
+        batch_seq: None,
+    };
+    if let Some(Topic::Status(gw)) = topic::parse(&m.publish.topic) {
+        let status = String::from_utf8_lossy(&m.publish.payload)
+            .chars()
+            .take(32)
+            .collect::<String>();
+        batch
+            .input
+            .statuses
+            .push((gw.to_string(), status, m.received_at));
+        meta.gateway_id = Some(gw.to_string());
+        batch.input.metas.push(meta);
+        batch.input.decoded.push(vee::Decoded::default());
+    } else {
+        let decoded = vee::decode_message(idx, &mut meta, &m.publish.payload);
+        batch.input.metas.push(meta);
+        batch.input.decoded.push(decoded);
+    }
+    batch.publishes.push(m.publish);
+}
+
+#[derive(Debug, Clone, Copy)]
+struct WindowCfg {
+    retention_days: u32,
+    max_future_skew_s: u64,
+}
+
+impl WindowCfg {
+    fn now(self) -> Window {
+        Window {
+            now: Utc::now(),
+            retention_days: self.retention_days,
+            max_future_skew_s: self.max_future_skew_s,
+        }
+    }
+}
+
+async fn write_loop(
+    mut rx: mpsc::Receiver<Batch>,
+    client: AsyncClient,
+    shared: Arc<Shared>,
+    window: WindowCfg,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    while let Some(batch) = rx.recv().await {
+        let mut parts = vec![batch];
+        while let Some(b) = parts.pop() {
+            match write_with_retry(&shared, &b.input, window, &shutdown).await {
+                WriteResult::Done => ack_all(&client, &b.publishes).await,
+                WriteResult::Isolate => {
+                    if b.publishes.len() > 1 {
+                        tracing::warn!(
+                            messages = b.publishes.len(),
+                            "batch keeps failing; writing its messages one by one"
+                        );
+                        parts.extend(split(b).into_iter().rev());
+                    } else {
+                        refuse_whole(&shared, &b, window).await;
+                        ack_all(&client, &b.publishes).await;
+                    }
+                }
+                WriteResult::Stopped => return Ok(()),
+            }
+        }
+    }
+    Ok(())
+}
+
+enum WriteResult {
+    Done,
+    Isolate,
+    Stopped,
+}
+
+async fn write_with_retry(
+    shared: &Shared,
+    input: &BatchInput,
+    window: WindowCfg,
+    shutdown: &CancellationToken,
+) -> WriteResult {
+    let mut backoff_ms = RETRY_MIN_MS;
+    let mut permanent_failures = 0;
+    loop {
+        let started = Instant::now();
+        match writer::write_batch(&shared.pool, &shared.partitions, input, window.now()).await {
+            Ok(out) => {
+                metrics::histogram!("ingest_batch_seconds").record(started.elapsed().as_secs_f64());
+                metrics::counter!("ingest_batches_total").increment(1);
+                metrics::counter!("ingest_readings_stored_total")
+                    .increment(out.stored + out.backfilled);
+                metrics::counter!("ingest_readings_backfilled_total").increment(out.backfilled);
+                metrics::counter!("ingest_duplicates_total").increment(out.duplicates);
+                metrics::counter!("ingest_seq_gaps_total").increment(out.seq_gaps);
+                metrics::counter!("ingest_seq_resets_total").increment(out.seq_resets);
+                for (reason, n) in &out.quarantined {
+                    metrics::counter!("ingest_quarantined_total", "reason" => *reason)
+                        .increment(*n);
+                }
+                tracing::debug!(?out, "batch committed");
+                return WriteResult::Done;
+            }
+            Err(e) => {
+                metrics::counter!("ingest_write_retries_total").increment(1);
+                if !e.is_transient() {
+                    permanent_failures += 1;
+                    if permanent_failures >= ATTEMPTS_BEFORE_ISOLATING {
+                        tracing::error!(error = %e, "batch refused by the store");
+                        return WriteResult::Isolate;
+                    }
+                }
+                tracing::warn!(error = %e, backoff_ms, "batch write failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return WriteResult::Stopped,
+                    _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                }
+                backoff_ms = (backoff_ms * 2).min(RETRY_MAX_MS);
+            }
+        }
+    }
+}
+
+fn split(b: Batch) -> Vec<Batch> {
+    let Batch { input, publishes } = b;
+    let mut statuses = input.statuses.into_iter();
+    input
+        .metas
+        .into_iter()
+        .zip(input.decoded)
+        .zip(publishes)
+        .map(|((meta, mut decoded), p)| {
+            for c in &mut decoded.readings {
+                c.msg = 0;
+            }
+            for q in &mut decoded.quarantine {
+                q.msg = 0;
+            }
+            let st: Vec<_> = match topic::parse(&meta.topic) {
+                Some(Topic::Status(_)) => statuses.next().into_iter().collect(),
+                _ => vec![],
+            };
+            Batch {
+                input: BatchInput {
+                    metas: vec![meta],
+                    decoded: vec![decoded],
+                    statuses: st,
+                },
+                publishes: vec![p],
+            }
+        })
+        .collect()
+}
+
+/// A lone message the store refuses for a non-transient reason: keep it in
+/// quarantine (raw) so the stream moves on. Retries until that insert works.
+async fn refuse_whole(shared: &Shared, b: &Batch, window: WindowCfg) {
+    let meta = b.input.metas.first().cloned();
+    let payload = b
+        .publishes
+        .first()
+        .map(|p| p.payload.to_vec())
+        .unwrap_or_default();
+    let input = BatchInput {
+        metas: meta.into_iter().collect(),
+        decoded: vec![vee::Decoded {
+            header: None,
+            readings: vec![],
+            quarantine: vec![vee::Quarantined {
+                msg: 0,
+                reason: vee::Reason::Malformed,
+                detail: "the store refused this message; kept whole for inspection".into(),
+                payload: Some(payload),
+                reading: None,
+                meter_id: None,
+                ts: None,
+            }],
+        }],
+        statuses: vec![],
+    };
+    let mut backoff_ms = RETRY_MIN_MS;
+    while let Err(e) =
+        writer::write_batch(&shared.pool, &shared.partitions, &input, window.now()).await
+    {
+        tracing::error!(error = %e, "cannot quarantine a refused message; retrying");
+        tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+        backoff_ms = (backoff_ms * 2).min(RETRY_MAX_MS);
+    }
+    metrics::counter!("ingest_quarantined_total", "reason" => vee::Reason::Malformed.as_str())
+        .increment(1);
+}
+
+async fn ack_all(client: &AsyncClient, publishes: &[Publish]) {
+    for p in publishes {
+        if let Err(e) = client.ack(p).await {
+            // The event loop is gone (shutdown): the broker redelivers, and
+            // the readings are already stored, so the replay changes nothing.
+            tracing::debug!(error = %e, "ack not sent");
+            return;
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! PostgreSQL binary `COPY` encoding of reading rows
+//! (`meter_id text, ts timestamptz, volume_l int8, flow_lph float8, alarms text[]`).
+//! Binary saves the server parsing text: see the COPY floor in DESIGN.md.
+
+use crate::vee::Row;
+use bytes::{BufMut, BytesMut};
+use chrono::{DateTime, Utc};
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+/// The OID of `text`, for array elements.
+const TEXT_OID: i32 = 25;
+
+pub const COPY_READINGS: &str =
+    "COPY metering.readings (meter_id, ts, volume_l, flow_lph, alarms) FROM STDIN (FORMAT binary)";
+
+pub fn pg_micros(ts: DateTime<Utc>) -> i64 {
+    ts.timestamp_micros() - PG_EPOCH_OFFSET_US
+}
+
+/// Encodes rows as one complete binary COPY stream (header, tuples, trailer).
+pub fn encode(rows: &[Row]) -> BytesMut {
+    let mut b = BytesMut::with_capacity(19 + rows.len() * 64 + 2);
+    b.put_slice(b"PGCOPY\n\xff\r\n\0");
+    b.put_i32(0); // flags
+    b.put_i32(0); // header extension length
+    for r in rows {
+        b.put_i16(5);
+        b.put_i32(r.meter_id.len() as i32);
+        b.put_slice(r.meter_id.as_bytes());
+        b.put_i32(8);
+        b.put_i64(pg_micros(r.ts));
+        b.put_i32(8);
+        b.put_i64(r.volume_l);
+        match r.flow_lph {
+            Some(f) => {
+                b.put_i32(8);
+                b.put_f64(f);
+            }
+            None => b.put_i32(-1),
+        }
+        if r.alarms.is_empty() {
+            b.put_i32(-1);
+        } else {
+            let names: Vec<&str> = r.alarms.iter().map(|a| a.as_str()).collect();
+            let len = 20 + names.iter().map(|n| 4 + n.len()).sum::<usize>();
+            b.put_i32(len as i32);
+            b.put_i32(1); // dimensions
+            b.put_i32(0); // no nulls
+            b.put_i32(TEXT_OID);
+            b.put_i32(names.len() as i32);
+            b.put_i32(1); // lower bound
+            for n in names {
+                b.put_i32(n.len() as i32);
+                b.put_slice(n.as_bytes());
+            }
+        }
+    }
+    b.put_i16(-1);
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_is_postgres_epoch() {
+        let t = DateTime::parse_from_rfc3339("2000-01-01T00:00:01Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(pg_micros(t), 1_000_000);
+    }
+
+    #[test]
+    fn empty_stream_is_header_and_trailer() {
+        assert_eq!(encode(&[]).len(), 19 + 2);
+    }
+}

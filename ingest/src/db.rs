@@ -1,0 +1,125 @@
+//! The database edge: migrations (in schema `metering`, history in
+//! `metering._sqlx_migrations`) and day partitions of `metering.readings`.
+
+use crate::IngestError;
+use chrono::NaiveDate;
+use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Advisory lock keys (an arbitrary constant per purpose, "WWIN" + n).
+const MIGRATE_LOCK_KEY: i64 = 0x5757_494E_0001;
+const PARTITION_LOCK_KEY: i64 = 0x5757_494E_0002;
+/// Most day partitions created in one call; more days in one batch is a
+/// sign of junk timestamps, which validation refuses anyway.
+pub const MAX_NEW_PARTITIONS_PER_BATCH: usize = 64;
+
+/// Applies the migrations; idempotent, and safe when replicas start at once
+/// (an advisory lock serializes them).
+pub async fn migrate(pool: &PgPool) -> Result<(), IngestError> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATE_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    let result = async {
+        sqlx::query("CREATE SCHEMA IF NOT EXISTS metering")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("SET search_path TO metering")
+            .execute(&mut *conn)
+            .await?;
+        MIGRATOR.run(&mut *conn).await?;
+        Ok::<(), IngestError>(())
+    }
+    .await;
+    // The connection goes back to the pool: leave it as it came.
+    let _ = sqlx::query("RESET search_path").execute(&mut *conn).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATE_LOCK_KEY)
+        .execute(&mut *conn)
+        .await;
+    result
+}
+
+/// Day partitions known to exist (created by this process or seen).
+#[derive(Debug, Default)]
+pub struct Partitions {
+    known: Mutex<HashSet<NaiveDate>>,
+}
+
+impl Partitions {
+    /// Makes sure a partition exists for each day (UTC). Runs in its own
+    /// short transaction, before the batch's, because creating a partition
+    /// locks the parent table.
+    pub async fn ensure(&self, pool: &PgPool, days: &[NaiveDate]) -> Result<(), IngestError> {
+        let missing: Vec<NaiveDate> = {
+            let known = self.known.lock().expect("partition cache poisoned");
+            let mut m: Vec<NaiveDate> = days
+                .iter()
+                .filter(|d| !known.contains(d))
+                .copied()
+                .collect();
+            m.sort();
+            m.dedup();
+            m.truncate(MAX_NEW_PARTITIONS_PER_BATCH);
+            m
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PARTITION_LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+        let mut created = 0;
+        for d in &missing {
+            let new: bool = sqlx::query_scalar("SELECT metering.ensure_day_partition($1)")
+                .bind(d)
+                .fetch_one(&mut *tx)
+                .await?;
+            created += usize::from(new);
+        }
+        tx.commit().await?;
+        if created > 0 {
+            tracing::info!(created, "day partitions created");
+        }
+        self.known
+            .lock()
+            .expect("partition cache poisoned")
+            .extend(missing);
+        Ok(())
+    }
+}
+
+/// Drops day partitions entirely older than `retention_days` before `today`.
+pub async fn drop_expired_partitions(
+    pool: &PgPool,
+    today: NaiveDate,
+    retention_days: u32,
+) -> Result<u64, IngestError> {
+    let cutoff = today - chrono::Duration::days(i64::from(retention_days) + 1);
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid
+           JOIN pg_class p ON p.oid = i.inhparent
+           JOIN pg_namespace n ON n.oid = p.relnamespace
+          WHERE n.nspname = 'metering' AND p.relname = 'readings'
+            AND c.relname ~ '^readings_[0-9]{8}$'
+            AND to_date(substr(c.relname, 10), 'YYYYMMDD') < $1",
+    )
+    .bind(cutoff)
+    .fetch_all(pool)
+    .await?;
+    for name in &names {
+        sqlx::query(&format!("DROP TABLE IF EXISTS metering.\"{name}\""))
+            .execute(pool)
+            .await?;
+        tracing::info!(partition = %name, "expired partition dropped");
+    }
+    Ok(names.len() as u64)
+}

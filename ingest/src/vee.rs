@@ -1,0 +1,804 @@
+//! Validation, estimation's first half (VEE at the door): the pure rules that
+//! decide, for each received reading, whether it is stored, ignored as a
+//! duplicate, or quarantined with a reason. No IO here: the writer fetches the
+//! meters' state, calls these functions, and stores what they decide.
+//!
+//! Stages: [`decode_message`] (no state needed), [`validate`] (against the
+//! registry and each meter's high-water mark), [`resolve_late`] (readings at or
+//! before the high-water mark, against what is already stored).
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use std::collections::{BTreeMap, HashMap};
+use waterworks_wire::reading::{Alarm, Reading, ReadingBatch};
+use waterworks_wire::topic::{self, Topic};
+
+/// Implied flow above `max_flow_lph × SPIKE_MARGIN` is a spike.
+pub const SPIKE_MARGIN: f64 = 1.5;
+/// The read interval a meter is expected to keep (15 minutes).
+pub const EXPECTED_READ_INTERVAL_S: i64 = 900;
+/// Two consecutive reads further apart than this leave a `meter_reads` gap.
+pub const MAX_READ_GAP_S: i64 = EXPECTED_READ_INTERVAL_S * 3 / 2;
+
+/// Why a reading or message was refused. The strings are stable (metrics
+/// labels, the quarantine table, the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    Malformed,
+    UnknownMeter,
+    WrongGateway,
+    Future,
+    TooOld,
+    Backwards,
+    Spike,
+    Conflict,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 8] = [
+        Reason::Malformed,
+        Reason::UnknownMeter,
+        Reason::WrongGateway,
+        Reason::Future,
+        Reason::TooOld,
+        Reason::Backwards,
+        Reason::Spike,
+        Reason::Conflict,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Malformed => "malformed",
+            Reason::UnknownMeter => "unknown_meter",
+            Reason::WrongGateway => "wrong_gateway",
+            Reason::Future => "future",
+            Reason::TooOld => "too_old",
+            Reason::Backwards => "backwards",
+            Reason::Spike => "spike",
+            Reason::Conflict => "conflict",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// Where a message came from; quarantine rows carry it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MsgMeta {
+    pub topic: String,
+    pub received_at: DateTime<Utc>,
+    /// From the payload when it decoded, else from the topic.
+    pub gateway_id: Option<String>,
+    pub batch_seq: Option<u64>,
+}
+
+/// One refused thing, as the quarantine table keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quarantined {
+    pub msg: usize,
+    pub reason: Reason,
+    pub detail: String,
+    /// The whole payload, when the message was refused whole.
+    pub payload: Option<Vec<u8>>,
+    /// The reading, when one reading was refused.
+    pub reading: Option<serde_json::Value>,
+    pub meter_id: Option<String>,
+    pub ts: Option<DateTime<Utc>>,
+}
+
+/// A reading that passed decoding, tagged with its message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub msg: usize,
+    pub reading: Reading,
+}
+
+/// A message after decoding.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// `(gateway_id, batch_seq)` when the header was sound and matched the topic.
+    pub header: Option<(String, u64)>,
+    pub readings: Vec<Candidate>,
+    pub quarantine: Vec<Quarantined>,
+}
+
+fn whole(msg: usize, reason: Reason, detail: String, payload: &[u8]) -> Quarantined {
+    Quarantined {
+        msg,
+        reason,
+        detail,
+        payload: Some(payload.to_vec()),
+        reading: None,
+        meter_id: None,
+        ts: None,
+    }
+}
+
+/// Decodes one message; fills in `meta.gateway_id`/`batch_seq` when known.
+/// A message refused whole is one quarantine row with its raw payload.
+pub fn decode_message(msg: usize, meta: &mut MsgMeta, payload: &[u8]) -> Decoded {
+    let mut out = Decoded::default();
+    let topic_gw = match topic::parse(&meta.topic) {
+        Some(Topic::Readings(gw)) => gw,
+        _ => {
+            out.quarantine.push(whole(
+                msg,
+                Reason::Malformed,
+                format!(
+                    "topic {:?} is not a readings topic of contract v1",
+                    meta.topic
+                ),
+                payload,
+            ));
+            return out;
+        }
+    };
+    meta.gateway_id = Some(topic_gw.to_string());
+    let batch = match ReadingBatch::decode_lenient(payload) {
+        Ok(b) => b,
+        Err(e) => {
+            out.quarantine
+                .push(whole(msg, Reason::Malformed, e.to_string(), payload));
+            return out;
+        }
+    };
+    meta.batch_seq = Some(batch.batch_seq);
+    if batch.gateway_id != topic_gw {
+        out.quarantine.push(whole(
+            msg,
+            Reason::WrongGateway,
+            format!(
+                "payload claims gateway {:?} but was published on the topic of {:?}",
+                batch.gateway_id.as_str(),
+                topic_gw.as_str()
+            ),
+            payload,
+        ));
+        return out;
+    }
+    out.header = Some((topic_gw.to_string(), batch.batch_seq));
+    for r in batch.readings {
+        match r {
+            Ok(reading) if reading.volume_l > i64::MAX as u64 => {
+                out.quarantine.push(Quarantined {
+                    msg,
+                    reason: Reason::Malformed,
+                    detail: format!("volume_l {} is out of range", reading.volume_l),
+                    payload: None,
+                    reading: serde_json::to_value(&reading).ok(),
+                    meter_id: Some(reading.meter_id.to_string()),
+                    ts: Some(reading.ts),
+                });
+            }
+            Ok(reading) => out.readings.push(Candidate { msg, reading }),
+            Err(bad) => {
+                let meter_id = bad
+                    .raw
+                    .get("meter_id")
+                    .and_then(|v| v.as_str())
+                    .filter(|s| s.len() <= waterworks_wire::ids::ID_MAX_LEN)
+                    .map(str::to_string);
+                out.quarantine.push(Quarantined {
+                    msg,
+                    reason: Reason::Malformed,
+                    detail: bad.reason,
+                    payload: None,
+                    reading: Some(bad.raw),
+                    meter_id,
+                    ts: None,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// What the registry and the store know of one meter, read under its row lock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeterState {
+    pub gateway_id: String,
+    pub max_flow_lph: Option<f64>,
+    /// Newest stored reading: `(ts, volume_l)`.
+    pub last: Option<(DateTime<Utc>, i64)>,
+}
+
+/// A reading to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub meter_id: String,
+    pub ts: DateTime<Utc>,
+    pub volume_l: i64,
+    pub flow_lph: Option<f64>,
+    pub alarms: Vec<Alarm>,
+}
+
+impl Row {
+    fn from_reading(r: &Reading) -> Row {
+        Row {
+            meter_id: r.meter_id.to_string(),
+            ts: r.ts,
+            volume_l: r.volume_l as i64,
+            flow_lph: r.flow_lph,
+            alarms: r.alarms.clone(),
+        }
+    }
+}
+
+/// A meter missing reads between two stored ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeterGap {
+    pub meter_id: String,
+    pub gateway_id: String,
+    pub from_ts: DateTime<Utc>,
+    pub to_ts: DateTime<Utc>,
+}
+
+/// Limits of the time checks.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub now: DateTime<Utc>,
+    pub retention_days: u32,
+    pub max_future_skew_s: u64,
+}
+
+impl Window {
+    pub fn oldest(&self) -> DateTime<Utc> {
+        self.now - Duration::days(i64::from(self.retention_days))
+    }
+    pub fn newest(&self) -> DateTime<Utc> {
+        self.now + Duration::seconds(self.max_future_skew_s.min(i64::MAX as u64 / 2_000) as i64)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Validated {
+    /// Newer than the meter's high-water mark: stored without looking back.
+    pub fresh: Vec<Row>,
+    /// At or before the high-water mark: a redelivery, a replay, a conflict or
+    /// a backfill; [`resolve_late`] decides against the store.
+    pub late: Vec<Candidate>,
+    pub quarantine: Vec<Quarantined>,
+    /// Same reading twice in this batch.
+    pub duplicates: u64,
+    /// New high-water marks: meter → (ts, volume_l, alarms).
+    pub new_last: BTreeMap<String, (DateTime<Utc>, i64, Vec<Alarm>)>,
+    pub meter_gaps: Vec<MeterGap>,
+}
+
+fn refuse(c: &Candidate, reason: Reason, detail: String) -> Quarantined {
+    Quarantined {
+        msg: c.msg,
+        reason,
+        detail,
+        payload: None,
+        reading: serde_json::to_value(&c.reading).ok(),
+        meter_id: Some(c.reading.meter_id.to_string()),
+        ts: Some(c.reading.ts),
+    }
+}
+
+/// Checks every candidate against the registry (`meters`), the sending
+/// gateway (`gateways[msg]`) and the time window; then, per meter in time
+/// order, against the previous accepted read (totalizer backwards, spike).
+pub fn validate(
+    candidates: Vec<Candidate>,
+    gateways: &[Option<String>],
+    meters: &HashMap<String, MeterState>,
+    window: Window,
+) -> Validated {
+    let mut out = Validated::default();
+    let (oldest, newest) = (window.oldest(), window.newest());
+    let mut per_meter: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+    for c in candidates {
+        let id = c.reading.meter_id.as_str();
+        let Some(m) = meters.get(id) else {
+            out.quarantine.push(refuse(
+                &c,
+                Reason::UnknownMeter,
+                format!("meter {id:?} is not registered"),
+            ));
+            continue;
+        };
+        let sender = gateways.get(c.msg).cloned().flatten().unwrap_or_default();
+        if m.gateway_id != sender {
+            out.quarantine.push(refuse(
+                &c,
+                Reason::WrongGateway,
+                format!(
+                    "meter {id:?} is assigned to gateway {:?}, not {sender:?}",
+                    m.gateway_id
+                ),
+            ));
+            continue;
+        }
+        if c.reading.ts > newest {
+            out.quarantine.push(refuse(
+                &c,
+                Reason::Future,
+                format!("ts is after {}", newest.to_rfc3339()),
+            ));
+            continue;
+        }
+        if c.reading.ts < oldest {
+            out.quarantine.push(refuse(
+                &c,
+                Reason::TooOld,
+                format!(
+                    "ts is before the retention window ({})",
+                    oldest.to_rfc3339()
+                ),
+            ));
+            continue;
+        }
+        per_meter.entry(id.to_string()).or_default().push(c);
+    }
+    for (id, mut list) in per_meter {
+        let m = &meters[&id];
+        list.sort_by_key(|c| c.reading.ts);
+        let mut prev = m.last;
+        let mut last_alarms = None;
+        let mut i = 0;
+        while i < list.len() {
+            // Same key twice in this batch: equal values are one reading,
+            // different values are a conflict (both kept out).
+            let mut j = i + 1;
+            while j < list.len() && list[j].reading.ts == list[i].reading.ts {
+                j += 1;
+            }
+            let c = &list[i];
+            let mut conflicting = false;
+            for d in &list[i + 1..j] {
+                if d.reading.volume_l == c.reading.volume_l {
+                    out.duplicates += 1;
+                } else {
+                    conflicting = true;
+                    out.quarantine.push(refuse(
+                        d,
+                        Reason::Conflict,
+                        format!(
+                            "same meter and ts received with volume_l {} and {}",
+                            c.reading.volume_l, d.reading.volume_l
+                        ),
+                    ));
+                }
+            }
+            i = j;
+            if conflicting {
+                out.quarantine.push(refuse(
+                    c,
+                    Reason::Conflict,
+                    "same meter and ts received with different values in one batch".into(),
+                ));
+                continue;
+            }
+            if m.last.is_some_and(|(ts, _)| c.reading.ts <= ts) {
+                out.late.push(c.clone());
+                continue;
+            }
+            let volume = c.reading.volume_l as i64;
+            if let Some((pts, pvol)) = prev {
+                if volume < pvol {
+                    out.quarantine.push(refuse(
+                        c,
+                        Reason::Backwards,
+                        format!("totalizer {volume} L is below the previous {pvol} L at {pts}"),
+                    ));
+                    continue;
+                }
+                if let Some(max) = m.max_flow_lph {
+                    let hours = (c.reading.ts - pts).num_milliseconds() as f64 / 3_600_000.0;
+                    let flow = (volume - pvol) as f64 / hours;
+                    if flow > max * SPIKE_MARGIN {
+                        out.quarantine.push(refuse(
+                            c,
+                            Reason::Spike,
+                            format!(
+                                "implied flow {flow:.1} L/h since {pts} exceeds {max} L/h × {SPIKE_MARGIN}"
+                            ),
+                        ));
+                        continue;
+                    }
+                }
+                if (c.reading.ts - pts).num_seconds() > MAX_READ_GAP_S {
+                    out.meter_gaps.push(MeterGap {
+                        meter_id: id.clone(),
+                        gateway_id: m.gateway_id.clone(),
+                        from_ts: pts,
+                        to_ts: c.reading.ts,
+                    });
+                }
+            }
+            prev = Some((c.reading.ts, volume));
+            last_alarms = Some(c.reading.alarms.clone());
+            out.fresh.push(Row::from_reading(&c.reading));
+        }
+        if let (Some((ts, vol)), Some(alarms)) = (prev, last_alarms) {
+            out.new_last.insert(id, (ts, vol, alarms));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// Backfilled readings never stored before.
+    pub backfill: Vec<Row>,
+    pub duplicates: u64,
+    pub quarantine: Vec<Quarantined>,
+}
+
+/// Decides the late candidates against the stored volumes of the same keys.
+pub fn resolve_late(
+    late: Vec<Candidate>,
+    stored: &HashMap<(String, DateTime<Utc>), i64>,
+) -> Resolved {
+    let mut out = Resolved::default();
+    for c in late {
+        let key = (c.reading.meter_id.to_string(), c.reading.ts);
+        match stored.get(&key) {
+            Some(&v) if v == c.reading.volume_l as i64 => out.duplicates += 1,
+            Some(&v) => out.quarantine.push(refuse(
+                &c,
+                Reason::Conflict,
+                format!(
+                    "stored volume_l is {v}, received {} for the same meter and ts",
+                    c.reading.volume_l
+                ),
+            )),
+            None => out.backfill.push(Row::from_reading(&c.reading)),
+        }
+    }
+    out
+}
+
+/// One meter-day of accepted rows, merged into `metering.daily`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayAgg {
+    pub first: (DateTime<Utc>, i64),
+    pub last: (DateTime<Utc>, i64),
+    pub reads: i32,
+    pub alarm_reads: i32,
+}
+
+pub fn daily(rows: &[Row]) -> BTreeMap<(String, NaiveDate), DayAgg> {
+    let mut out: BTreeMap<(String, NaiveDate), DayAgg> = BTreeMap::new();
+    for r in rows {
+        let a = out
+            .entry((r.meter_id.clone(), r.ts.date_naive()))
+            .or_insert(DayAgg {
+                first: (r.ts, r.volume_l),
+                last: (r.ts, r.volume_l),
+                reads: 0,
+                alarm_reads: 0,
+            });
+        if r.ts < a.first.0 {
+            a.first = (r.ts, r.volume_l);
+        }
+        if r.ts > a.last.0 {
+            a.last = (r.ts, r.volume_l);
+        }
+        a.reads += 1;
+        a.alarm_reads += i32::from(!r.alarms.is_empty());
+    }
+    out
+}
+
+/// A change to the gap rows of one gateway's batch sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeqOp {
+    /// Batches `from..=to` never arrived (so far).
+    Open { from: u64, to: u64 },
+    /// Open gap `id` is now `from..=to`.
+    Shrink { id: i64, from: u64, to: u64 },
+    /// Open gap `id` is filled.
+    Fill { id: i64 },
+    /// The gateway restarted its sequence (a fresh spool).
+    Reset { from: u64, to: u64 },
+}
+
+/// A gateway's sequence state: the highest seq seen and the open gaps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeqState {
+    pub last: Option<u64>,
+    /// `(id, from, to)`; new gaps get id 0 until stored.
+    pub gaps: Vec<(i64, u64, u64)>,
+}
+
+impl SeqState {
+    /// Records batch `seq`. A jump opens a gap; a late batch inside a gap
+    /// shrinks or fills it; `seq == 1` below the last seen is a sequence
+    /// reset (a gateway with a fresh spool); anything else at or below the
+    /// last is a redelivery and changes nothing.
+    pub fn observe(&mut self, seq: u64) -> Vec<SeqOp> {
+        let Some(last) = self.last else {
+            self.last = Some(seq);
+            return vec![];
+        };
+        if seq == last + 1 {
+            self.last = Some(seq);
+            return vec![];
+        }
+        if seq > last {
+            self.last = Some(seq);
+            self.gaps.push((0, last + 1, seq - 1));
+            return vec![SeqOp::Open {
+                from: last + 1,
+                to: seq - 1,
+            }];
+        }
+        if let Some(pos) = self.gaps.iter().position(|&(_, f, t)| f <= seq && seq <= t) {
+            let (id, f, t) = self.gaps[pos];
+            let mut ops = Vec::new();
+            if f == t {
+                self.gaps.remove(pos);
+                ops.push(SeqOp::Fill { id });
+            } else if seq == f {
+                self.gaps[pos] = (id, f + 1, t);
+                ops.push(SeqOp::Shrink {
+                    id,
+                    from: f + 1,
+                    to: t,
+                });
+            } else if seq == t {
+                self.gaps[pos] = (id, f, t - 1);
+                ops.push(SeqOp::Shrink {
+                    id,
+                    from: f,
+                    to: t - 1,
+                });
+            } else {
+                self.gaps[pos] = (id, f, seq - 1);
+                self.gaps.push((0, seq + 1, t));
+                ops.push(SeqOp::Shrink {
+                    id,
+                    from: f,
+                    to: seq - 1,
+                });
+                ops.push(SeqOp::Open {
+                    from: seq + 1,
+                    to: t,
+                });
+            }
+            return ops;
+        }
+        if seq == 1 {
+            self.last = Some(1);
+            return vec![SeqOp::Reset { from: last, to: 1 }];
+        }
+        vec![]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use waterworks_wire::MeterId;
+
+    fn t(min: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_000 + min * 60, 0).unwrap()
+    }
+
+    fn cand(meter: &str, min: i64, vol: u64) -> Candidate {
+        Candidate {
+            msg: 0,
+            reading: Reading {
+                meter_id: MeterId::parse(meter).unwrap(),
+                ts: t(min),
+                volume_l: vol,
+                flow_lph: None,
+                alarms: vec![],
+            },
+        }
+    }
+
+    fn meters() -> HashMap<String, MeterState> {
+        let mut m = HashMap::new();
+        m.insert(
+            "m1".into(),
+            MeterState {
+                gateway_id: "gw".into(),
+                max_flow_lph: Some(1000.0),
+                last: Some((t(0), 100)),
+            },
+        );
+        m.insert(
+            "m2".into(),
+            MeterState {
+                gateway_id: "other".into(),
+                max_flow_lph: None,
+                last: None,
+            },
+        );
+        m
+    }
+
+    fn window() -> Window {
+        Window {
+            now: t(100),
+            retention_days: 1,
+            max_future_skew_s: 900,
+        }
+    }
+
+    fn reasons(v: &Validated) -> Vec<&'static str> {
+        let mut r: Vec<_> = v.quarantine.iter().map(|q| q.reason.as_str()).collect();
+        r.sort();
+        r
+    }
+
+    #[test]
+    fn each_rule_has_its_reason() {
+        let gws = vec![Some("gw".to_string())];
+        let v = validate(
+            vec![
+                cand("m1", 15, 150),     // ok
+                cand("m1", 30, 140),     // backwards
+                cand("m1", 45, 10_000),  // spike: 9850 L in 30 min vs 1500 L/h
+                cand("m1", 60, 200),     // ok
+                cand("zz", 15, 1),       // unknown
+                cand("m2", 15, 1),       // wrong gateway
+                cand("m1", 20_000, 300), // future
+                cand("m1", -5_000, 50),  // too old
+                cand("m1", 0, 100),      // late: resolved later
+            ],
+            &gws,
+            &meters(),
+            window(),
+        );
+        assert_eq!(
+            reasons(&v),
+            vec![
+                "backwards",
+                "future",
+                "spike",
+                "too_old",
+                "unknown_meter",
+                "wrong_gateway"
+            ]
+        );
+        assert_eq!(v.fresh.len(), 2);
+        assert_eq!(v.late.len(), 1);
+        assert_eq!(v.new_last["m1"].0, t(60));
+        assert_eq!(v.new_last["m1"].1, 200);
+    }
+
+    #[test]
+    fn duplicates_in_a_batch_collapse_and_conflicts_quarantine() {
+        let gws = vec![Some("gw".to_string())];
+        let v = validate(
+            vec![
+                cand("m1", 15, 150),
+                cand("m1", 15, 150),
+                cand("m1", 30, 160),
+                cand("m1", 30, 161),
+            ],
+            &gws,
+            &meters(),
+            window(),
+        );
+        assert_eq!(v.fresh.len(), 1);
+        assert_eq!(v.duplicates, 1);
+        assert_eq!(reasons(&v), vec!["conflict", "conflict"]);
+    }
+
+    #[test]
+    fn late_readings_resolve_against_the_store() {
+        let mut stored = HashMap::new();
+        stored.insert(("m1".to_string(), t(0)), 100);
+        stored.insert(("m1".to_string(), t(-15)), 90);
+        let r = resolve_late(
+            vec![cand("m1", 0, 100), cand("m1", -15, 91), cand("m1", -30, 80)],
+            &stored,
+        );
+        assert_eq!(r.duplicates, 1);
+        assert_eq!(r.quarantine[0].reason, Reason::Conflict);
+        assert_eq!(r.backfill.len(), 1);
+        assert_eq!(r.backfill[0].ts, t(-30));
+    }
+
+    #[test]
+    fn meter_gaps_are_seen() {
+        let gws = vec![Some("gw".to_string())];
+        let v = validate(vec![cand("m1", 60, 150)], &gws, &meters(), window());
+        assert_eq!(v.meter_gaps.len(), 1);
+        assert_eq!(v.meter_gaps[0].from_ts, t(0));
+    }
+
+    #[test]
+    fn sequence_gaps_open_fill_and_reset() {
+        let mut s = SeqState::default();
+        assert!(s.observe(5).is_empty());
+        assert!(s.observe(6).is_empty());
+        assert_eq!(s.observe(10), vec![SeqOp::Open { from: 7, to: 9 }]);
+        s.gaps[0].0 = 42;
+        assert_eq!(
+            s.observe(8),
+            vec![
+                SeqOp::Shrink {
+                    id: 42,
+                    from: 7,
+                    to: 7
+                },
+                SeqOp::Open { from: 9, to: 9 }
+            ]
+        );
+        assert_eq!(s.observe(7), vec![SeqOp::Fill { id: 42 }]);
+        assert!(s.observe(10).is_empty(), "redelivery changes nothing");
+        assert_eq!(s.observe(1), vec![SeqOp::Reset { from: 10, to: 1 }]);
+        assert!(s.observe(2).is_empty());
+    }
+
+    #[test]
+    fn decode_refuses_whole_messages_with_the_payload() {
+        let mut meta = MsgMeta {
+            topic: "waterworks/v1/gw/readings".into(),
+            received_at: t(0),
+            gateway_id: None,
+            batch_seq: None,
+        };
+        let d = decode_message(0, &mut meta, b"{not json");
+        assert_eq!(d.quarantine[0].reason, Reason::Malformed);
+        assert_eq!(d.quarantine[0].payload.as_deref(), Some(&b"{not json"[..]));
+        let d = decode_message(
+            0,
+            &mut meta,
+            br#"{"gateway_id":"gx","batch_seq":1,"readings":[]}"#,
+        );
+        assert_eq!(d.quarantine[0].reason, Reason::WrongGateway);
+        let d = decode_message(
+            0,
+            &mut meta,
+            br#"{"gateway_id":"gw","batch_seq":1,"readings":[{"meter_id":"m1","ts":"2026-10-01T00:00:00Z","volume_l":18446744073709551615},{"meter_id":"m1","ts":"x","volume_l":1},{"meter_id":"m1","ts":"2026-10-01T00:00:00Z","volume_l":1}]}"#,
+        );
+        assert_eq!(d.header, Some(("gw".into(), 1)));
+        assert_eq!(d.readings.len(), 1);
+        assert_eq!(d.quarantine.len(), 2);
+    }
+
+    proptest! {
+        /// Every reading of any payload is either a candidate or quarantined,
+        /// and every candidate is then stored, late, a duplicate or quarantined.
+        #[test]
+        fn nothing_is_lost(payload in payload_strategy()) {
+            let mut meta = MsgMeta { topic: "waterworks/v1/gw/readings".into(), received_at: t(0), gateway_id: None, batch_seq: None };
+            let d = decode_message(0, &mut meta, payload.as_bytes());
+            let n_in = serde_json::from_str::<serde_json::Value>(&payload).ok()
+                .and_then(|v| v.get("readings").and_then(|r| r.as_array()).map(|a| a.len()));
+            if d.header.is_some() {
+                prop_assert_eq!(Some(d.readings.len() + d.quarantine.len()), n_in);
+            } else {
+                prop_assert_eq!(d.quarantine.len(), 1);
+            }
+            let n = d.readings.len() as u64;
+            let v = validate(d.readings, &[meta.gateway_id.clone()], &meters(), window());
+            let late = v.late.len() as u64;
+            prop_assert_eq!(v.fresh.len() as u64 + late + v.quarantine.len() as u64 + v.duplicates, n);
+        }
+    }
+
+    fn payload_strategy() -> impl Strategy<Value = String> {
+        let reading = (
+            prop_oneof![Just("m1"), Just("m2"), Just("zz"), Just("bad/id")],
+            -200i64..20_000,
+            prop_oneof![Just(-1i64), 0i64..100_000],
+            any::<bool>(),
+        )
+            .prop_map(|(m, min, vol, extra)| {
+                let ts = t(min).to_rfc3339();
+                if extra {
+                    format!(r#"{{"meter_id":"{m}","ts":"{ts}","volume_l":{vol},"x":1}}"#)
+                } else {
+                    format!(r#"{{"meter_id":"{m}","ts":"{ts}","volume_l":{vol}}}"#)
+                }
+            });
+        prop_oneof![
+            proptest::collection::vec(reading, 0..20).prop_map(|rs| format!(
+                r#"{{"gateway_id":"gw","batch_seq":3,"readings":[{}]}}"#,
+                rs.join(",")
+            )),
+            ".{0,64}",
+        ]
+    }
+}

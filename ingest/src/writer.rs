@@ -1,0 +1,500 @@
+//! One batch, one transaction: lock the batch's meters (in meter order), run
+//! the VEE rules against their high-water marks, look up only the late
+//! readings in the store, `COPY` the accepted rows, merge daily usage, move
+//! the high-water marks, record gateways, gaps and quarantine, commit.
+//!
+//! Exactly-once without a unique index: every stored reading of a meter has
+//! `ts <= meters.last_ts`, and all writers hold the meter's row lock while
+//! they decide and write. A reading newer than `last_ts` cannot be stored
+//! yet; one at or before it is checked against the store. So the readings
+//! table needs no `(meter_id, ts)` index (see README: COPY rate).
+
+use crate::db::Partitions;
+use crate::vee::{
+    self, Candidate, Decoded, MeterState, MsgMeta, Quarantined, Row, SeqOp, SeqState, Window,
+};
+use crate::IngestError;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{PgPool, Postgres, Row as _, Transaction};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// A batch ready to write: the messages' metadata and their decoded content.
+#[derive(Debug, Default)]
+pub struct BatchInput {
+    pub metas: Vec<MsgMeta>,
+    pub decoded: Vec<Decoded>,
+    /// Gateway status messages: `(gateway_id, "online" | "offline", received_at)`.
+    pub statuses: Vec<(String, String, DateTime<Utc>)>,
+}
+
+impl BatchInput {
+    pub fn readings(&self) -> usize {
+        self.decoded.iter().map(|d| d.readings.len()).sum()
+    }
+}
+
+/// What one committed batch did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct BatchOutcome {
+    pub stored: u64,
+    pub backfilled: u64,
+    pub duplicates: u64,
+    pub quarantined: BTreeMap<&'static str, u64>,
+    pub seq_gaps: u64,
+    pub seq_resets: u64,
+}
+
+pub async fn write_batch(
+    pool: &PgPool,
+    partitions: &Partitions,
+    input: &BatchInput,
+    window: Window,
+) -> Result<BatchOutcome, IngestError> {
+    let candidates: Vec<Candidate> = input
+        .decoded
+        .iter()
+        .flat_map(|d| d.readings.iter().cloned())
+        .collect();
+    let mut quarantine: Vec<Quarantined> = input
+        .decoded
+        .iter()
+        .flat_map(|d| d.quarantine.iter().cloned())
+        .collect();
+
+    let (oldest, newest) = (window.oldest(), window.newest());
+    let days: BTreeSet<NaiveDate> = candidates
+        .iter()
+        .map(|c| c.reading.ts)
+        .filter(|ts| *ts >= oldest && *ts <= newest)
+        .map(|ts| ts.date_naive())
+        .collect();
+    partitions
+        .ensure(pool, &days.into_iter().collect::<Vec<_>>())
+        .await?;
+
+    let mut tx = pool.begin().await?;
+    let meter_ids: Vec<String> = candidates
+        .iter()
+        .map(|c| c.reading.meter_id.to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let meters = lock_meters(&mut tx, &meter_ids).await?;
+    let gateways: Vec<Option<String>> = input
+        .metas
+        .iter()
+        .zip(&input.decoded)
+        .map(|(m, d)| d.header.as_ref().and_then(|_| m.gateway_id.clone()))
+        .collect();
+
+    let v = vee::validate(candidates, &gateways, &meters, window);
+    let mut out = BatchOutcome {
+        duplicates: v.duplicates,
+        ..Default::default()
+    };
+    quarantine.extend(v.quarantine);
+    let mut rows: Vec<Row> = v.fresh;
+    out.stored = rows.len() as u64;
+    if !v.late.is_empty() {
+        let stored = stored_volumes(&mut tx, &v.late).await?;
+        let r = vee::resolve_late(v.late, &stored);
+        out.duplicates += r.duplicates;
+        out.backfilled = r.backfill.len() as u64;
+        quarantine.extend(r.quarantine);
+        rows.extend(r.backfill);
+    }
+
+    if !rows.is_empty() {
+        let data = crate::copy::encode(&rows);
+        let mut copy = tx.copy_in_raw(crate::copy::COPY_READINGS).await?;
+        copy.send(data).await?;
+        copy.finish().await?;
+        merge_daily(&mut tx, &rows).await?;
+    }
+    move_high_water_marks(&mut tx, &v.new_last).await?;
+    let (gaps, resets) = record_gateways(&mut tx, input, &rows, &meters).await?;
+    out.seq_gaps = gaps;
+    out.seq_resets = resets;
+    record_meter_gaps(&mut tx, &v.meter_gaps).await?;
+    for q in &quarantine {
+        *out.quarantined.entry(q.reason.as_str()).or_default() += 1;
+    }
+    insert_quarantine(&mut tx, &input.metas, &quarantine).await?;
+    record_statuses(&mut tx, &input.statuses).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn lock_meters(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[String],
+) -> Result<HashMap<String, MeterState>, IngestError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query(
+        "SELECT meter_id, gateway_id, max_flow_lph, last_ts, last_volume_l
+           FROM metering.meters WHERE meter_id = ANY($1)
+          ORDER BY meter_id FOR NO KEY UPDATE",
+    )
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let last_ts: Option<DateTime<Utc>> = r.try_get("last_ts")?;
+        let last_vol: Option<i64> = r.try_get("last_volume_l")?;
+        out.insert(
+            r.try_get::<String, _>("meter_id")?,
+            MeterState {
+                gateway_id: r.try_get("gateway_id")?,
+                max_flow_lph: r.try_get("max_flow_lph")?,
+                last: last_ts.zip(last_vol),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Stored volumes of the late readings' keys. `ts = ANY(..)` becomes one
+/// BRIN probe per distinct timestamp (a replayed batch has one per round).
+async fn stored_volumes(
+    tx: &mut Transaction<'_, Postgres>,
+    late: &[Candidate],
+) -> Result<HashMap<(String, DateTime<Utc>), i64>, IngestError> {
+    let ts: Vec<DateTime<Utc>> = late
+        .iter()
+        .map(|c| c.reading.ts)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let ids: Vec<String> = late
+        .iter()
+        .map(|c| c.reading.meter_id.to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = sqlx::query(
+        "SELECT meter_id, ts, volume_l FROM metering.readings
+          WHERE ts = ANY($1) AND meter_id = ANY($2)",
+    )
+    .bind(&ts)
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        out.insert(
+            (r.try_get("meter_id")?, r.try_get("ts")?),
+            r.try_get("volume_l")?,
+        );
+    }
+    Ok(out)
+}
+
+async fn merge_daily(tx: &mut Transaction<'_, Postgres>, rows: &[Row]) -> Result<(), IngestError> {
+    let agg = vee::daily(rows);
+    let mut ids = Vec::with_capacity(agg.len());
+    let mut days = Vec::with_capacity(agg.len());
+    let (mut fts, mut fv, mut lts, mut lv, mut n, mut na) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for ((id, day), a) in agg {
+        ids.push(id);
+        days.push(day);
+        fts.push(a.first.0);
+        fv.push(a.first.1);
+        lts.push(a.last.0);
+        lv.push(a.last.1);
+        n.push(a.reads);
+        na.push(a.alarm_reads);
+    }
+    sqlx::query(
+        "INSERT INTO metering.daily AS d
+            (meter_id, day, first_ts, first_volume_l, last_ts, last_volume_l, reads, alarm_reads)
+         SELECT * FROM unnest($1::text[], $2::date[], $3::timestamptz[], $4::int8[],
+                              $5::timestamptz[], $6::int8[], $7::int4[], $8::int4[])
+         ON CONFLICT (meter_id, day) DO UPDATE SET
+            first_ts = least(d.first_ts, excluded.first_ts),
+            first_volume_l = CASE WHEN excluded.first_ts < d.first_ts
+                                  THEN excluded.first_volume_l ELSE d.first_volume_l END,
+            last_ts = greatest(d.last_ts, excluded.last_ts),
+            last_volume_l = CASE WHEN excluded.last_ts > d.last_ts
+                                 THEN excluded.last_volume_l ELSE d.last_volume_l END,
+            reads = d.reads + excluded.reads,
+            alarm_reads = d.alarm_reads + excluded.alarm_reads,
+            updated_at = now()",
+    )
+    .bind(&ids)
+    .bind(&days)
+    .bind(&fts)
+    .bind(&fv)
+    .bind(&lts)
+    .bind(&lv)
+    .bind(&n)
+    .bind(&na)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn move_high_water_marks(
+    tx: &mut Transaction<'_, Postgres>,
+    new_last: &BTreeMap<String, (DateTime<Utc>, i64, Vec<waterworks_wire::Alarm>)>,
+) -> Result<(), IngestError> {
+    if new_last.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = new_last.keys().map(String::as_str).collect();
+    let ts: Vec<DateTime<Utc>> = new_last.values().map(|v| v.0).collect();
+    let vol: Vec<i64> = new_last.values().map(|v| v.1).collect();
+    let alarms: Vec<String> = new_last
+        .values()
+        .map(|v| v.2.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","))
+        .collect();
+    sqlx::query(
+        "UPDATE metering.meters m SET last_ts = u.ts, last_volume_l = u.vol,
+                last_alarms = string_to_array(nullif(u.alarms, ''), ','), last_seen_at = now()
+           FROM unnest($1::text[], $2::timestamptz[], $3::int8[], $4::text[]) AS u(meter_id, ts, vol, alarms)
+          WHERE m.meter_id = u.meter_id",
+    )
+    .bind(&ids)
+    .bind(&ts)
+    .bind(&vol)
+    .bind(&alarms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Updates each sending gateway (last batch, counters) and its sequence gaps.
+async fn record_gateways(
+    tx: &mut Transaction<'_, Postgres>,
+    input: &BatchInput,
+    rows: &[Row],
+    meters: &HashMap<String, MeterState>,
+) -> Result<(u64, u64), IngestError> {
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for d in &input.decoded {
+        if let Some((gw, seq)) = &d.header {
+            seqs.entry(gw.clone()).or_default().push(*seq);
+        }
+    }
+    if seqs.is_empty() {
+        return Ok((0, 0));
+    }
+    let mut stored: BTreeMap<&str, i64> = BTreeMap::new();
+    for r in rows {
+        if let Some(m) = meters.get(&r.meter_id) {
+            *stored.entry(m.gateway_id.as_str()).or_default() += 1;
+        }
+    }
+    let ids: Vec<&str> = seqs.keys().map(String::as_str).collect();
+    sqlx::query(
+        "INSERT INTO metering.gateways (gateway_id) SELECT unnest($1::text[])
+         ON CONFLICT (gateway_id) DO NOTHING",
+    )
+    .bind(&ids)
+    .execute(&mut **tx)
+    .await?;
+    let rows_gw = sqlx::query(
+        "SELECT gateway_id, last_batch_seq FROM metering.gateways
+          WHERE gateway_id = ANY($1) ORDER BY gateway_id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut states: BTreeMap<String, SeqState> = BTreeMap::new();
+    for r in rows_gw {
+        let last: Option<i64> = r.try_get("last_batch_seq")?;
+        states.insert(
+            r.try_get("gateway_id")?,
+            SeqState {
+                last: last.map(|l| l as u64),
+                gaps: vec![],
+            },
+        );
+    }
+    let open = sqlx::query(
+        "SELECT id, gateway_id, from_seq, to_seq FROM metering.gaps
+          WHERE kind = 'batch_seq' AND filled_at IS NULL AND gateway_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in open {
+        let gw: String = r.try_get("gateway_id")?;
+        let (from, to): (i64, i64) = (r.try_get("from_seq")?, r.try_get("to_seq")?);
+        if let Some(s) = states.get_mut(&gw) {
+            s.gaps.push((r.try_get("id")?, from as u64, to as u64));
+        }
+    }
+    let (mut gaps, mut resets) = (0, 0);
+    for (gw, list) in &seqs {
+        let state = states.entry(gw.clone()).or_default();
+        let mut gw_resets = 0i32;
+        for &seq in list {
+            for op in state.observe(seq) {
+                match op {
+                    SeqOp::Open { from, to } => {
+                        gaps += 1;
+                        let id: i64 = sqlx::query_scalar(
+                            "INSERT INTO metering.gaps (kind, gateway_id, from_seq, to_seq)
+                             VALUES ('batch_seq', $1, $2, $3) RETURNING id",
+                        )
+                        .bind(gw)
+                        .bind(from as i64)
+                        .bind(to as i64)
+                        .fetch_one(&mut **tx)
+                        .await?;
+                        if let Some(g) = state
+                            .gaps
+                            .iter_mut()
+                            .find(|g| g.0 == 0 && g.1 == from && g.2 == to)
+                        {
+                            g.0 = id;
+                        }
+                        tracing::warn!(gateway = %gw, from, to, "batch sequence gap");
+                    }
+                    SeqOp::Shrink { id, from, to } => {
+                        sqlx::query(
+                            "UPDATE metering.gaps SET from_seq = $2, to_seq = $3 WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(from as i64)
+                        .bind(to as i64)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    SeqOp::Fill { id } => {
+                        sqlx::query("UPDATE metering.gaps SET filled_at = now() WHERE id = $1")
+                            .bind(id)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    SeqOp::Reset { from, to } => {
+                        resets += 1;
+                        gw_resets += 1;
+                        tracing::warn!(gateway = %gw, from, to, "gateway batch sequence reset");
+                    }
+                }
+            }
+        }
+        sqlx::query(
+            "UPDATE metering.gateways SET last_batch_seq = $2, last_batch_at = now(),
+                    batches = batches + $3, readings = readings + $4, seq_resets = seq_resets + $5
+              WHERE gateway_id = $1",
+        )
+        .bind(gw)
+        .bind(state.last.map(|l| l.min(i64::MAX as u64) as i64))
+        .bind(list.len() as i64)
+        .bind(stored.get(gw.as_str()).copied().unwrap_or(0))
+        .bind(gw_resets)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok((gaps, resets))
+}
+
+async fn record_meter_gaps(
+    tx: &mut Transaction<'_, Postgres>,
+    gaps: &[vee::MeterGap],
+) -> Result<(), IngestError> {
+    if gaps.is_empty() {
+        return Ok(());
+    }
+    let m: Vec<&str> = gaps.iter().map(|g| g.meter_id.as_str()).collect();
+    let gw: Vec<&str> = gaps.iter().map(|g| g.gateway_id.as_str()).collect();
+    let f: Vec<DateTime<Utc>> = gaps.iter().map(|g| g.from_ts).collect();
+    let t: Vec<DateTime<Utc>> = gaps.iter().map(|g| g.to_ts).collect();
+    sqlx::query(
+        "INSERT INTO metering.gaps (kind, meter_id, gateway_id, from_ts, to_ts)
+         SELECT 'meter_reads', * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])",
+    )
+    .bind(&m)
+    .bind(&gw)
+    .bind(&f)
+    .bind(&t)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_quarantine(
+    tx: &mut Transaction<'_, Postgres>,
+    metas: &[MsgMeta],
+    q: &[Quarantined],
+) -> Result<(), IngestError> {
+    if q.is_empty() {
+        return Ok(());
+    }
+    let meta = |i: usize| metas.get(i);
+    let received: Vec<DateTime<Utc>> = q
+        .iter()
+        .map(|x| meta(x.msg).map(|m| m.received_at).unwrap_or_else(Utc::now))
+        .collect();
+    let gw: Vec<Option<String>> = q
+        .iter()
+        .map(|x| meta(x.msg).and_then(|m| m.gateway_id.clone()))
+        .collect();
+    let topic: Vec<String> = q
+        .iter()
+        .map(|x| meta(x.msg).map(|m| m.topic.clone()).unwrap_or_default())
+        .collect();
+    let seq: Vec<Option<i64>> = q
+        .iter()
+        .map(|x| {
+            meta(x.msg)
+                .and_then(|m| m.batch_seq)
+                .map(|s| s.min(i64::MAX as u64) as i64)
+        })
+        .collect();
+    let reason: Vec<&str> = q.iter().map(|x| x.reason.as_str()).collect();
+    let detail: Vec<&str> = q.iter().map(|x| x.detail.as_str()).collect();
+    let payload: Vec<Option<Vec<u8>>> = q.iter().map(|x| x.payload.clone()).collect();
+    let reading: Vec<Option<String>> = q
+        .iter()
+        .map(|x| x.reading.as_ref().map(|r| r.to_string()))
+        .collect();
+    let meter: Vec<Option<String>> = q.iter().map(|x| x.meter_id.clone()).collect();
+    let ts: Vec<Option<DateTime<Utc>>> = q.iter().map(|x| x.ts).collect();
+    sqlx::query(
+        "INSERT INTO metering.quarantine
+            (received_at, gateway_id, topic, batch_seq, reason, detail, payload, reading, meter_id, ts)
+         SELECT r, g, t, s, re, d, p, rd::jsonb, m, ts
+           FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
+                       $7::bytea[], $8::text[], $9::text[], $10::timestamptz[])
+                AS u(r, g, t, s, re, d, p, rd, m, ts)",
+    )
+    .bind(&received)
+    .bind(&gw)
+    .bind(&topic)
+    .bind(&seq)
+    .bind(&reason)
+    .bind(&detail)
+    .bind(&payload)
+    .bind(&reading)
+    .bind(&meter)
+    .bind(&ts)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn record_statuses(
+    tx: &mut Transaction<'_, Postgres>,
+    statuses: &[(String, String, DateTime<Utc>)],
+) -> Result<(), IngestError> {
+    for (gw, status, at) in statuses {
+        sqlx::query(
+            "INSERT INTO metering.gateways (gateway_id, status, status_at) VALUES ($1, $2, $3)
+             ON CONFLICT (gateway_id) DO UPDATE SET status = excluded.status, status_at = excluded.status_at
+             WHERE metering.gateways.status_at IS NULL OR metering.gateways.status_at <= excluded.status_at",
+        )
+        .bind(gw)
+        .bind(status)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
