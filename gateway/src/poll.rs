@@ -55,8 +55,8 @@ pub enum ReadError {
     },
     #[error("decoding by the profile failed: {0}")]
     Decode(#[from] DecodeValueError),
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("implausible values (wrong word order, type or scale in the profile?): {0}")]
+    Implausible(String),
 }
 
 impl ReadError {
@@ -64,9 +64,11 @@ impl ReadError {
     pub fn outcome(&self) -> &'static str {
         match self {
             ReadError::Timeout(_) => "timeout",
-            ReadError::Transport(_) | ReadError::Unsupported(_) => "failed",
+            ReadError::Transport(_) => "failed",
             ReadError::Exception { .. } => "exception",
-            ReadError::ShortAnswer { .. } | ReadError::Decode(_) => "decode_error",
+            ReadError::ShortAnswer { .. } | ReadError::Decode(_) | ReadError::Implausible(_) => {
+                "decode_error"
+            }
         }
     }
     /// Worth another attempt (the link may recover); exceptions and decode errors are not.
@@ -166,7 +168,11 @@ pub async fn read_meter(
             Transport::Rtu(rtu) => crate::rtu::read_rtu(links, rtu, meter, poll).await,
         };
         match result {
-            Ok(answers) => return Ok(meter.profile.decode(&meter.plan, &answers)?),
+            Ok(answers) => {
+                let values = meter.profile.decode(&meter.plan, &answers)?;
+                check_plausible(&meter.profile, &values).map_err(ReadError::Implausible)?;
+                return Ok(values);
+            }
             Err(e) if e.retryable() && attempt < poll.retries => {
                 attempt += 1;
                 tracing::debug!(meter = %meter.meter_id, attempt, error = %e, "retrying meter read");
@@ -176,6 +182,45 @@ pub async fn read_meter(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Largest totalizer believed, in litres (10 million m³: a DN300 main at full
+/// flow for decades stays below it). A wrong word order lands far above.
+pub const MAX_PLAUSIBLE_VOLUME_L: u64 = 10_000_000_000;
+
+/// Catches profiles that decode but mean nothing: a totalizer beyond any
+/// meter's life, a net that disagrees with forward − reverse, a flow far past
+/// the meter's maximum. The usual cause is a wrong word order.
+pub fn check_plausible(profile: &DeviceProfile, v: &MeterValues) -> Result<(), String> {
+    for (name, x) in [
+        ("volume", Some(v.volume_l)),
+        ("forward_volume", v.forward_volume_l),
+        ("reverse_volume", v.reverse_volume_l),
+    ] {
+        if let Some(x) = x {
+            if x > MAX_PLAUSIBLE_VOLUME_L {
+                return Err(format!("{name} {x} L is above {MAX_PLAUSIBLE_VOLUME_L} L"));
+            }
+        }
+    }
+    if let (Some(f), Some(r)) = (v.forward_volume_l, v.reverse_volume_l) {
+        let net = i128::from(f) - i128::from(r);
+        // Meters round each register on its own: allow a litre either way.
+        if (net - i128::from(v.volume_l)).abs() > 1 {
+            return Err(format!(
+                "net volume {} L is not forward {f} L minus reverse {r} L",
+                v.volume_l
+            ));
+        }
+    }
+    if let (Some(flow), Some(max)) = (v.flow_lph, profile.profile.max_flow_lph) {
+        if flow.abs() > 100.0 * max {
+            return Err(format!(
+                "flow {flow} L/h is over 100 times the meter's maximum {max} L/h"
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn read_tcp(

@@ -205,3 +205,124 @@ pub async fn wait_progress(
         panic!("timed out waiting for {what}; progress {:?}", *rx.borrow());
     }
 }
+
+/// A private Mosquitto for tests that stop the broker (never the shared one).
+pub struct PrivateBroker {
+    pub port: u16,
+    conf: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateBroker {
+    /// Starts `mosquitto -c conf` on a free loopback port, with persistence in
+    /// `dir` so that persistent sessions survive a restart.
+    pub async fn start(dir: &Path) -> PrivateBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_inflight_messages 0\nmax_queued_messages 100000\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\n",
+                dir.display(),
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let mut b = PrivateBroker {
+            port,
+            conf,
+            child: None,
+        };
+        b.restart().await;
+        b
+    }
+
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto must be installed (apt-get install -y mosquitto)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("private mosquitto did not start on port {}", self.port);
+    }
+
+    /// Stops the broker (SIGTERM, so it saves its persistent sessions) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Like [`watch_topic`] but with a persistent session (fixed client id,
+/// clean_session = false) that keeps collecting across broker restarts.
+pub async fn watch_topic_persistent(
+    port: u16,
+    filter: &str,
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    CancellationToken,
+) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut o = MqttOptions::new(unique("pwatch"), MQTT_HOST, port);
+    o.set_max_packet_size(4 << 20, 4 << 20);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_clean_session(false);
+    let (client, mut el) = AsyncClient::new(o, 64);
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let stop2 = stop.clone();
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            tokio::select! {
+                _ = stop2.cancelled() => break,
+                ev = el.poll() => match ev {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(t) = subscribed_tx.take() { let _ = t.send(()); }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => { let _ = tx.send(p.payload.to_vec()); }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), subscribed_rx)
+        .await
+        .expect("subscribed in time")
+        .unwrap();
+    (rx, stop)
+}
