@@ -340,41 +340,36 @@ pub fn validate(
         let mut last_alarms = None;
         let mut i = 0;
         while i < list.len() {
-            // Same key twice in this batch: equal values are one reading,
-            // different values are a conflict (both kept out).
+            // Same key several times in this batch. At or before the
+            // high-water mark, each goes to the store check. Newer: the first
+            // received is the reading; an equal value later is a duplicate, a
+            // different one a conflict.
             let mut j = i + 1;
             while j < list.len() && list[j].reading.ts == list[i].reading.ts {
                 j += 1;
             }
-            let c = &list[i];
-            let mut conflicting = false;
-            for d in &list[i + 1..j] {
+            let group = i..j;
+            i = j;
+            if m.last
+                .is_some_and(|(ts, _)| list[group.start].reading.ts <= ts)
+            {
+                out.late.extend(list[group].iter().cloned());
+                continue;
+            }
+            let c = &list[group.start];
+            for d in &list[group.start + 1..group.end] {
                 if d.reading.volume_l == c.reading.volume_l {
                     out.duplicates += 1;
                 } else {
-                    conflicting = true;
                     out.quarantine.push(refuse(
                         d,
                         Reason::Conflict,
                         format!(
-                            "same meter and ts received with volume_l {} and {}",
+                            "same meter and ts received with volume_l {} first and {} later",
                             c.reading.volume_l, d.reading.volume_l
                         ),
                     ));
                 }
-            }
-            i = j;
-            if conflicting {
-                out.quarantine.push(refuse(
-                    c,
-                    Reason::Conflict,
-                    "same meter and ts received with different values in one batch".into(),
-                ));
-                continue;
-            }
-            if m.last.is_some_and(|(ts, _)| c.reading.ts <= ts) {
-                out.late.push(c.clone());
-                continue;
             }
             let volume = c.reading.volume_l as i64;
             if let Some((pts, pvol)) = prev {
@@ -434,9 +429,10 @@ pub fn resolve_late(
     stored: &HashMap<(String, DateTime<Utc>), i64>,
 ) -> Resolved {
     let mut out = Resolved::default();
+    let mut now_stored: HashMap<(String, DateTime<Utc>), i64> = HashMap::new();
     for c in late {
         let key = (c.reading.meter_id.to_string(), c.reading.ts);
-        match stored.get(&key) {
+        match stored.get(&key).or_else(|| now_stored.get(&key)) {
             Some(&v) if v == c.reading.volume_l as i64 => out.duplicates += 1,
             Some(&v) => out.quarantine.push(refuse(
                 &c,
@@ -446,7 +442,10 @@ pub fn resolve_late(
                     c.reading.volume_l
                 ),
             )),
-            None => out.backfill.push(Row::from_reading(&c.reading)),
+            None => {
+                now_stored.insert(key, c.reading.volume_l as i64);
+                out.backfill.push(Row::from_reading(&c.reading));
+            }
         }
     }
     out
@@ -678,9 +677,10 @@ mod tests {
             &meters(),
             window(),
         );
-        assert_eq!(v.fresh.len(), 1);
+        assert_eq!(v.fresh.len(), 2, "the first received of each key is kept");
+        assert_eq!(v.fresh[1].volume_l, 160);
         assert_eq!(v.duplicates, 1);
-        assert_eq!(reasons(&v), vec!["conflict", "conflict"]);
+        assert_eq!(reasons(&v), vec!["conflict"]);
     }
 
     #[test]
@@ -689,10 +689,17 @@ mod tests {
         stored.insert(("m1".to_string(), t(0)), 100);
         stored.insert(("m1".to_string(), t(-15)), 90);
         let r = resolve_late(
-            vec![cand("m1", 0, 100), cand("m1", -15, 91), cand("m1", -30, 80)],
+            vec![
+                cand("m1", 0, 100),
+                cand("m1", -15, 91),
+                cand("m1", -30, 80),
+                cand("m1", -30, 80),
+                cand("m1", -30, 81),
+            ],
             &stored,
         );
-        assert_eq!(r.duplicates, 1);
+        assert_eq!(r.duplicates, 2);
+        assert_eq!(r.quarantine.len(), 2);
         assert_eq!(r.quarantine[0].reason, Reason::Conflict);
         assert_eq!(r.backfill.len(), 1);
         assert_eq!(r.backfill[0].ts, t(-30));

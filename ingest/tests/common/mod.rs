@@ -1,0 +1,283 @@
+//! Test helpers: a fresh database per test, a replica on port 0 with a unique
+//! share group and client id, a publisher, and a tiny HTTP client.
+#![allow(dead_code)]
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use ingest::registry::{register_meters, MeterRegistration};
+use ingest::{Ingest, IngestConfig, MqttConfig};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use waterworks_service::auth::{Role, TokenConfig};
+use waterworks_wire::reading::{Reading, ReadingBatch};
+use waterworks_wire::{GatewayId, MeterId};
+
+pub const VIEWER: &str = "viewer-token-test-0001";
+pub const OPERATOR: &str = "operator-token-test-01";
+
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}{}x{}x{}",
+        std::process::id(),
+        Utc::now().timestamp_micros() % 1_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn mqtt_url() -> String {
+    std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+}
+
+/// Creates an empty database and returns its URL.
+pub async fn fresh_database() -> String {
+    let name = unique("ingest_t");
+    let admin = PgPool::connect(&database_url()).await.expect("database");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .expect("create database");
+    admin.close().await;
+    let base = database_url();
+    let (prefix, _) = base.rsplit_once('/').expect("database url has a path");
+    format!("{prefix}/{name}")
+}
+
+pub fn config(db: &str, group: &str, client_id: &str) -> IngestConfig {
+    let mut mqtt = MqttConfig::new(mqtt_url(), client_id);
+    mqtt.subscription = format!("$share/{group}/waterworks/v1/+/readings");
+    let mut c = IngestConfig::new(db, mqtt);
+    c.http_listen = "127.0.0.1:0".parse().unwrap();
+    c.max_db_connections = 4;
+    c.tokens = vec![
+        TokenConfig {
+            name: "v".into(),
+            role: Role::Viewer,
+            token: VIEWER.into(),
+        },
+        TokenConfig {
+            name: "o".into(),
+            role: Role::Operator,
+            token: OPERATOR.into(),
+        },
+    ];
+    c
+}
+
+pub struct Replica {
+    pub addr: SocketAddr,
+    pub pool: PgPool,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), ingest::IngestError>>,
+}
+
+pub async fn start(config: IngestConfig) -> Replica {
+    let ingest = Ingest::build(config).await.expect("build");
+    let addr = ingest.http_addr();
+    let pool = ingest.pool();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(ingest.run_until_stopped(stop.clone()));
+    let r = Replica {
+        addr,
+        pool,
+        stop,
+        task,
+    };
+    // Ready means subscribed to the broker too.
+    for _ in 0..200 {
+        if get(r.addr, "/ready", None).await.0 == 200 {
+            // The subscription is sent right after CONNACK; give it a moment.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("replica never became ready");
+}
+
+impl Replica {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("join").expect("clean stop");
+    }
+}
+
+pub async fn register(pool: &PgPool, gw: &str, meters: &[String], max_flow_lph: Option<f64>) {
+    let regs: Vec<MeterRegistration> = meters
+        .iter()
+        .map(|m| MeterRegistration {
+            meter_id: MeterId::parse(m.clone()).unwrap(),
+            gateway_id: GatewayId::parse(gw).unwrap(),
+            profile_id: "waterworks-sim-v1".into(),
+            max_flow_lph,
+        })
+        .collect();
+    register_meters(pool, &regs).await.expect("register");
+}
+
+/// A whole quarter hour a few days back (inside retention, not future).
+pub fn base_ts() -> DateTime<Utc> {
+    static BASE: std::sync::OnceLock<DateTime<Utc>> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        (Utc::now() - Duration::days(3))
+            .duration_trunc(Duration::days(1))
+            .unwrap()
+    })
+}
+
+/// One round: every meter read at `base + round × 15 min`, 10 L per round.
+pub fn round(gw: &str, seq: u64, meters: &[String], r: i64) -> ReadingBatch {
+    ReadingBatch {
+        gateway_id: GatewayId::parse(gw).unwrap(),
+        batch_seq: seq,
+        readings: meters
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Reading {
+                meter_id: MeterId::parse(m.clone()).unwrap(),
+                ts: base_ts() + Duration::minutes(15 * r),
+                volume_l: 1_000 * i as u64 + 10 * r as u64,
+                flow_lph: Some(40.0),
+                alarms: vec![],
+            })
+            .collect(),
+    }
+}
+
+/// A publisher that waits for every PUBACK.
+pub struct Publisher {
+    client: AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+    acked: tokio::sync::watch::Receiver<u64>,
+    sent: u64,
+}
+
+impl Publisher {
+    pub async fn connect(id: &str) -> Publisher {
+        let url = mqtt_url();
+        let rest = url.trim_start_matches("mqtt://");
+        let (host, port) = rest.rsplit_once(':').unwrap();
+        let mut o = MqttOptions::new(id, host, port.parse().unwrap());
+        o.set_max_packet_size(4 << 20, 4 << 20)
+            .set_inflight(100)
+            .set_keep_alive(std::time::Duration::from_secs(30));
+        let (client, mut el) = AsyncClient::new(o, 1000);
+        let (tx, acked) = tokio::sync::watch::channel(0u64);
+        let task = tokio::spawn(async move {
+            let mut n = 0;
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        n += 1;
+                        let _ = tx.send(n);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                }
+            }
+        });
+        Publisher {
+            client,
+            task,
+            acked,
+            sent: 0,
+        }
+    }
+
+    pub async fn publish_raw(&mut self, topic: &str, payload: Vec<u8>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+        self.sent += 1;
+    }
+
+    pub async fn publish(&mut self, b: &ReadingBatch) {
+        let topic = waterworks_wire::topic::readings(&b.gateway_id);
+        self.publish_raw(&topic, b.encode()).await;
+    }
+
+    pub async fn flush(&mut self) {
+        let want = self.sent;
+        self.acked.wait_for(|n| *n >= want).await.unwrap();
+    }
+
+    pub async fn close(self) {
+        let _ = self.client.disconnect().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.task.abort();
+    }
+}
+
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+/// Waits until `sql` (a count) reaches `want`, or fails after `secs`.
+pub async fn wait_for(pool: &PgPool, sql: &str, want: i64, secs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let n = count(pool, sql).await;
+        if n >= want {
+            assert_eq!(n, want, "{sql}");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out: {sql} = {n}, want {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// GET over plain HTTP/1.1; returns (status, body).
+pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Decodes a body that may be chunked.
+pub fn json(body: &str) -> serde_json::Value {
+    if let Ok(v) = serde_json::from_str(body) {
+        return v;
+    }
+    // chunked: size line, data, ..., 0
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
