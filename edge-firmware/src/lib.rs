@@ -19,8 +19,10 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod alarms;
+pub mod journal;
 pub mod meter;
 pub mod registers;
+pub mod rtu;
 pub mod totalizer;
 
 #[cfg(feature = "std")]
