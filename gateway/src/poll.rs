@@ -203,10 +203,20 @@ pub fn check_plausible(profile: &DeviceProfile, v: &MeterValues) -> Result<(), S
             }
         }
     }
-    if let (Some(f), Some(r)) = (v.forward_volume_l, v.reverse_volume_l) {
+    let fields = &profile.fields;
+    let volume_is_net = fields.forward_volume.as_ref().is_some_and(|f| {
+        (f.function, f.address) != (fields.volume.function, fields.volume.address)
+    });
+    if let (Some(f), Some(r), true) = (v.forward_volume_l, v.reverse_volume_l, volume_is_net) {
         let net = i128::from(f) - i128::from(r);
-        // Meters round each register on its own: allow a litre either way.
-        if (net - i128::from(v.volume_l)).abs() > 1 {
+        // Each register is rounded to its own resolution (whole m³ on some
+        // meters, whose fraction goes to the net only): allow that much.
+        let tolerance = 1 + [&fields.forward_volume, &fields.reverse_volume]
+            .into_iter()
+            .flatten()
+            .map(resolution_l)
+            .sum::<i128>();
+        if (net - i128::from(v.volume_l)).abs() > tolerance {
             return Err(format!(
                 "net volume {} L is not forward {f} L minus reverse {r} L",
                 v.volume_l
@@ -221,6 +231,18 @@ pub fn check_plausible(profile: &DeviceProfile, v: &MeterValues) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// One step of a volume register, in whole litres (at least 1).
+fn resolution_l(f: &waterworks_wire::profile::Field) -> i128 {
+    use waterworks_wire::profile::Unit;
+    let per_unit = match f.unit {
+        Unit::CubicMetre => 1000,
+        _ => 1,
+    };
+    let step = f.scale * rust_decimal::Decimal::from(per_unit);
+    use rust_decimal::prelude::ToPrimitive;
+    step.ceil().to_i128().unwrap_or(i128::MAX / 4).max(1)
 }
 
 async fn read_tcp(
