@@ -126,6 +126,7 @@ pub async fn start(
         None => None,
     };
 
+    tokio::spawn(spool_gauges(spool.clone(), clock.clone(), shutdown.clone()));
     let poller_stopped = CancellationToken::new();
     let uplink = uplink::Uplink {
         config: config.uplink.clone(),
@@ -211,6 +212,43 @@ pub fn check_config(path: &std::path::Path) -> Result<String, ConfigError> {
         ));
     }
     Ok(out)
+}
+
+/// How often the spool's gauges are refreshed besides on each write and ack.
+pub const SPOOL_GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refreshes `gateway_spool_bytes`, `gateway_spool_pending_batches` and
+/// `gateway_spool_oldest_unsent_age_seconds` (by the readings' timestamps of
+/// the oldest unsent batch; 0 when the spool is empty) until shutdown.
+async fn spool_gauges(spool: Arc<Mutex<Spool>>, clock: Clock, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SPOOL_GAUGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => break,
+        }
+        let spool = spool.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            let s = spool.lock().expect("spool lock");
+            let oldest = s
+                .next_pending_after(s.done_seq())
+                .and_then(|seq| s.read(seq).ok().flatten())
+                .and_then(|p| ReadingBatch::decode(&p).ok())
+                .and_then(|b| b.readings.iter().map(|r| r.ts).min());
+            (s.bytes(), s.pending_batches(), oldest)
+        })
+        .await;
+        let Ok((bytes, pending, oldest)) = measured else {
+            break;
+        };
+        metrics::gauge!("gateway_spool_bytes").set(bytes as f64);
+        metrics::gauge!("gateway_spool_pending_batches").set(pending as f64);
+        let age = oldest.map_or(0.0, |ts| {
+            (clock.now() - ts).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        metrics::gauge!("gateway_spool_oldest_unsent_age_seconds").set(age);
+    }
 }
 
 /// The first slot at or after `now`: `now` itself when it is aligned.
