@@ -74,7 +74,8 @@ async fn metrics_endpoint_counts_polls() {
     let gw = unique("gw-metrics");
     let meters = vec![(format!("{gw}-ok"), dev, 1), (format!("{gw}-exc"), dev, 2)];
     let dir = tempfile::tempdir().unwrap();
-    let mut text = config_text(&gw, &meters, MQTT_PORT, &dir.path().join("spool"));
+    let broker = PrivateBroker::start(dir.path()).await;
+    let mut text = config_text(&gw, &meters, broker.port, &dir.path().join("spool"));
     text = text.replacen(
         "\n\n[poll]",
         "\nmetrics_listen = \"127.0.0.1:0\"\n\n[poll]",

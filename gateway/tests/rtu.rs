@@ -76,6 +76,7 @@ async fn serve_bus(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtu_meters_over_a_pty_pair() {
     let dir = tempfile::tempdir().unwrap();
+    let broker = PrivateBroker::start(dir.path()).await;
     let (_socat, gw_tty, meter_tty) = pty_pair(dir.path()).await;
     let image = |l: u64| {
         Meter::new(MeterConfig {
@@ -110,7 +111,8 @@ async fn rtu_meters_over_a_pty_pair() {
         ));
     }
     text.push_str(&format!(
-        "[uplink]\nurl = \"mqtt://127.0.0.1:{MQTT_PORT}\"\n\n[spool]\ndir = {:?}\n",
+        "[uplink]\nurl = \"mqtt://127.0.0.1:{}\"\n\n[spool]\ndir = {:?}\n",
+        broker.port,
         dir.path().join("spool").display().to_string()
     ));
     std::fs::write(dir.path().join("gw.toml"), text).unwrap();
@@ -119,7 +121,7 @@ async fn rtu_meters_over_a_pty_pair() {
     let start = t("2026-10-01T00:00:00Z");
     let manual = ManualClock::new(start);
     let gid = GatewayId::parse(gw.clone()).unwrap();
-    let (mut msgs, stop_watch) = watch_topic(MQTT_PORT, &topic::readings(&gid)).await;
+    let (mut msgs, stop_watch) = watch_topic(broker.port, &topic::readings(&gid)).await;
     let shutdown = CancellationToken::new();
     let handle = gateway::start(config, Clock::Manual(manual.clone()), shutdown.clone())
         .await

@@ -60,6 +60,7 @@ async fn polls_the_simulated_fleet_by_profile() {
 
     // Meter 11 is read with a profile whose volume has the wrong word order.
     let dir = tempfile::tempdir().unwrap();
+    let broker = PrivateBroker::start(dir.path()).await;
     let sim_profile = std::fs::read_to_string(sim_profile_path()).unwrap();
     let wrong = sim_profile
         .replace("id = \"waterworks-sim-v1\"", "id = \"sim-wrong-order\"")
@@ -70,7 +71,7 @@ async fn polls_the_simulated_fleet_by_profile() {
         .iter()
         .map(|a| (a.meter_id.to_string(), a.addr, a.unit_id))
         .collect();
-    let mut text = config_text(&gw, &list, MQTT_PORT, &dir.path().join("spool"));
+    let mut text = config_text(&gw, &list, broker.port, &dir.path().join("spool"));
     text = text.replacen("profiles = [", "profiles = [\"wrong.toml\", ", 1);
     let m11 = format!("meter_id = \"{gw}-011\"");
     let at = text.find(&m11).unwrap();
@@ -86,7 +87,7 @@ async fn polls_the_simulated_fleet_by_profile() {
     let plan = profile.read_plan();
 
     let gid = GatewayId::parse(gw.clone()).unwrap();
-    let (mut msgs, stop_watch) = watch_topic(MQTT_PORT, &topic::readings(&gid)).await;
+    let (mut msgs, stop_watch) = watch_topic(broker.port, &topic::readings(&gid)).await;
     let shutdown = CancellationToken::new();
     let handle = gateway::start(config, clock.clone(), shutdown.clone())
         .await
