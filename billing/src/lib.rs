@@ -11,7 +11,35 @@
 //! Billing reads metering data only through `metering.period_reads_v1`
 //! (see [`run::SqlReads`]); it never touches ingest's tables.
 
+pub mod accounts;
+mod db;
 pub mod period;
+pub mod run;
+pub mod service;
 pub mod tariff;
+pub mod usage;
 
+pub use db::migrate;
 pub use period::Period;
+pub use service::{run, Billing, BillingConfig};
+
+/// Everything that can fail in billing.
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Tariff(#[from] tariff::TariffError),
+    #[error(transparent)]
+    Account(#[from] accounts::AccountError),
+    #[error("tokens: {0}")]
+    Token(#[from] waterworks_service::auth::TokenError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("a billing run for {period} group {group} is already in progress")]
+    RunInProgress { period: Period, group: String },
+    #[error("background task failed: {0}")]
+    Task(String),
+}

@@ -1,0 +1,223 @@
+//! Accounts: who is billed, for which premises, with which meters over time.
+//!
+//! The meter history matters: a meter exchanged mid-period bills both legs.
+//! This module writes only `billing.accounts` and `billing.meter_installations`.
+
+use crate::BillingError;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+/// Accounts written per statement (a bound on statement size).
+pub const UPSERT_CHUNK: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub account_no: String,
+    pub customer: String,
+    /// The service address of the premises.
+    pub address: String,
+    /// A usage type of the tariff (`household`, `general`, ...).
+    pub usage_type: String,
+    pub diameter_mm: u32,
+    pub households: u32,
+    pub sewer_connected: bool,
+    pub levy_exempt: bool,
+    /// Runs are per period and billing group.
+    pub billing_group: String,
+    /// Every meter ever installed at the premises, oldest first.
+    pub meters: Vec<MeterInstallation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeterInstallation {
+    pub meter_id: String,
+    pub installed_at: DateTime<Utc>,
+    pub removed_at: Option<DateTime<Utc>>,
+}
+
+impl MeterInstallation {
+    /// Whether the meter was in place at some instant of `[from, to)`.
+    pub fn overlaps(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
+        self.installed_at < to && self.removed_at.is_none_or(|r| r > from)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AccountError {
+    #[error("account {0:?}: account_no must be 1-64 printable characters")]
+    AccountNo(String),
+    #[error("account {0}: households must be at least 1")]
+    Households(String),
+    #[error("account {0}: diameter_mm must be at least 1")]
+    Diameter(String),
+    #[error("account {0}: meter {1} is removed before it is installed")]
+    Installation(String, String),
+    #[error("account {0} appears twice in one upsert")]
+    Duplicate(String),
+}
+
+impl Account {
+    pub fn validate(&self) -> Result<(), AccountError> {
+        let no = &self.account_no;
+        if no.is_empty() || no.len() > 64 || no.chars().any(char::is_control) {
+            return Err(AccountError::AccountNo(no.chars().take(64).collect()));
+        }
+        if self.households == 0 {
+            return Err(AccountError::Households(no.clone()));
+        }
+        if self.diameter_mm == 0 {
+            return Err(AccountError::Diameter(no.clone()));
+        }
+        for m in &self.meters {
+            if m.removed_at.is_some_and(|r| r <= m.installed_at) {
+                return Err(AccountError::Installation(no.clone(), m.meter_id.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Inserts or updates accounts; each account's meter history is replaced by
+/// the one given. All or nothing: one transaction.
+#[tracing::instrument(skip_all, fields(accounts = accounts.len()))]
+pub async fn upsert_accounts(pool: &PgPool, accounts: &[Account]) -> Result<(), BillingError> {
+    let mut seen = std::collections::HashSet::with_capacity(accounts.len());
+    for a in accounts {
+        a.validate()?;
+        if !seen.insert(a.account_no.as_str()) {
+            return Err(AccountError::Duplicate(a.account_no.clone()).into());
+        }
+    }
+    let mut tx = pool.begin().await?;
+    for chunk in accounts.chunks(UPSERT_CHUNK) {
+        let col = |f: fn(&Account) -> String| chunk.iter().map(f).collect::<Vec<String>>();
+        let int = |f: fn(&Account) -> u32| {
+            chunk
+                .iter()
+                .map(|a| i32::try_from(f(a)).unwrap_or(i32::MAX))
+                .collect::<Vec<i32>>()
+        };
+        let flag = |f: fn(&Account) -> bool| chunk.iter().map(f).collect::<Vec<bool>>();
+        sqlx::query(
+            "INSERT INTO billing.accounts (account_no, customer, address, usage_type, diameter_mm, \
+                 households, sewer_connected, levy_exempt, billing_group) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], \
+                 $6::int4[], $7::bool[], $8::bool[], $9::text[]) \
+             ON CONFLICT (account_no) DO UPDATE SET customer = EXCLUDED.customer, \
+                 address = EXCLUDED.address, usage_type = EXCLUDED.usage_type, \
+                 diameter_mm = EXCLUDED.diameter_mm, households = EXCLUDED.households, \
+                 sewer_connected = EXCLUDED.sewer_connected, levy_exempt = EXCLUDED.levy_exempt, \
+                 billing_group = EXCLUDED.billing_group, updated_at = now()",
+        )
+        .bind(col(|a| a.account_no.clone()))
+        .bind(col(|a| a.customer.clone()))
+        .bind(col(|a| a.address.clone()))
+        .bind(col(|a| a.usage_type.clone()))
+        .bind(int(|a| a.diameter_mm))
+        .bind(int(|a| a.households))
+        .bind(flag(|a| a.sewer_connected))
+        .bind(flag(|a| a.levy_exempt))
+        .bind(col(|a| a.billing_group.clone()))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM billing.meter_installations WHERE account_no = ANY($1)")
+            .bind(col(|a| a.account_no.clone()))
+            .execute(&mut *tx)
+            .await?;
+        let legs: Vec<(&Account, &MeterInstallation)> = chunk
+            .iter()
+            .flat_map(|a| a.meters.iter().map(move |m| (a, m)))
+            .collect();
+        sqlx::query(
+            "INSERT INTO billing.meter_installations (account_no, meter_id, installed_at, removed_at) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(legs.iter().map(|(a, _)| a.account_no.clone()).collect::<Vec<_>>())
+        .bind(legs.iter().map(|(_, m)| m.meter_id.clone()).collect::<Vec<_>>())
+        .bind(legs.iter().map(|(_, m)| m.installed_at).collect::<Vec<_>>())
+        .bind(legs.iter().map(|(_, m)| m.removed_at).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Grants or withdraws tariff reductions (names from the tariff) for an account.
+pub async fn set_reductions(
+    pool: &PgPool,
+    account_no: &str,
+    reductions: &[String],
+) -> Result<bool, BillingError> {
+    let n = sqlx::query(
+        "UPDATE billing.accounts SET reductions = $2, updated_at = now() WHERE account_no = $1",
+    )
+    .bind(account_no)
+    .bind(reductions)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// An account as a run sees it: the account plus its granted reductions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BillableAccount {
+    pub account: Account,
+    pub reductions: Vec<String>,
+}
+
+/// Every account of `group` with its meters, ordered by account number.
+pub async fn load_group(pool: &PgPool, group: &str) -> Result<Vec<BillableAccount>, BillingError> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT account_no, customer, address, usage_type, diameter_mm, households, \
+                sewer_connected, levy_exempt, reductions \
+           FROM billing.accounts WHERE billing_group = $1 ORDER BY account_no",
+    )
+    .bind(group)
+    .fetch_all(pool)
+    .await?;
+    let mut out: Vec<BillableAccount> = Vec::with_capacity(rows.len());
+    let mut index = std::collections::HashMap::with_capacity(rows.len());
+    for r in rows {
+        let account_no: String = r.try_get(0)?;
+        index.insert(account_no.clone(), out.len());
+        out.push(BillableAccount {
+            account: Account {
+                account_no,
+                customer: r.try_get(1)?,
+                address: r.try_get(2)?,
+                usage_type: r.try_get(3)?,
+                diameter_mm: r.try_get::<i32, _>(4)?.max(0) as u32,
+                households: r.try_get::<i32, _>(5)?.max(0) as u32,
+                sewer_connected: r.try_get(6)?,
+                levy_exempt: r.try_get(7)?,
+                billing_group: group.to_string(),
+                meters: Vec::new(),
+            },
+            reductions: r.try_get(8)?,
+        });
+    }
+    let meters = sqlx::query(
+        "SELECT m.account_no, m.meter_id, m.installed_at, m.removed_at \
+           FROM billing.meter_installations m JOIN billing.accounts a USING (account_no) \
+          WHERE a.billing_group = $1 ORDER BY m.account_no, m.installed_at, m.meter_id",
+    )
+    .bind(group)
+    .fetch_all(pool)
+    .await?;
+    for r in meters {
+        let account_no: String = r.try_get(0)?;
+        if let Some(&i) = index.get(&account_no) {
+            out[i].account.meters.push(MeterInstallation {
+                meter_id: r.try_get(1)?,
+                installed_at: r.try_get(2)?,
+                removed_at: r.try_get(3)?,
+            });
+        }
+    }
+    Ok(out)
+}

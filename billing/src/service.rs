@@ -1,0 +1,368 @@
+//! The billing service: configuration, the HTTP API and its lifecycle.
+//!
+//! - open: `/health`, `/ready`, `/metrics`, `POST /api/v1/quote` (the public fee
+//!   calculator), `GET /api/v1/openapi.json`;
+//! - viewer: `GET /api/v1/bills?period=YYYY-MM[&account_no&status&after_id&limit]`,
+//!   `GET /api/v1/bills/{id}`, `GET /api/v1/billing-runs?period=`;
+//! - clerk: `POST /api/v1/billing-runs` (`{"period","group","dry_run"}`).
+
+use crate::period::Period;
+use crate::run::{run_billing_with, RunRequest, SqlReads};
+use crate::tariff::{quote, QuoteRequest, TariffBook};
+use crate::usage::HoldPolicy;
+use crate::BillingError;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Row};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use waterworks_service::auth::{require, ApiTokens, Role, TokenConfig};
+use waterworks_service::error::ApiError;
+use waterworks_service::ops::{routes, ReadyCheck};
+
+/// Bills returned per page at most.
+pub const MAX_PAGE: i64 = 1_000;
+
+/// The billing service's configuration (TOML; `deny_unknown_fields`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingConfig {
+    /// PostgreSQL URL; the `billing` schema is created and migrated at start.
+    #[serde(default = "default_database_url")]
+    pub database_url: String,
+    /// Where the HTTP API listens (port 0 picks a free port).
+    #[serde(default = "default_listen")]
+    pub http_listen: SocketAddr,
+    /// The tariff file (e.g. `fixtures/tariffs/daejeon.toml`).
+    pub tariff_file: PathBuf,
+    /// Bearer tokens and their roles; without any, only the open routes answer.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Database connections at most (a bound: requests wait for a free one).
+    #[serde(default = "default_pool_max")]
+    pub db_pool_max: u32,
+    /// When bills are held for review instead of issued.
+    #[serde(default)]
+    pub hold_policy: HoldPolicy,
+}
+
+fn default_database_url() -> String {
+    "postgres://postgres@127.0.0.1:5432/postgres".into()
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8082))
+}
+fn default_pool_max() -> u32 {
+    8
+}
+
+impl BillingConfig {
+    /// Defaults for everything but the tariff file.
+    pub fn new(database_url: &str, tariff_file: PathBuf) -> Self {
+        Self {
+            database_url: database_url.into(),
+            http_listen: default_listen(),
+            tariff_file,
+            tokens: Vec::new(),
+            db_pool_max: default_pool_max(),
+            hold_policy: HoldPolicy::default(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    pool: PgPool,
+    book: Arc<TariffBook>,
+    policy: HoldPolicy,
+}
+
+/// A built service: database migrated, tariff loaded, port bound.
+pub struct Billing {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    pool: PgPool,
+}
+
+impl Billing {
+    pub async fn build(config: BillingConfig) -> Result<Billing, BillingError> {
+        let book = TariffBook::load(&config.tariff_file)?;
+        let tokens = Arc::new(ApiTokens::new(&config.tokens)?);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.db_pool_max.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&config.database_url)
+            .await?;
+        crate::migrate(&pool).await?;
+        let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
+        let addr = listener.local_addr()?;
+        let state = AppState {
+            pool: pool.clone(),
+            book: Arc::new(book),
+            policy: config.hold_policy.clone(),
+        };
+        let router = router(state, tokens);
+        Ok(Billing {
+            listener,
+            addr,
+            router,
+            pool,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), BillingError> {
+        tracing::info!(addr = %self.addr, "billing serving");
+        waterworks_service::serve(self.listener, self.router, shutdown).await?;
+        self.pool.close().await;
+        Ok(())
+    }
+}
+
+/// Builds and serves until `shutdown` is cancelled.
+pub async fn run(config: BillingConfig, shutdown: CancellationToken) -> Result<(), BillingError> {
+    Billing::build(config)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
+}
+
+fn router(state: AppState, tokens: Arc<ApiTokens>) -> Router {
+    let ready_pool = state.pool.clone();
+    let ready: ReadyCheck = Arc::new(move || {
+        let pool = ready_pool.clone();
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|_| "database unreachable".to_string())
+        })
+    });
+    let open = Router::new()
+        .route("/api/v1/quote", post(post_quote))
+        .route("/api/v1/openapi.json", get(openapi));
+    let viewer = require(
+        Router::new()
+            .route("/api/v1/bills", get(list_bills))
+            .route("/api/v1/bills/{id}", get(get_bill))
+            .route("/api/v1/billing-runs", get(list_runs)),
+        tokens.clone(),
+        Role::Viewer,
+    );
+    let clerk = require(
+        Router::new().route("/api/v1/billing-runs", post(post_run)),
+        tokens,
+        Role::Clerk,
+    );
+    open.merge(viewer)
+        .merge(clerk)
+        .with_state(state)
+        .merge(routes(ready))
+}
+
+fn db_error(e: sqlx::Error) -> ApiError {
+    ApiError::internal(e)
+}
+
+async fn post_quote(
+    State(s): State<AppState>,
+    body: Result<Json<QuoteRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let q = quote(&s.book, &req).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut v = serde_json::to_value(&q).map_err(ApiError::internal)?;
+    v["text"] = serde_json::Value::String(q.render_text());
+    Ok(Json(v))
+}
+
+async fn post_run(
+    State(s): State<AppState>,
+    body: Result<Json<RunRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::run::RunOutcome>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if req.group.is_empty() || req.group.len() > 64 {
+        return Err(ApiError::BadRequest("group must be 1-64 characters".into()));
+    }
+    match run_billing_with(&s.pool, &s.book, &req, &SqlReads(&s.pool), &s.policy).await {
+        Ok(o) => Ok(Json(o)),
+        Err(e @ BillingError::RunInProgress { .. }) => Err(ApiError::Conflict(e.to_string())),
+        Err(BillingError::Tariff(e)) => Err(ApiError::BadRequest(e.to_string())),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BillsQuery {
+    period: Period,
+    account_no: Option<String>,
+    status: Option<String>,
+    /// Keyset pagination: bills with a larger id.
+    after_id: Option<i64>,
+    limit: Option<i64>,
+}
+
+const BILL_COLUMNS: &str = "bill_id, period, account_no, run_id, bill_no, status, hold_reasons, \
+     usage_type, usage_m3, estimated, tariff_version, water_krw, sewer_krw, base_krw, levy_krw, \
+     reduction_krw, total_krw, legs::text, lines::text, input_hash, created_at";
+
+fn bill_json(r: &sqlx::postgres::PgRow, full: bool) -> Result<serde_json::Value, sqlx::Error> {
+    let period: String = r.try_get(1)?;
+    let bill_no: Option<i64> = r.try_get(4)?;
+    let mut v = serde_json::json!({
+        "bill_id": r.try_get::<i64, _>(0)?,
+        "period": period,
+        "account_no": r.try_get::<String, _>(2)?,
+        "run_id": r.try_get::<i64, _>(3)?,
+        "bill_no": bill_no,
+        "bill_number": bill_no.map(|n| format!("{period}-{n:07}")),
+        "status": r.try_get::<String, _>(5)?,
+        "hold_reasons": r.try_get::<Vec<String>, _>(6)?,
+        "usage_type": r.try_get::<String, _>(7)?,
+        "usage_m3": r.try_get::<i64, _>(8)?,
+        "estimated": r.try_get::<bool, _>(9)?,
+        "tariff_version": r.try_get::<String, _>(10)?,
+        "components_krw": {
+            "water": r.try_get::<i64, _>(11)?,
+            "sewer": r.try_get::<i64, _>(12)?,
+            "base": r.try_get::<i64, _>(13)?,
+            "levy": r.try_get::<i64, _>(14)?,
+            "reduction": r.try_get::<i64, _>(15)?,
+        },
+        "total_krw": r.try_get::<i64, _>(16)?,
+        "input_hash": r.try_get::<String, _>(19)?,
+        "created_at": r.try_get::<chrono::DateTime<chrono::Utc>, _>(20)?,
+    });
+    if full {
+        let parse = |s: String| serde_json::from_str::<serde_json::Value>(&s).unwrap_or_default();
+        v["legs"] = parse(r.try_get(17)?);
+        v["lines"] = parse(r.try_get(18)?);
+    }
+    Ok(v)
+}
+
+async fn list_bills(
+    State(s): State<AppState>,
+    q: Result<Query<BillsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let rows = sqlx::query(&format!(
+        "SELECT {BILL_COLUMNS} FROM billing.bills \
+          WHERE period = $1 AND ($2::text IS NULL OR account_no = $2) \
+            AND ($3::text IS NULL OR status = $3) AND bill_id > $4 \
+          ORDER BY bill_id LIMIT $5"
+    ))
+    .bind(q.period.to_string())
+    .bind(q.account_no)
+    .bind(q.status)
+    .bind(q.after_id.unwrap_or(0))
+    .bind(limit)
+    .fetch_all(&s.pool)
+    .await
+    .map_err(db_error)?;
+    let bills = rows
+        .iter()
+        .map(|r| bill_json(r, false))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_error)?;
+    let next = if bills.len() as i64 == limit {
+        bills.last().map(|b| b["bill_id"].clone())
+    } else {
+        None
+    };
+    Ok(Json(
+        serde_json::json!({ "bills": bills, "next_after_id": next }),
+    ))
+}
+
+async fn get_bill(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("bill id {id:?} is not a number")))?;
+    let row = sqlx::query(&format!(
+        "SELECT {BILL_COLUMNS} FROM billing.bills WHERE bill_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&s.pool)
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| ApiError::NotFound(format!("no bill {id}")))?;
+    Ok(Json(bill_json(&row, true).map_err(db_error)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    period: Option<Period>,
+}
+
+async fn list_runs(
+    State(s): State<AppState>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let rows = sqlx::query(
+        "SELECT run_id, period, billing_group, status, started_at, finished_at, outcome::text \
+           FROM billing.runs WHERE ($1::text IS NULL OR period = $1) ORDER BY run_id DESC LIMIT 200",
+    )
+    .bind(q.period.map(|p| p.to_string()))
+    .fetch_all(&s.pool)
+    .await
+    .map_err(db_error)?;
+    let mut runs = Vec::new();
+    for r in rows {
+        let outcome: Option<String> = r.try_get(6).map_err(db_error)?;
+        runs.push(serde_json::json!({
+            "run_id": r.try_get::<i64, _>(0).map_err(db_error)?,
+            "period": r.try_get::<String, _>(1).map_err(db_error)?,
+            "group": r.try_get::<String, _>(2).map_err(db_error)?,
+            "status": r.try_get::<String, _>(3).map_err(db_error)?,
+            "started_at": r.try_get::<chrono::DateTime<chrono::Utc>, _>(4).map_err(db_error)?,
+            "finished_at": r.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(5).map_err(db_error)?,
+            "outcome": outcome.and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok()),
+        }));
+    }
+    Ok(Json(serde_json::json!({ "runs": runs })))
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "openapi": "3.0.3",
+        "info": { "title": "Waterworks billing", "version": "1" },
+        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
+        "paths": {
+            "/api/v1/quote": { "post": { "summary": "Price one month of usage (public fee calculator)",
+                "requestBody": { "content": { "application/json": { "example":
+                    { "usage_type": "household", "diameter_mm": 15, "usage_m3": 26, "households": 1,
+                      "sewer_connected": true, "levy_exempt": false, "period": "2026-10" } } } } } },
+            "/api/v1/billing-runs": {
+                "post": { "summary": "Run billing for a period and group (clerk); dry_run previews",
+                    "security": [{ "bearer": [] }],
+                    "requestBody": { "content": { "application/json": { "example":
+                        { "period": "2026-10", "group": "A", "dry_run": true } } } } },
+                "get": { "summary": "Runs, newest first (viewer)", "security": [{ "bearer": [] }],
+                    "parameters": [{ "name": "period", "in": "query" }] } },
+            "/api/v1/bills": { "get": { "summary": "Bills of a period (viewer), keyset pages",
+                "security": [{ "bearer": [] }],
+                "parameters": [{ "name": "period", "in": "query", "required": true },
+                    { "name": "account_no", "in": "query" }, { "name": "status", "in": "query" },
+                    { "name": "after_id", "in": "query" }, { "name": "limit", "in": "query" }] } },
+            "/api/v1/bills/{id}": { "get": { "summary": "One bill with its legs and explained lines (viewer)",
+                "security": [{ "bearer": [] }] } }
+        }
+    }))
+}
