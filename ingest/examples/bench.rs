@@ -97,6 +97,7 @@ async fn main() {
         .flatten()
         .flat_map(|b| {
             b.readings.iter().map(|r| Row {
+                msg: 0,
                 meter_id: r.meter_id.to_string(),
                 ts: r.ts,
                 volume_l: r.volume_l as i64,

@@ -206,6 +206,8 @@ pub struct MeterState {
 /// A reading to store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// The message it came in (index in its batch).
+    pub msg: usize,
     pub meter_id: String,
     pub ts: DateTime<Utc>,
     pub volume_l: i64,
@@ -214,8 +216,10 @@ pub struct Row {
 }
 
 impl Row {
-    fn from_reading(r: &Reading) -> Row {
+    fn from_candidate(c: &Candidate) -> Row {
+        let r = &c.reading;
         Row {
+            msg: c.msg,
             meter_id: r.meter_id.to_string(),
             ts: r.ts,
             volume_l: r.volume_l as i64,
@@ -406,7 +410,7 @@ pub fn validate(
             }
             prev = Some((c.reading.ts, volume));
             last_alarms = Some(c.reading.alarms.clone());
-            out.fresh.push(Row::from_reading(&c.reading));
+            out.fresh.push(Row::from_candidate(c));
         }
         if let (Some((ts, vol)), Some(alarms)) = (prev, last_alarms) {
             out.new_last.insert(id, (ts, vol, alarms));
@@ -444,7 +448,7 @@ pub fn resolve_late(
             )),
             None => {
                 now_stored.insert(key, c.reading.volume_l as i64);
-                out.backfill.push(Row::from_reading(&c.reading));
+                out.backfill.push(Row::from_candidate(&c));
             }
         }
     }
@@ -506,12 +510,22 @@ pub struct SeqState {
 
 impl SeqState {
     /// Records batch `seq`. A jump opens a gap; a late batch inside a gap
-    /// shrinks or fills it; `seq == 1` below the last seen is a sequence
-    /// reset (a gateway with a fresh spool); anything else at or below the
-    /// last is a redelivery and changes nothing.
-    pub fn observe(&mut self, seq: u64) -> Vec<SeqOp> {
+    /// shrinks or fills it; `seq == 1` below the last seen that brought new
+    /// readings (`brought_new`) is a sequence reset (a gateway with a fresh
+    /// spool); anything else at or below the last is a redelivery or a replay
+    /// and changes nothing.
+    pub fn observe(&mut self, seq: u64, brought_new: bool) -> Vec<SeqOp> {
         let Some(last) = self.last else {
+            // Sequences start at 1: a first sight above it means the
+            // batches before are missing (or still on their way).
             self.last = Some(seq);
+            if seq > 1 {
+                self.gaps.push((0, 1, seq - 1));
+                return vec![SeqOp::Open {
+                    from: 1,
+                    to: seq - 1,
+                }];
+            }
             return vec![];
         };
         if seq == last + 1 {
@@ -561,7 +575,7 @@ impl SeqState {
             }
             return ops;
         }
-        if seq == 1 {
+        if seq == 1 && brought_new {
             self.last = Some(1);
             return vec![SeqOp::Reset { from: last, to: 1 }];
         }
@@ -716,12 +730,13 @@ mod tests {
     #[test]
     fn sequence_gaps_open_fill_and_reset() {
         let mut s = SeqState::default();
-        assert!(s.observe(5).is_empty());
-        assert!(s.observe(6).is_empty());
-        assert_eq!(s.observe(10), vec![SeqOp::Open { from: 7, to: 9 }]);
+        assert_eq!(s.observe(5, true), vec![SeqOp::Open { from: 1, to: 4 }]);
+        s.gaps.clear();
+        assert!(s.observe(6, true).is_empty());
+        assert_eq!(s.observe(10, true), vec![SeqOp::Open { from: 7, to: 9 }]);
         s.gaps[0].0 = 42;
         assert_eq!(
-            s.observe(8),
+            s.observe(8, true),
             vec![
                 SeqOp::Shrink {
                     id: 42,
@@ -731,10 +746,14 @@ mod tests {
                 SeqOp::Open { from: 9, to: 9 }
             ]
         );
-        assert_eq!(s.observe(7), vec![SeqOp::Fill { id: 42 }]);
-        assert!(s.observe(10).is_empty(), "redelivery changes nothing");
-        assert_eq!(s.observe(1), vec![SeqOp::Reset { from: 10, to: 1 }]);
-        assert!(s.observe(2).is_empty());
+        assert_eq!(s.observe(7, true), vec![SeqOp::Fill { id: 42 }]);
+        assert!(s.observe(10, true).is_empty(), "redelivery changes nothing");
+        assert!(
+            s.observe(1, false).is_empty(),
+            "a replayed first batch is no reset"
+        );
+        assert_eq!(s.observe(1, true), vec![SeqOp::Reset { from: 10, to: 1 }]);
+        assert!(s.observe(2, true).is_empty());
     }
 
     #[test]

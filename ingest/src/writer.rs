@@ -95,12 +95,18 @@ pub async fn write_batch(
     quarantine.extend(v.quarantine);
     let mut rows: Vec<Row> = v.fresh;
     out.stored = rows.len() as u64;
+    let mut backfill: Vec<(String, DateTime<Utc>)> = Vec::new();
     if !v.late.is_empty() {
         let stored = stored_volumes(&mut tx, &v.late).await?;
         let r = vee::resolve_late(v.late, &stored);
         out.duplicates += r.duplicates;
         out.backfilled = r.backfill.len() as u64;
         quarantine.extend(r.quarantine);
+        backfill = r
+            .backfill
+            .iter()
+            .map(|r| (r.meter_id.clone(), r.ts))
+            .collect();
         rows.extend(r.backfill);
     }
 
@@ -116,6 +122,9 @@ pub async fn write_batch(
     out.seq_gaps = gaps;
     out.seq_resets = resets;
     record_meter_gaps(&mut tx, &v.meter_gaps).await?;
+    if !backfill.is_empty() {
+        refill_meter_gaps(&mut tx, &backfill).await?;
+    }
     for q in &quarantine {
         *out.quarantined.entry(q.reason.as_str()).or_default() += 1;
     }
@@ -273,10 +282,18 @@ async fn record_gateways(
     rows: &[Row],
     meters: &HashMap<String, MeterState>,
 ) -> Result<(u64, u64), IngestError> {
-    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for d in &input.decoded {
+    let mut new_in_msg = vec![false; input.decoded.len()];
+    for r in rows {
+        if let Some(x) = new_in_msg.get_mut(r.msg) {
+            *x = true;
+        }
+    }
+    let mut seqs: BTreeMap<String, Vec<(u64, bool)>> = BTreeMap::new();
+    for (i, d) in input.decoded.iter().enumerate() {
         if let Some((gw, seq)) = &d.header {
-            seqs.entry(gw.clone()).or_default().push(*seq);
+            seqs.entry(gw.clone())
+                .or_default()
+                .push((*seq, new_in_msg[i]));
         }
     }
     if seqs.is_empty() {
@@ -332,8 +349,8 @@ async fn record_gateways(
     for (gw, list) in &seqs {
         let state = states.entry(gw.clone()).or_default();
         let mut gw_resets = 0i32;
-        for &seq in list {
-            for op in state.observe(seq) {
+        for &(seq, brought_new) in list {
+            for op in state.observe(seq, brought_new) {
                 match op {
                     SeqOp::Open { from, to } => {
                         gaps += 1;
@@ -496,5 +513,37 @@ async fn record_statuses(
         .execute(&mut **tx)
         .await?;
     }
+    Ok(())
+}
+
+/// Backfilled readings inside an open `meter_reads` gap close it; what is
+/// still missing between the stored reads of its span opens again.
+async fn refill_meter_gaps(
+    tx: &mut Transaction<'_, Postgres>,
+    backfill: &[(String, DateTime<Utc>)],
+) -> Result<(), IngestError> {
+    let m: Vec<&str> = backfill.iter().map(|b| b.0.as_str()).collect();
+    let t: Vec<DateTime<Utc>> = backfill.iter().map(|b| b.1).collect();
+    sqlx::query(
+        "WITH closed AS (
+            UPDATE metering.gaps g SET filled_at = now()
+              FROM unnest($1::text[], $2::timestamptz[]) AS b(meter_id, ts)
+             WHERE g.kind = 'meter_reads' AND g.filled_at IS NULL AND g.meter_id = b.meter_id
+               AND b.ts > g.from_ts AND b.ts < g.to_ts
+            RETURNING g.id, g.meter_id, g.gateway_id, g.from_ts, g.to_ts)
+         INSERT INTO metering.gaps (kind, meter_id, gateway_id, from_ts, to_ts)
+         SELECT 'meter_reads', meter_id, gateway_id, prev_ts, ts FROM (
+             SELECT c.meter_id, c.gateway_id, r.ts,
+                    lag(r.ts) OVER (PARTITION BY c.id ORDER BY r.ts) AS prev_ts
+               FROM closed c
+               JOIN metering.readings r
+                 ON r.meter_id = c.meter_id AND r.ts >= c.from_ts AND r.ts <= c.to_ts) x
+          WHERE prev_ts IS NOT NULL AND ts - prev_ts > make_interval(secs => $3)",
+    )
+    .bind(&m)
+    .bind(&t)
+    .bind(vee::MAX_READ_GAP_S as f64)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

@@ -179,6 +179,7 @@ async fn stores_each_reading_once_and_quarantines_the_rest() {
 
     p.close().await;
     r.stop().await;
+    drop_database(&db).await;
 }
 
 #[tokio::test]
@@ -193,4 +194,6 @@ async fn migrate_is_idempotent_and_concurrent_safe() {
         count(&pool, "SELECT count(*) FROM metering._sqlx_migrations").await,
         1
     );
+    pool.close().await;
+    drop_database(&db).await;
 }

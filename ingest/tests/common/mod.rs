@@ -281,3 +281,17 @@ pub fn json(body: &str) -> serde_json::Value {
     }
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
+
+/// Drops a database made by [`fresh_database`] (never a shared one).
+pub async fn drop_database(url: &str) {
+    let name = url.rsplit('/').next().unwrap();
+    assert!(
+        name.starts_with("ingest_t"),
+        "only test databases are dropped"
+    );
+    let admin = PgPool::connect(&database_url()).await.expect("database");
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+    admin.close().await;
+}
