@@ -2,6 +2,8 @@
 //! share group and client id, a publisher, and a tiny HTTP client.
 #![allow(dead_code)]
 
+pub mod private;
+
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use ingest::registry::{register_meters, MeterRegistration};
 use ingest::{Ingest, IngestConfig, MqttConfig};
@@ -39,14 +41,18 @@ pub fn mqtt_url() -> String {
 
 /// Creates an empty database and returns its URL.
 pub async fn fresh_database() -> String {
+    fresh_database_at(&database_url()).await
+}
+
+/// Creates an empty database on the server of `base` and returns its URL.
+pub async fn fresh_database_at(base: &str) -> String {
     let name = unique("ingest_t");
-    let admin = PgPool::connect(&database_url()).await.expect("database");
+    let admin = PgPool::connect(base).await.expect("database");
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
         .expect("create database");
     admin.close().await;
-    let base = database_url();
     let (prefix, _) = base.rsplit_once('/').expect("database url has a path");
     format!("{prefix}/{name}")
 }
@@ -162,7 +168,10 @@ pub struct Publisher {
 
 impl Publisher {
     pub async fn connect(id: &str) -> Publisher {
-        let url = mqtt_url();
+        Self::connect_to(&mqtt_url(), id).await
+    }
+
+    pub async fn connect_to(url: &str, id: &str) -> Publisher {
         let rest = url.trim_start_matches("mqtt://");
         let (host, port) = rest.rsplit_once(':').unwrap();
         let mut o = MqttOptions::new(id, host, port.parse().unwrap());
@@ -294,4 +303,32 @@ pub async fn drop_database(url: &str) {
         .execute(&admin)
         .await;
     admin.close().await;
+}
+
+/// The digest of a set of readings `(meter_id, ts, volume_l)`, computed the
+/// same way as [`STORED_DIGEST`] computes it in the database.
+pub fn digest(set: &[(String, DateTime<Utc>, i64)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut v: Vec<&(String, DateTime<Utc>, i64)> = set.iter().collect();
+    v.sort_by(|a, b| (a.0.as_bytes(), a.1).cmp(&(b.0.as_bytes(), b.1)));
+    let text = v
+        .iter()
+        .map(|(m, ts, vol)| format!("{m}|{}|{vol}", ts.timestamp_micros()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Count and digest of every stored reading (through the billing view).
+pub const STORED_DIGEST: &str = "SELECT count(*), coalesce(encode(sha256(convert_to(string_agg(
+        meter_id || '|' || (extract(epoch FROM ts) * 1000000)::int8 || '|' || volume_l, E'\\n'
+        ORDER BY meter_id COLLATE \"C\", ts), 'UTF8')), 'hex'), '')
+    FROM metering.readings_v1";
+
+/// Every reading of `round` for these meters, as [`digest`] takes them.
+pub fn round_set(b: &ReadingBatch) -> Vec<(String, DateTime<Utc>, i64)> {
+    b.readings
+        .iter()
+        .map(|r| (r.meter_id.to_string(), r.ts, r.volume_l as i64))
+        .collect()
 }
