@@ -88,7 +88,9 @@ impl Latch {
             self.set = true;
             self.absent_ms = 0;
         } else if absent {
-            self.absent_ms = self.absent_ms.saturating_add(dt_ms);
+            // Capped at the hold: beyond it the count means nothing, and a
+            // capped count makes the state after any long quiet stretch the same.
+            self.absent_ms = self.absent_ms.saturating_add(dt_ms).min(hold_ms);
             if self.absent_ms >= hold_ms {
                 self.set = false;
             }
@@ -134,7 +136,10 @@ impl Alarms {
         if flow_dlph == 0 {
             self.nonzero_flow_ms = 0;
         } else {
-            self.nonzero_flow_ms = self.nonzero_flow_ms.saturating_add(dt_ms);
+            self.nonzero_flow_ms = self
+                .nonzero_flow_ms
+                .saturating_add(dt_ms)
+                .min(t.leak_window_ms);
         }
         self.leak.step(
             self.nonzero_flow_ms >= t.leak_window_ms,

@@ -8,7 +8,12 @@
 //!   tamper, low battery, empty pipe) and its documented thresholds;
 //! - [`meter`]: the meter that ties them together and renders the register image;
 //! - [`registers`]: the Modbus register map (agrees with
-//!   `fixtures/profiles/waterworks-sim-v1.toml`, a test proves it).
+//!   `fixtures/profiles/waterworks-sim-v1.toml`, a test proves it);
+//! - [`rtu`]: the Modbus RTU slave (CRC-16/MODBUS framing, functions 03, 04
+//!   and 08, exceptions; every write refused);
+//! - [`device`]: the main loop in one value (boot from the journal, tick, answer RTU);
+//! - [`journal`]: the totalizers journalled to flash (abstract [`journal::Flash`]
+//!   trait), surviving a power cut at any byte of a write, wear-levelled.
 //!
 //! With the default `std` feature, [`sim`] serves many such meters over Modbus
 //! TCP, driven by consumption profiles and injectable faults, on wall or
@@ -19,6 +24,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod alarms;
+pub mod device;
 pub mod journal;
 pub mod meter;
 pub mod registers;

@@ -74,17 +74,31 @@ impl Totalizer {
 
     /// Adds `units` of `0.1 L/h × ms`; returns how many whole litres were shown.
     pub fn add_units(&mut self, units: u64) -> u64 {
-        let total = self.fraction_units + units % UNITS_PER_LITRE;
-        let whole = units / UNITS_PER_LITRE + total / UNITS_PER_LITRE;
-        self.fraction_units = total % UNITS_PER_LITRE;
-        self.add_litres(whole);
+        // One division (quotient and remainder together) per call: this runs
+        // once per step of every simulated meter.
+        let mut whole = units / UNITS_PER_LITRE;
+        let mut fraction = self.fraction_units + units % UNITS_PER_LITRE;
+        if fraction >= UNITS_PER_LITRE {
+            fraction -= UNITS_PER_LITRE;
+            whole += 1;
+        }
+        self.fraction_units = fraction;
+        if whole > 0 {
+            self.add_litres(whole);
+        }
         whole
     }
 
     /// Adds whole litres (pulse inputs count litres directly).
     pub fn add_litres(&mut self, litres: u64) {
-        self.litres =
-            ((u128::from(self.litres) + u128::from(litres)) % u128::from(self.rollover_l)) as u64;
+        self.litres = match self.litres.checked_add(litres) {
+            Some(sum) if sum < self.rollover_l => sum,
+            Some(sum) => sum % self.rollover_l,
+            None => {
+                ((u128::from(self.litres) + u128::from(litres)) % u128::from(self.rollover_l))
+                    as u64
+            }
+        };
     }
 
     /// Restores a journalled value: whole litres and fraction.

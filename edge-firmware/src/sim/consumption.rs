@@ -9,10 +9,15 @@
 //! weekdays and a morning on Saturday. Every normal profile has a dry hour
 //! each day, so no healthy meter raises the 24-hour leak alarm.
 //!
-//! Within an hour, water is used in bursts: each minute is "in use" with a
-//! probability that grows with the number of users, and an in-use minute
-//! draws a flow whose mean makes the hour's volume come out right. Each day
-//! has its own factor (0.8 to 1.2) so days differ.
+//! Within an hour, water is drawn in one stretch of consecutive minutes, the
+//! longer the more users share the meter; the hour's volume is the profile's
+//! mean for that hour of the week times a day factor and an hour factor
+//! (each 0.8 to 1.2, so days and hours differ), spread over the stretch with
+//! minute-to-minute swings that keep the sum exact. Because an hour's volume
+//! and its dry and wet stretches are known without visiting its minutes,
+//! the simulator integrates calm hours in at most three steps
+//! ([`Consumption::calm_runs`]) and catches a meter up from the epoch in
+//! O(hours), not O(minutes).
 
 use super::{ConsumptionKind, Fault};
 use crate::alarms::Inputs;
@@ -177,12 +182,55 @@ pub(crate) struct Consumption {
     seed: u64,
     week: &'static [f64; 168],
     litres_per_week: f64,
-    /// Probability that a minute of an in-use hour sees water.
-    active_probability: f64,
+    /// Fewest and most minutes of an in-use hour that see water.
+    active_min: u64,
+    active_max: u64,
     fault: Fault,
     /// The meter's Q4, 0.1 L/h.
     pub(crate) max_flow_dlph: i32,
     pub(crate) diameter_mm: u16,
+}
+
+/// How one hour's water is drawn: `active` consecutive minutes from minute
+/// `start`, whose flows (0.1 L/h) sum to `sum_dlph`, each minute at most a
+/// quarter off the hour's mean (`wiggle_dlph`), never zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HourPlan {
+    start: u64,
+    active: u64,
+    sum_dlph: u64,
+    wiggle_dlph: u64,
+}
+
+impl HourPlan {
+    /// Flow in minute `m` (0..60) of the hour, before faults.
+    fn flow(&self, m: u64) -> i32 {
+        if m < self.start || m >= self.start + self.active {
+            return 0;
+        }
+        let i = m - self.start;
+        let base = self.sum_dlph / self.active;
+        let mut f = base + u64::from(i < self.sum_dlph % self.active);
+        // Pairs of minutes swing up and down by the same amount, so the sum stays exact.
+        if i < self.active - self.active % 2 {
+            if i % 2 == 0 {
+                f += self.wiggle_dlph;
+            } else {
+                f -= self.wiggle_dlph;
+            }
+        }
+        f as i32
+    }
+}
+
+/// A stretch of minutes the firmware may integrate in one step: every
+/// minute's flow has the sign of `last_flow_dlph` (zero, or positive and at
+/// most Q4), and `sum_dlph` is the sum of the minutes' flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub(crate) minutes: u32,
+    pub(crate) sum_dlph: u64,
+    pub(crate) last_flow_dlph: i32,
 }
 
 impl Consumption {
@@ -196,7 +244,9 @@ impl Consumption {
             ConsumptionKind::Bathhouse => 400.0 + 800.0 * u,
             ConsumptionKind::Industrial => 200.0 + 1800.0 * u,
         };
-        let active_probability = match kind {
+        // Share of an in-use hour's minutes that see water: one household
+        // draws water in short bursts, a busy premises nearly all the time.
+        let active_share = match kind {
             ConsumptionKind::Household { households } => {
                 1.0 - 0.7f64.powi((*households).clamp(1, 1000) as i32)
             }
@@ -204,12 +254,18 @@ impl Consumption {
             ConsumptionKind::Bathhouse => 0.95,
             ConsumptionKind::Industrial => 0.9,
         };
+        let active_min = ((30.0 * active_share).ceil() as u64).clamp(1, 60);
+        let active_max = ((90.0 * active_share).ceil() as u64).clamp(active_min, 60);
         let week = week_fractions(kind);
         let litres_per_week = monthly_m3 * 1000.0 * 7.0 / DAYS_PER_MONTH;
-        // The highest flow a normal minute can draw: the peak hour on a day
-        // factor of 1.2 and a minute factor of 1.5.
-        let peak_lph = week.iter().cloned().fold(0.0, f64::max) * litres_per_week * 1.2 * 1.5
-            / active_probability;
+        // The highest flow a normal minute can reach: the peak hour on a day
+        // and hour factor of 1.2 each, in the fewest active minutes, swung up
+        // by a quarter.
+        let peak_lph =
+            week.iter().cloned().fold(0.0, f64::max) * litres_per_week * 1.2 * 1.2 * 60.0
+                / active_min as f64
+                * 1.25
+                + 1.0;
         let (diameter_mm, q4_lph) = Q4_SERIES_LPH
             .iter()
             .copied()
@@ -219,31 +275,54 @@ impl Consumption {
             seed,
             week,
             litres_per_week,
-            active_probability,
+            active_min,
+            active_max,
             fault: fault.clone(),
             max_flow_dlph: (q4_lph * 10) as i32,
             diameter_mm,
         }
     }
 
+    /// Local hour of the day, and the plan of global hour `hour` (None when
+    /// no water is used in it).
+    fn plan(&self, hour: u64) -> (u64, Option<HourPlan>) {
+        let local_hour = hour + LOCAL_OFFSET_MIN / 60;
+        let day = local_hour / 24;
+        let hour_of_day = local_hour % 24;
+        let hour_of_week = ((day + EPOCH_WEEKDAY) % 7) * 24 + hour_of_day;
+        let mean_lph = self.week[hour_of_week as usize] * self.litres_per_week;
+        if mean_lph <= 0.0 {
+            return (hour_of_day, None);
+        }
+        let day_factor = 0.8 + 0.4 * unit(mix(self.seed ^ day.wrapping_mul(0xD1B5_4A32_D192_ED03)));
+        let h = mix(self.seed ^ hour.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let hour_factor = 0.8 + 0.4 * unit(h);
+        // Σ of the minute flows in 0.1 L/h: the hour's litres × 10 × 60.
+        let sum_dlph = (mean_lph * day_factor * hour_factor * 600.0 + 0.5) as u64;
+        let span = self.active_max - self.active_min + 1;
+        let active = (self.active_min + (h >> 24) % span).min(sum_dlph);
+        if active == 0 {
+            return (hour_of_day, None);
+        }
+        let start = (h >> 32) % (60 - active + 1);
+        let wiggle_dlph = (sum_dlph / active / 4) * ((h >> 48) & 0xFF) / 255;
+        (
+            hour_of_day,
+            Some(HourPlan {
+                start,
+                active,
+                sum_dlph,
+                wiggle_dlph,
+            }),
+        )
+    }
+
     /// The flow during minute `minute` since the epoch, and the inputs then.
     pub(crate) fn at(&self, minute: u64) -> (i32, Inputs) {
-        let local = minute + LOCAL_OFFSET_MIN;
-        let day = local / 1440;
-        let minute_of_day = local % 1440;
-        let hour_of_week = ((day + EPOCH_WEEKDAY) % 7) * 24 + minute_of_day / 60;
-        let mean_lph = self.week[hour_of_week as usize] * self.litres_per_week;
-        let mut flow_dlph = 0;
-        if mean_lph > 0.0 {
-            let day_factor =
-                0.8 + 0.4 * unit(mix(self.seed ^ day.wrapping_mul(0xD1B5_4A32_D192_ED03)));
-            let h = mix(self.seed ^ minute.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            if unit(h >> 24) < self.active_probability {
-                let minute_factor = 0.5 + unit(h);
-                let lph = mean_lph * day_factor * minute_factor / self.active_probability;
-                flow_dlph = (lph * 10.0).round() as i32;
-            }
-        }
+        let (hour_of_day, plan) = self.plan(minute / 60);
+        let m = minute % 60;
+        let mut flow_dlph = plan.map_or(0, |p| p.flow(m));
+        let minute_of_day = hour_of_day * 60 + m;
         let mut inputs = Inputs::NORMAL;
         match self.fault {
             Fault::Leak => flow_dlph += LEAK_FLOW_DLPH,
@@ -260,6 +339,81 @@ impl Consumption {
             _ => {}
         }
         (flow_dlph, inputs)
+    }
+
+    /// Hour `hour` as at most three runs, when no minute in it can touch an
+    /// alarm other than the leak rule (no burst, backflow or tamper episode),
+    /// so the firmware may integrate each run in one step; None otherwise.
+    pub(crate) fn calm_runs(&self, hour: u64) -> Option<heapless::Vec<Run, 3>> {
+        let (hour_of_day, plan) = self.plan(hour);
+        match self.fault {
+            Fault::Burst if hour_of_day == 3 => return None,
+            Fault::Backflow if hour_of_day == 14 => return None,
+            Fault::Tamper if hour_of_day == 12 => return None,
+            _ => {}
+        }
+        let mut runs = heapless::Vec::new();
+        let leak = matches!(self.fault, Fault::Leak);
+        let push = |runs: &mut heapless::Vec<Run, 3>, r: Run| {
+            if r.minutes > 0 {
+                // At most three runs by construction: before, during, after.
+                let _ = runs.push(r);
+            }
+        };
+        match plan {
+            None if leak => push(
+                &mut runs,
+                Run {
+                    minutes: 60,
+                    sum_dlph: 60 * LEAK_FLOW_DLPH as u64,
+                    last_flow_dlph: LEAK_FLOW_DLPH,
+                },
+            ),
+            None => push(
+                &mut runs,
+                Run {
+                    minutes: 60,
+                    sum_dlph: 0,
+                    last_flow_dlph: 0,
+                },
+            ),
+            Some(p) if leak => push(
+                &mut runs,
+                Run {
+                    minutes: 60,
+                    sum_dlph: p.sum_dlph + 60 * LEAK_FLOW_DLPH as u64,
+                    last_flow_dlph: p.flow(59) + LEAK_FLOW_DLPH,
+                },
+            ),
+            Some(p) => {
+                let end = p.start + p.active;
+                push(
+                    &mut runs,
+                    Run {
+                        minutes: p.start as u32,
+                        sum_dlph: 0,
+                        last_flow_dlph: 0,
+                    },
+                );
+                push(
+                    &mut runs,
+                    Run {
+                        minutes: p.active as u32,
+                        sum_dlph: p.sum_dlph,
+                        last_flow_dlph: p.flow(end - 1),
+                    },
+                );
+                push(
+                    &mut runs,
+                    Run {
+                        minutes: (60 - end) as u32,
+                        sum_dlph: 0,
+                        last_flow_dlph: 0,
+                    },
+                );
+            }
+        }
+        Some(runs)
     }
 }
 

@@ -23,13 +23,13 @@ mod server;
 
 pub use consumption::{BACKFLOW_FLOW_DLPH, LEAK_FLOW_DLPH, Q4_SERIES_LPH, SIM_EPOCH_UNIX_S};
 
-use crate::alarms::AlarmThresholds;
+use crate::alarms::{AlarmThresholds, Inputs};
 use crate::meter::{Meter, MeterConfig};
 use crate::registers::RegisterImage;
 use crate::totalizer::DEFAULT_DIGITS;
 use chrono::{DateTime, Utc};
 use consumption::Consumption;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
@@ -192,6 +192,22 @@ impl SimMeterState {
             p.meter = Meter::new(self.config);
         }
         while p.minute < target {
+            // Whole calm hours in at most three steps (exactly equal to 60
+            // one-minute steps, see `Meter::advance_run`); the rest minute by minute.
+            if p.minute % 60 == 0 && target - p.minute >= 60 {
+                if let Some(runs) = self.consumption.calm_runs(p.minute / 60) {
+                    for r in runs {
+                        p.meter.advance_run(
+                            r.sum_dlph * u64::from(STEP_MS),
+                            r.last_flow_dlph,
+                            r.minutes * STEP_MS,
+                            &Inputs::NORMAL,
+                        );
+                    }
+                    p.minute += 60;
+                    continue;
+                }
+            }
             let (flow, inputs) = self.consumption.at(p.minute);
             p.meter.advance(flow, STEP_MS, &inputs);
             p.minute += 1;
@@ -221,6 +237,8 @@ pub(crate) struct Fleet {
     pub(crate) meters: Vec<SimMeterState>,
     /// For each port, the fleet index of unit id 1, 2, ...
     pub(crate) ports: Vec<PortMeters>,
+    /// Fleet index of each meter id.
+    pub(crate) index: HashMap<MeterId, usize>,
 }
 
 #[derive(Debug)]
@@ -258,9 +276,9 @@ impl Simulator {
         if config.meters_per_port == 0 || config.meters_per_port > 247 {
             return Err(SimError::MetersPerPort(config.meters_per_port));
         }
-        let mut seen = HashSet::with_capacity(config.meters.len());
-        for m in &config.meters {
-            if !seen.insert(&m.meter_id) {
+        let mut index = HashMap::with_capacity(config.meters.len());
+        for (i, m) in config.meters.iter().enumerate() {
+            if index.insert(m.meter_id.clone(), i).is_some() {
                 return Err(SimError::DuplicateMeter(m.meter_id.clone()));
             }
         }
@@ -298,9 +316,14 @@ impl Simulator {
                 clock,
                 meters,
                 ports,
+                index,
             }),
             listeners: Arc::new(Mutex::new(Some(listeners))),
         })
+    }
+
+    fn meter(&self, id: &MeterId) -> Option<&SimMeterState> {
+        self.fleet.index.get(id).map(|i| &self.fleet.meters[*i])
     }
 
     /// Every meter's address, in the order of [`SimConfig::meters`].
@@ -331,20 +354,94 @@ impl Simulator {
 
     /// The registers meter `id` serves at clock time `t` (for tests), None if unknown.
     pub fn registers_at(&self, id: &MeterId, t: DateTime<Utc>) -> Option<[u16; 16]> {
-        self.fleet
-            .meters
-            .iter()
-            .find(|m| &m.meter_id == id)
-            .map(|m| m.registers_at(t))
+        self.meter(id).map(|m| m.registers_at(t))
+    }
+
+    /// Brings every meter's cached state to `t` on all cores, so that the
+    /// first poll after a long gap (the epoch is 2026-01-01) does not pay
+    /// the catch-up inside request handling. Optional: reads do it lazily.
+    pub fn warm_up(&self, t: DateTime<Utc>) {
+        let meters = &self.fleet.meters;
+        let threads = std::thread::available_parallelism()
+            .map(std::num::NonZeroUsize::get)
+            .unwrap_or(1)
+            .clamp(1, 16);
+        let chunk = meters.len().div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            for part in meters.chunks(chunk) {
+                s.spawn(move || {
+                    for m in part {
+                        m.registers_at(t);
+                    }
+                });
+            }
+        });
     }
 
     /// The nominal diameter (mm) of meter `id`: the smallest ISO 4064 size
     /// whose Q4 its peak flow fits (its burst threshold), None if unknown.
     pub fn diameter_mm(&self, id: &MeterId) -> Option<u16> {
-        self.fleet
-            .meters
-            .iter()
-            .find(|m| &m.meter_id == id)
-            .map(SimMeterState::diameter_mm)
+        self.meter(id).map(SimMeterState::diameter_mm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference: every minute stepped on its own, no calm-hour skipping.
+    fn minute_by_minute(m: &SimMeterState, minutes: u64) -> Meter {
+        let mut meter = Meter::new(m.config);
+        for minute in 0..minutes {
+            let (flow, inputs) = m.consumption.at(minute);
+            meter.advance(flow, STEP_MS, &inputs);
+        }
+        meter
+    }
+
+    #[test]
+    fn skipping_calm_hours_equals_stepping_every_minute() {
+        let kinds = [
+            ConsumptionKind::Household { households: 1 },
+            ConsumptionKind::Household { households: 30 },
+            ConsumptionKind::Commercial,
+            ConsumptionKind::Bathhouse,
+            ConsumptionKind::Industrial,
+        ];
+        let faults = [
+            Fault::None,
+            Fault::Leak,
+            Fault::Burst,
+            Fault::Backflow,
+            Fault::Tamper,
+        ];
+        for (i, kind) in kinds.iter().enumerate() {
+            for (j, fault) in faults.iter().enumerate() {
+                let spec = SimMeter {
+                    meter_id: MeterId::parse(format!("eq-{i}-{j}")).unwrap(),
+                    kind: *kind,
+                    initial_volume_l: 999_999_000,
+                    fault: fault.clone(),
+                };
+                let m = SimMeterState::new(3, &spec);
+                // Nine days and a bit, read at odd times along the way.
+                let end = 9 * 1440 + 437;
+                for target in [61, 1439, 2 * 1440 + 1, 5 * 1440 + 59, end] {
+                    let t = sim_epoch() + chrono::Duration::minutes(target as i64);
+                    let skipped = m.registers_at(t);
+                    let reference = minute_by_minute(&m, target);
+                    assert_eq!(
+                        skipped,
+                        reference.registers(),
+                        "{kind:?} {fault:?} at minute {target}"
+                    );
+                    assert_eq!(
+                        m.progress.lock().unwrap().meter,
+                        reference,
+                        "{kind:?} {fault:?} at minute {target}: whole state"
+                    );
+                }
+            }
+        }
     }
 }
