@@ -19,6 +19,7 @@
 //! 0x01 (illegal function): the meter is read-only.
 
 mod consumption;
+pub mod mqtt;
 mod server;
 
 pub use consumption::{BACKFLOW_FLOW_DLPH, LEAK_FLOW_DLPH, Q4_SERIES_LPH, SIM_EPOCH_UNIX_S};
@@ -134,6 +135,8 @@ pub enum SimError {
     },
     #[error("the simulator is already running")]
     AlreadyRunning,
+    #[error("the reading interval must be at least one second")]
+    Interval,
 }
 
 /// The cached state of one meter: its firmware after `minute` whole minutes.
