@@ -16,7 +16,14 @@
 //! registers) and 03 (read holding registers) both answer the map of
 //! [`crate::registers`]; an unknown unit id answers exception 0x0B (gateway
 //! target device failed to respond); every write or other function answers
-//! 0x01 (illegal function): the meter is read-only.
+//! 0x01 (illegal function): the meter is read-only. Requests on one TCP
+//! connection are answered in order, so a `Slow` meter delays the requests
+//! queued behind it on the same connection (as one slow device on a serial
+//! bus behind a Modbus gateway does); a `Dead` meter delays nothing.
+//!
+//! Telemetry: `tracing` logs; counters `waterworks_sim_modbus_requests_total`
+//! (label `outcome` = answered, exception, unanswered) and
+//! `waterworks_sim_mqtt_readings_total`.
 
 mod consumption;
 pub mod mqtt;

@@ -161,8 +161,9 @@ pub async fn run_mqtt(
                 tokio::select! {
                     () = shutdown.cancelled() => break 'rounds,
                     r = client.publish(topic, QoS::AtLeastOnce, false, payload) => {
-                        if let Err(e) = r {
-                            tracing::warn!(meter = %m.meter_id, error = %e, "MQTT meter could not queue its reading");
+                        match r {
+                            Ok(()) => metrics::counter!("waterworks_sim_mqtt_readings_total").increment(1),
+                            Err(e) => tracing::warn!(meter = %m.meter_id, error = %e, "MQTT meter could not queue its reading"),
                         }
                     }
                 }

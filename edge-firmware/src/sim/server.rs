@@ -104,6 +104,14 @@ impl tokio_modbus::server::Service for PortService {
 
     fn call(&self, req: Self::Request) -> Self::Future {
         let (answer, delay_ms) = self.answer(req);
+        // A device exception is not a transport failure: counted apart.
+        let outcome = match &answer {
+            Ok(Some(_)) => "answered",
+            Ok(None) => "unanswered",
+            Err(_) => "exception",
+        };
+        metrics::counter!("waterworks_sim_modbus_requests_total", "outcome" => outcome)
+            .increment(1);
         match delay_ms {
             Some(ms) => async move {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
