@@ -7,10 +7,32 @@ use std::path::Path;
 use waterworks_wire::profile::{DeviceProfile, FunctionCode, ValueType, WordOrder};
 use waterworks_wire::Alarm;
 
-fn profile() -> DeviceProfile {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/profiles/waterworks-sim-v1.toml");
+fn load(name: &str) -> DeviceProfile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/profiles")
+        .join(name);
     DeviceProfile::load(&path).expect("the simulator's profile loads")
+}
+
+fn profile() -> DeviceProfile {
+    load("waterworks-sim-v1.toml")
+}
+
+#[test]
+fn the_bulk_meter_profile_has_the_same_map_and_a_dn50_q4() {
+    let small = profile();
+    let bulk = load("waterworks-sim-dn50-v1.toml");
+    assert_eq!(bulk.fields, small.fields);
+    assert_eq!(
+        bulk.profile.max_registers_per_read,
+        small.profile.max_registers_per_read
+    );
+    let dn50 = edge_firmware::sim::Q4_SERIES_LPH
+        .iter()
+        .find(|(dn, _)| *dn == 50)
+        .unwrap()
+        .1;
+    assert_eq!(bulk.profile.max_flow_lph, Some(f64::from(dn50)));
 }
 
 #[test]
