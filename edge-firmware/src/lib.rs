@@ -23,6 +23,10 @@
 
 #![cfg_attr(not(feature = "std"), no_std)]
 
+// The host test harness needs std even when the core is built without it.
+#[cfg(all(test, not(feature = "std")))]
+extern crate std;
+
 pub mod alarms;
 pub mod device;
 pub mod journal;

@@ -203,7 +203,7 @@ mod tests {
             }
             let mut b = a;
             let inputs = Inputs { tamper, ..Inputs::NORMAL };
-            let flows: Vec<i32> = samples
+            let flows: std::vec::Vec<i32> = samples
                 .iter()
                 .map(|f| match class {
                     0 => 0,

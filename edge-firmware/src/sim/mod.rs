@@ -455,3 +455,52 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod determinism {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(kind: u8, fault: u8) -> SimMeter {
+        SimMeter {
+            meter_id: MeterId::parse(format!("det-{kind}-{fault}")).unwrap(),
+            kind: match kind {
+                0 => ConsumptionKind::Household { households: 2 },
+                1 => ConsumptionKind::Commercial,
+                2 => ConsumptionKind::Bathhouse,
+                _ => ConsumptionKind::Industrial,
+            },
+            initial_volume_l: 42,
+            fault: match fault {
+                0 => Fault::None,
+                1 => Fault::Leak,
+                2 => Fault::Burst,
+                3 => Fault::Backflow,
+                _ => Fault::Tamper,
+            },
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever was read before, and when, the registers at `t` are those
+        /// of a fresh meter read only at `t`.
+        #[test]
+        fn registers_do_not_depend_on_read_history(
+            kind in 0u8..4,
+            fault in 0u8..5,
+            reads in proptest::collection::vec(0i64..20 * 86_400, 1..12),
+            t in 0i64..20 * 86_400,
+        ) {
+            let s = spec(kind, fault);
+            let used = SimMeterState::new(11, &s);
+            for r in reads {
+                used.registers_at(sim_epoch() + chrono::Duration::seconds(r));
+            }
+            let at = sim_epoch() + chrono::Duration::seconds(t);
+            let fresh = SimMeterState::new(11, &s);
+            prop_assert_eq!(used.registers_at(at), fresh.registers_at(at));
+        }
+    }
+}
