@@ -28,6 +28,8 @@ use std::sync::Arc;
 pub const COMMIT_CHUNK: usize = 20_000;
 /// Held bills listed in a run's outcome (all are in the database).
 pub const MAX_HOLDS_LISTED: usize = 1_000;
+/// Priced chunks waiting for the database at most.
+pub const PIPELINE_CHUNKS: usize = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +217,28 @@ pub struct RunInputs {
     pub reads: HashMap<String, PeriodRead>,
 }
 
+/// Computes one account's bill from the loaded inputs: pure.
+pub fn bill_account(
+    book: &TariffBook,
+    period: &Period,
+    inputs: &RunInputs,
+    acct: &BillableAccount,
+    policy: &HoldPolicy,
+) -> ComputedBill {
+    let none = HashMap::new();
+    let no = &acct.account.account_no;
+    let usage = account_usage(
+        book.usage_rule(),
+        &acct.account,
+        period,
+        &inputs.reads,
+        inputs.carry.get(no).unwrap_or(&none),
+        inputs.history.get(no).map_or(&[][..], |h| &h[..]),
+        policy,
+    );
+    compute_bill(book, acct, period, usage)
+}
+
 /// Computes the bills of the accounts not yet billed: pure.
 pub fn compute_bills(
     book: &TariffBook,
@@ -222,79 +246,79 @@ pub fn compute_bills(
     inputs: &RunInputs,
     policy: &HoldPolicy,
 ) -> Vec<ComputedBill> {
-    let none = HashMap::new();
     inputs
-        .accounts
-        .iter()
-        .filter(|a| !inputs.existing.contains(&a.account.account_no))
-        .map(|acct| {
-            let no = &acct.account.account_no;
-            let usage = account_usage(
-                book.usage_rule(),
-                &acct.account,
-                period,
-                &inputs.reads,
-                inputs.carry.get(no).unwrap_or(&none),
-                inputs.history.get(no).map_or(&[][..], |h| &h[..]),
-                policy,
-            );
-            compute_bill(book, acct, period, usage)
-        })
+        .to_bill()
+        .map(|acct| bill_account(book, period, inputs, acct, policy))
         .collect()
 }
 
-/// Totals and counts of computed bills.
-pub fn summarize(
-    req: &RunRequest,
-    accounts: u64,
-    existing: u64,
-    bills: &[ComputedBill],
-) -> RunOutcome {
-    let mut out = RunOutcome {
-        run_id: None,
-        period: req.period,
-        group: req.group.clone(),
-        dry_run: req.dry_run,
-        accounts,
-        bills_created: 0,
-        bills_existing: existing,
-        held: 0,
-        estimated: 0,
-        usage_m3: 0,
-        totals_by_component: BTreeMap::new(),
-        totals_by_usage_type: BTreeMap::new(),
-        total_krw: 0,
-        holds: Vec::new(),
-    };
-    for b in bills {
-        if b.usage.estimated {
-            out.estimated += 1;
-        }
-        if b.held() {
-            out.held += 1;
-            if out.holds.len() < MAX_HOLDS_LISTED {
-                out.holds.push(HeldBill {
-                    account_no: b.account_no.clone(),
-                    reasons: b.hold_reasons.clone(),
-                });
-            }
-            continue;
-        }
-        out.bills_created += 1;
-        out.usage_m3 += b.usage.usage_m3;
-        let by_type = out
-            .totals_by_usage_type
-            .entry(b.usage_type.clone())
-            .or_default();
-        for line in b.quote.iter().flat_map(|q| &q.lines) {
-            let c = line.component.as_str().to_string();
-            *out.totals_by_component.entry(c.clone()).or_default() += line.amount_krw;
-            *by_type.entry(c).or_default() += line.amount_krw;
-        }
-        *by_type.entry("total".into()).or_default() += b.total_krw();
-        out.total_krw += b.total_krw();
+impl RunInputs {
+    /// The accounts without a bill for the period yet, in account order.
+    pub fn to_bill(&self) -> impl Iterator<Item = &BillableAccount> {
+        self.accounts
+            .iter()
+            .filter(|a| !self.existing.contains(&a.account.account_no))
     }
-    out
+}
+
+impl RunOutcome {
+    /// An outcome with nothing counted yet.
+    pub fn empty(req: &RunRequest, accounts: u64, existing: u64) -> RunOutcome {
+        RunOutcome {
+            run_id: None,
+            period: req.period,
+            group: req.group.clone(),
+            dry_run: req.dry_run,
+            accounts,
+            bills_created: 0,
+            bills_existing: existing,
+            held: 0,
+            estimated: 0,
+            usage_m3: 0,
+            totals_by_component: BTreeMap::new(),
+            totals_by_usage_type: BTreeMap::new(),
+            total_krw: 0,
+            holds: Vec::new(),
+        }
+    }
+
+    /// Counts `bills` in the totals.
+    pub fn add(&mut self, bills: &[ComputedBill]) {
+        for b in bills {
+            if b.usage.estimated {
+                self.estimated += 1;
+            }
+            if b.held() {
+                self.held += 1;
+                if self.holds.len() < MAX_HOLDS_LISTED {
+                    self.holds.push(HeldBill {
+                        account_no: b.account_no.clone(),
+                        reasons: b.hold_reasons.clone(),
+                    });
+                }
+                continue;
+            }
+            self.bills_created += 1;
+            self.usage_m3 += b.usage.usage_m3;
+            let by_type = self
+                .totals_by_usage_type
+                .entry(b.usage_type.clone())
+                .or_default();
+            for line in b.quote.iter().flat_map(|q| &q.lines) {
+                let c = line.component.as_str();
+                *by_type.entry(c.to_string()).or_default() += line.amount_krw;
+                match self.totals_by_component.get_mut(c) {
+                    Some(v) => *v += line.amount_krw,
+                    None => {
+                        self.totals_by_component
+                            .insert(c.to_string(), line.amount_krw);
+                    }
+                }
+            }
+            *by_type.entry("total".into()).or_default() += b.total_krw();
+            self.total_krw += b.total_krw();
+        }
+    }
 }
 
 /// Loads accounts, prior bills and carries of `group` for `period`, and reads.
@@ -440,63 +464,87 @@ async fn run_locked(
     let inputs = load_inputs(pool, reads, &req.period, &req.group).await?;
     let accounts = inputs.accounts.len() as u64;
     let existing = inputs.existing.len() as u64;
-    // The pricing is CPU work: keep it off the async workers.
-    let (bills, inputs) = {
+    let to_bill = inputs.to_bill().count();
+    let mut outcome = RunOutcome::empty(req, accounts, existing);
+    let period = req.period.to_string();
+
+    let mut run_id = None;
+    if !req.dry_run {
+        let running: Option<i64> = sqlx::query_scalar(
+            "SELECT run_id FROM billing.runs WHERE period = $1 AND billing_group = $2 AND status = 'running'",
+        )
+        .bind(&period)
+        .bind(&req.group)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if to_bill == 0 && running.is_none() {
+            // Everything is billed already: create nothing, point at the last run.
+            outcome.run_id = sqlx::query_scalar(
+                "SELECT max(run_id) FROM billing.runs WHERE period = $1 AND billing_group = $2",
+            )
+            .bind(&period)
+            .bind(&req.group)
+            .fetch_one(&mut *conn)
+            .await?;
+            return Ok(outcome);
+        }
+        run_id = Some(match running {
+            Some(id) => {
+                tracing::warn!(run_id = id, "resuming an unfinished run");
+                id
+            }
+            None => {
+                sqlx::query_scalar(
+                    "INSERT INTO billing.runs (period, billing_group, status, tariff_city, tariff_fingerprint) \
+                     VALUES ($1, $2, 'running', $3, $4) RETURNING run_id",
+                )
+                .bind(&period)
+                .bind(&req.group)
+                .bind(book.city())
+                .bind(book.fingerprint())
+                .fetch_one(&mut *conn)
+                .await?
+            }
+        });
+    }
+
+    // Pricing is CPU work on a blocking thread, one chunk ahead of the
+    // database: the channel holds PIPELINE_CHUNKS chunks; when it is full the
+    // pricing waits (backpressure), and it stops when the receiver is dropped.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<ComputedBill>>(PIPELINE_CHUNKS);
+    let producer = {
         let book = Arc::new(book.clone());
         let period = req.period;
         let policy = policy.clone();
         tokio::task::spawn_blocking(move || {
-            let bills = compute_bills(&book, &period, &inputs, &policy);
-            (bills, inputs)
+            let mut chunk = Vec::with_capacity(COMMIT_CHUNK);
+            for acct in inputs.to_bill() {
+                chunk.push(bill_account(&book, &period, &inputs, acct, &policy));
+                if chunk.len() == COMMIT_CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(COMMIT_CHUNK));
+                    if tx.blocking_send(full).is_err() {
+                        return;
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.blocking_send(chunk);
+            }
         })
+    };
+    while let Some(bills) = rx.recv().await {
+        if let Some(id) = run_id {
+            commit_chunk(conn, &period, id, &bills).await?;
+        }
+        outcome.add(&bills);
+    }
+    producer
         .await
-        .map_err(|e| BillingError::Task(e.to_string()))?
-    };
-    drop(inputs);
-    let mut outcome = summarize(req, accounts, existing, &bills);
-    if req.dry_run {
+        .map_err(|e| BillingError::Task(e.to_string()))?;
+
+    let Some(run_id) = run_id else {
         return Ok(outcome);
-    }
-    let period = req.period.to_string();
-    let running: Option<i64> = sqlx::query_scalar(
-        "SELECT run_id FROM billing.runs WHERE period = $1 AND billing_group = $2 AND status = 'running'",
-    )
-    .bind(&period)
-    .bind(&req.group)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if bills.is_empty() && running.is_none() {
-        // Everything is billed already: create nothing, point at the last run.
-        outcome.run_id = sqlx::query_scalar(
-            "SELECT max(run_id) FROM billing.runs WHERE period = $1 AND billing_group = $2",
-        )
-        .bind(&period)
-        .bind(&req.group)
-        .fetch_one(&mut *conn)
-        .await?;
-        return Ok(outcome);
-    }
-    let run_id: i64 = match running {
-        Some(id) => {
-            tracing::warn!(run_id = id, "resuming an unfinished run");
-            id
-        }
-        None => {
-            sqlx::query_scalar(
-                "INSERT INTO billing.runs (period, billing_group, status, tariff_city, tariff_fingerprint) \
-                 VALUES ($1, $2, 'running', $3, $4) RETURNING run_id",
-            )
-            .bind(&period)
-            .bind(&req.group)
-            .bind(book.city())
-            .bind(book.fingerprint())
-            .fetch_one(&mut *conn)
-            .await?
-        }
     };
-    for chunk in bills.chunks(COMMIT_CHUNK) {
-        commit_chunk(conn, &period, run_id, chunk).await?;
-    }
     outcome.run_id = Some(run_id);
     sqlx::query(
         "UPDATE billing.runs SET status = 'committed', finished_at = now(), outcome = $2::jsonb \
@@ -513,7 +561,7 @@ async fn run_locked(
 pub struct BillRow {
     pub account_no: String,
     pub issued: bool,
-    pub hold_reasons_json: String,
+    pub hold_reasons: Vec<String>,
     pub usage_type: String,
     pub usage_m3: i64,
     pub estimated: bool,
@@ -530,7 +578,7 @@ impl BillRow {
         BillRow {
             account_no: b.account_no.clone(),
             issued: !b.held(),
-            hold_reasons_json: serde_json::to_string(&b.hold_reasons).unwrap_or_default(),
+            hold_reasons: b.hold_reasons.clone(),
             usage_type: b.usage_type.clone(),
             usage_m3: b.usage.usage_m3,
             estimated: b.usage.estimated,
@@ -556,81 +604,163 @@ impl BillRow {
     }
 }
 
-/// One transaction: the period's counter row is locked, the chunk's bills are
-/// inserted with consecutive numbers, the counter advanced.
+/// Appends `field` to a COPY text-format line, escaped.
+fn copy_field(out: &mut String, field: &str) {
+    for c in field.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A PostgreSQL array literal of text (`{"a","b \\"c\\""}`).
+fn pg_text_array(items: &[String]) -> String {
+    let mut out = String::from("{");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// Rows for `COPY billing.bills (COPY_COLUMNS)` in text format.
+const COPY_COLUMNS: &str =
+    "period, account_no, run_id, bill_no, status, hold_reasons, usage_type, \
+     usage_m3, estimated, tariff_version, water_krw, sewer_krw, base_krw, levy_krw, reduction_krw, \
+     total_krw, legs, lines, input_hash";
+
+fn copy_rows(period: &str, run_id: i64, rows: &[(BillRow, Option<i64>)]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(rows.len() * 1_600);
+    for (r, bill_no) in rows {
+        copy_field(&mut out, period);
+        out.push('\t');
+        copy_field(&mut out, &r.account_no);
+        let _ = write!(out, "\t{run_id}\t");
+        match bill_no {
+            Some(n) => {
+                let _ = write!(out, "{n}\tissued\t");
+            }
+            None => out.push_str("\\N\theld\t"),
+        }
+        copy_field(&mut out, &pg_text_array(&r.hold_reasons));
+        out.push('\t');
+        copy_field(&mut out, &r.usage_type);
+        let _ = write!(
+            out,
+            "\t{}\t{}\t",
+            r.usage_m3,
+            if r.estimated { 't' } else { 'f' }
+        );
+        copy_field(&mut out, &r.tariff_version);
+        for c in r.components {
+            let _ = write!(out, "\t{c}");
+        }
+        let _ = write!(out, "\t{}\t", r.total_krw);
+        copy_field(&mut out, &r.legs_json);
+        out.push('\t');
+        copy_field(&mut out, &r.lines_json);
+        out.push('\t');
+        copy_field(&mut out, &r.input_hash);
+        out.push('\n');
+    }
+    out
+}
+
+/// One transaction: the period's counter row is locked (every writer of a
+/// period's bills takes it first), accounts already billed are skipped, the
+/// rest numbered consecutively and COPYed straight into `billing.bills`, and
+/// the counter advanced. A failure rolls back the whole chunk: no half bill,
+/// no gap.
 async fn commit_chunk(
     conn: &mut PgConnection,
     period: &str,
     run_id: i64,
     chunk: &[ComputedBill],
 ) -> Result<(), BillingError> {
-    let rows: Vec<BillRow> = chunk.iter().map(BillRow::from_bill).collect();
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     sqlx::query("INSERT INTO billing.period_counters (period) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(period)
         .execute(&mut *tx)
         .await?;
-    let last: i64 = sqlx::query_scalar(
+    let mut last: i64 = sqlx::query_scalar(
         "SELECT last_bill_no FROM billing.period_counters WHERE period = $1 FOR UPDATE",
     )
     .bind(period)
     .fetch_one(&mut *tx)
     .await?;
-    let col = |f: fn(&BillRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
-    let num = |i: usize| rows.iter().map(|r| r.components[i]).collect::<Vec<i64>>();
-    let max_no: Option<i64> = sqlx::query_scalar(
-        "WITH input AS ( \
-           SELECT * FROM UNNEST($3::text[], $4::bool[], $5::text[], $6::text[], $7::int8[], $8::bool[], \
-                  $9::text[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], \
-                  $16::text[], $17::text[], $18::text[]) WITH ORDINALITY \
-             AS t(account_no, issued, hold_reasons, usage_type, usage_m3, estimated, tariff_version, \
-                  water, sewer, base, levy, reduction, total, legs, lines, input_hash, ord) \
-         ), fresh AS ( \
-           SELECT i.* FROM input i WHERE NOT EXISTS \
-             (SELECT 1 FROM billing.bills b WHERE b.period = $1 AND b.account_no = i.account_no) \
-         ), numbered AS ( \
-           SELECT f.*, CASE WHEN f.issued THEN $19 + count(*) FILTER (WHERE f.issued) OVER (ORDER BY f.ord) END AS bill_no \
-             FROM fresh f \
-         ), ins AS ( \
-           INSERT INTO billing.bills (period, account_no, run_id, bill_no, status, hold_reasons, usage_type, \
-                  usage_m3, estimated, tariff_version, water_krw, sewer_krw, base_krw, levy_krw, \
-                  reduction_krw, total_krw, legs, lines, input_hash) \
-           SELECT $1, account_no, $2, bill_no, CASE WHEN issued THEN 'issued' ELSE 'held' END, \
-                  ARRAY(SELECT jsonb_array_elements_text(hold_reasons::jsonb)), usage_type, usage_m3, \
-                  estimated, tariff_version, water, sewer, base, levy, reduction, total, legs::jsonb, \
-                  lines::jsonb, input_hash \
-             FROM numbered \
-           RETURNING bill_no \
-         ) SELECT max(bill_no) FROM ins",
+    let accounts: Vec<&str> = chunk.iter().map(|b| b.account_no.as_str()).collect();
+    let present: HashSet<String> = sqlx::query_scalar(
+        "SELECT account_no FROM billing.bills WHERE period = $1 AND account_no = ANY($2)",
     )
     .bind(period)
-    .bind(run_id)
-    .bind(col(|r| r.account_no.clone()))
-    .bind(rows.iter().map(|r| r.issued).collect::<Vec<bool>>())
-    .bind(col(|r| r.hold_reasons_json.clone()))
-    .bind(col(|r| r.usage_type.clone()))
-    .bind(rows.iter().map(|r| r.usage_m3).collect::<Vec<i64>>())
-    .bind(rows.iter().map(|r| r.estimated).collect::<Vec<bool>>())
-    .bind(col(|r| r.tariff_version.clone()))
-    .bind(num(0))
-    .bind(num(1))
-    .bind(num(2))
-    .bind(num(3))
-    .bind(num(4))
-    .bind(rows.iter().map(|r| r.total_krw).collect::<Vec<i64>>())
-    .bind(col(|r| r.legs_json.clone()))
-    .bind(col(|r| r.lines_json.clone()))
-    .bind(col(|r| r.input_hash.clone()))
-    .bind(last)
-    .fetch_one(&mut *tx)
-    .await?;
-    if let Some(max_no) = max_no {
+    .bind(&accounts)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let first = last;
+    let rows: Vec<(BillRow, Option<i64>)> = chunk
+        .iter()
+        .filter(|b| !present.contains(&b.account_no))
+        .map(|b| {
+            let row = BillRow::from_bill(b);
+            let no = row.issued.then(|| {
+                last += 1;
+                last
+            });
+            (row, no)
+        })
+        .collect();
+    if !rows.is_empty() {
+        let text = copy_rows(period, run_id, &rows);
+        drop(rows);
+        let mut copy = tx
+            .copy_in_raw(&format!("COPY billing.bills ({COPY_COLUMNS}) FROM STDIN"))
+            .await?;
+        for part in text.as_bytes().chunks(1 << 20) {
+            copy.send(part).await?;
+        }
+        copy.finish().await?;
+    }
+    if last != first {
         sqlx::query("UPDATE billing.period_counters SET last_bill_no = $2 WHERE period = $1")
             .bind(period)
-            .bind(max_no)
+            .bind(last)
             .execute(&mut *tx)
             .await?;
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_what_copy_would_misread() {
+        let mut out = String::new();
+        copy_field(&mut out, "a\tb\nc\\d\re");
+        assert_eq!(out, "a\\tb\\nc\\\\d\\re");
+        assert_eq!(
+            pg_text_array(&["x \"y\"".into(), "z\\".into()]),
+            "{\"x \\\"y\\\"\",\"z\\\\\"}"
+        );
+        assert_eq!(pg_text_array(&[]), "{}");
+    }
 }
