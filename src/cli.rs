@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "waterworks", version, about = "Meter reading, storage and billing of a city's water")]
+#[command(
+    name = "waterworks",
+    version,
+    about = "Meter reading, storage and billing of a city's water"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -168,8 +172,18 @@ pub enum BillingCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    waterworks_service::telemetry::init("info,rumqttd=warn,rumqttc=warn,sqlx=warn");
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The demo prints its own progress and summary: only warnings are logged
+    // unless RUST_LOG asks for more. The embedded broker's connection chatter
+    // at shutdown is never useful to a demo user.
+    let default_filter = match cli.command {
+        Command::Demo(_) | Command::Tariff { .. } => "warn,rumqttd=off,rumqttc=error,sqlx=error",
+        _ => "info,rumqttd=warn,rumqttc=warn,sqlx=warn",
+    };
+    waterworks_service::telemetry::init(default_filter);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -243,7 +257,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 let book = demo::load_tariff(tariff.as_deref())?;
                 let pool = crate::database::connect(&database_url, 4).await?;
                 billing::migrate(&pool).await?;
-                let req = billing::run::RunRequest { period, group, dry_run };
+                let req = billing::run::RunRequest {
+                    period,
+                    group,
+                    dry_run,
+                };
                 let outcome = billing::run::run_billing(&pool, &book, &req).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&outcome)?);
@@ -264,7 +282,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 }
 
 fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("configuration {}", path.display()))
 }
 
@@ -308,7 +327,10 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     print!("{}", crate::summary::render(&report));
     if args.serve {
         println!("\nserving until Ctrl-C / SIGTERM:");
-        println!("  ingest  http://{}/api/v1/  (/health /ready /metrics)", running.ingest_http);
+        println!(
+            "  ingest  http://{}/api/v1/  (/health /ready /metrics)",
+            running.ingest_http
+        );
         println!("  token   {}  (role admin)", running.token);
         waterworks_service::shutdown::on_signals().cancelled().await;
     }

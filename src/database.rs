@@ -82,7 +82,9 @@ pub async fn resolve(given: Option<String>, state_dir: &Path) -> anyhow::Result<
                 origin: Origin::LocalServer,
             });
         }
-        Err(e) => tracing::info!(error = %format!("{e:#}"), "no local PostgreSQL on 127.0.0.1:5432"),
+        Err(e) => {
+            tracing::info!(error = %format!("{e:#}"), "no local PostgreSQL on 127.0.0.1:5432")
+        }
     }
     let cluster = PrivateCluster::start(&state_dir.join("postgres"))?;
     let admin = cluster.url("postgres");
@@ -96,11 +98,16 @@ pub async fn resolve(given: Option<String>, state_dir: &Path) -> anyhow::Result<
 }
 
 /// Creates database `name` on the server of `pool` if missing; returns its URL.
-pub async fn ensure_database(pool: &PgPool, server_url: &str, name: &str) -> anyhow::Result<String> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(pool)
-        .await?;
+pub async fn ensure_database(
+    pool: &PgPool,
+    server_url: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(pool)
+            .await?;
     if !exists {
         // Identifiers cannot be bound; `name` is ours and quoted.
         let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
@@ -189,7 +196,18 @@ impl PrivateCluster {
         );
         cluster.pg(
             "pg_ctl",
-            &["-D", path_str(&data)?, "-l", path_str(&log)?, "-o", &opts, "-w", "-t", "60", "start"],
+            &[
+                "-D",
+                path_str(&data)?,
+                "-l",
+                path_str(&log)?,
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         )?;
         tracing::info!(port, dir = %dir.display(), "private PostgreSQL cluster started");
         Ok(cluster)
@@ -214,7 +232,10 @@ impl PrivateCluster {
             .status()
             .context("chown")?;
         if !status.success() {
-            bail!("cannot give {} to the postgres user (does it exist?)", dir.display());
+            bail!(
+                "cannot give {} to the postgres user (does it exist?)",
+                dir.display()
+            );
         }
         Ok(())
     }
@@ -245,7 +266,8 @@ impl PrivateCluster {
 }
 
 fn path_str(p: &Path) -> anyhow::Result<&str> {
-    p.to_str().with_context(|| format!("{} is not UTF-8", p.display()))
+    p.to_str()
+        .with_context(|| format!("{} is not UTF-8", p.display()))
 }
 
 fn running_as_root() -> bool {

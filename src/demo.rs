@@ -17,7 +17,9 @@ use billing::tariff::TariffBook;
 use billing::Period;
 use chrono::{DateTime, Duration, Utc};
 use edge_firmware::sim::{SimConfig, Simulator};
-use gateway::config::{GatewayConfig, MeterConfig, PollConfig, SpoolConfig, Transport, UplinkConfig};
+use gateway::config::{
+    GatewayConfig, MeterConfig, PollConfig, SpoolConfig, Transport, UplinkConfig,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -84,6 +86,20 @@ impl DemoOptions {
 }
 
 /// What a demo run did, for the summary and for tests to check.
+/// The bills of one period, read back from the billing schema.
+#[derive(Debug, Default, Clone, sqlx::FromRow)]
+pub struct PeriodBills {
+    pub bills: i64,
+    pub held: i64,
+    pub usage_m3: i64,
+    pub water_krw: i64,
+    pub sewer_krw: i64,
+    pub base_krw: i64,
+    pub levy_krw: i64,
+    pub reduction_krw: i64,
+    pub total_krw: i64,
+}
+
 #[derive(Debug)]
 pub struct DemoReport {
     pub database: String,
@@ -100,6 +116,10 @@ pub struct DemoReport {
     pub stored_before: i64,
     pub stored_after: i64,
     pub quarantined: i64,
+    /// Every bill of the period for the fleet's accounts, issued now or before.
+    pub period_bills: PeriodBills,
+    /// Quarantined readings of this window by reason.
+    pub quarantined_by_reason: Vec<(String, i64)>,
     pub runs: Vec<RunOutcome>,
     pub simulate_secs: f64,
     pub ingest_wait_secs: f64,
@@ -111,6 +131,9 @@ pub struct DemoReport {
 
 /// Services left running when the demo is asked to keep serving.
 pub struct Running {
+    /// Stops ingest; it goes first so it commits and acknowledges what it holds.
+    ingest_shutdown: CancellationToken,
+    ingest_task: tokio::task::JoinHandle<()>,
     pub shutdown: CancellationToken,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
     pub ingest_http: SocketAddr,
@@ -122,6 +145,8 @@ pub struct Running {
 impl Running {
     /// Stops every service and waits for them (bounded).
     pub async fn stop(self) {
+        self.ingest_shutdown.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), self.ingest_task).await;
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(15), t).await;
@@ -135,7 +160,10 @@ impl Running {
 pub fn load_tariff(path: Option<&Path>) -> anyhow::Result<TariffBook> {
     Ok(match path {
         Some(p) => TariffBook::load(p)?,
-        None => TariffBook::from_toml(DAEJEON_TARIFF_TOML, "fixtures/tariffs/daejeon.toml (embedded)")?,
+        None => TariffBook::from_toml(
+            DAEJEON_TARIFF_TOML,
+            "fixtures/tariffs/daejeon.toml (embedded)",
+        )?,
     })
 }
 
@@ -163,13 +191,20 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     say(opts, &format!("broker:   {broker_text}"));
 
     let pool = database::connect(&database.url, 4).await?;
-    ingest::migrate(&pool).await.context("metering migrations")?;
-    billing::migrate(&pool).await.context("billing migrations")?;
+    ingest::migrate(&pool)
+        .await
+        .context("metering migrations")?;
+    billing::migrate(&pool)
+        .await
+        .context("billing migrations")?;
 
     let from = opts.from.unwrap_or_else(|| opts.period.start_utc());
     let to = opts.period.end_utc();
     if from > to {
-        bail!("the first read ({from}) lies after the end of period {}", opts.period);
+        bail!(
+            "the first read ({from}) lies after the end of period {}",
+            opts.period
+        );
     }
     let mut fleet = Fleet::generate(&FleetSpec {
         meters: opts.meters,
@@ -188,16 +223,19 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
 
     // Ingest first, so nothing published waits on it.
     let ingest_cfg = ingest_config(&database.url, &broker_url, opts, &token);
-    let ingest = ingest::Ingest::build(ingest_cfg).await.context("starting ingest")?;
+    let ingest = ingest::Ingest::build(ingest_cfg)
+        .await
+        .context("starting ingest")?;
     let ingest_http = ingest.http_addr();
-    {
-        let s = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
+    let ingest_shutdown = CancellationToken::new();
+    let ingest_task = {
+        let s = ingest_shutdown.clone();
+        tokio::spawn(async move {
             if let Err(e) = ingest.run_until_stopped(s).await {
                 tracing::error!(error = %e, "ingest stopped with an error");
             }
-        }));
-    }
+        })
+    };
 
     let tap = Tap::start(&broker_url, &fleet.gateways, shutdown.clone()).await?;
 
@@ -233,7 +271,10 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     }
 
     // The gateways, each with its share of the meters.
-    let profile_path = opts.state_dir.join("profiles").join(format!("{SIM_PROFILE_ID}.toml"));
+    let profile_path = opts
+        .state_dir
+        .join("profiles")
+        .join(format!("{SIM_PROFILE_ID}.toml"));
     std::fs::create_dir_all(profile_path.parent().expect("has a parent"))?;
     std::fs::write(&profile_path, SIM_PROFILE_TOML)?;
     let gw_shutdown = CancellationToken::new();
@@ -247,7 +288,9 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
                 let (addr, unit_id) = addresses[p.meter.meter_id.as_str()];
                 MeterConfig {
                     meter_id: p.meter.meter_id.clone(),
-                    transport: Transport::Tcp { addr: addr.to_string() },
+                    transport: Transport::Tcp {
+                        addr: addr.to_string(),
+                    },
                     unit_id,
                     profile: SIM_PROFILE_ID.to_string(),
                     poll_interval_s: None,
@@ -281,6 +324,8 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     let step = Duration::minutes(READ_INTERVAL_MIN);
     let mut slot = from;
     let mut rounds = 0usize;
+    // On a terminal the progress line rewrites itself; in a log, a line a day.
+    let progress_inline = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut progress: Vec<_> = handles.iter().map(|h| h.progress.clone()).collect();
     while slot <= to {
         manual.set(slot);
@@ -292,11 +337,19 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
         rounds += 1;
         if opts.verbose && slot.format("%H:%M").to_string() == "15:00" {
             let day = (slot + Duration::hours(9)).format("%Y-%m-%d");
-            eprint!("\r  read {day} (KST) · round {rounds} · {} readings published   ", tap.distinct());
+            let line = format!(
+                "  read {day} (KST) · round {rounds} · {} readings published",
+                tap.distinct()
+            );
+            if progress_inline {
+                eprint!("\r{line}   ");
+            } else {
+                eprintln!("{line}");
+            }
         }
         slot += step;
     }
-    if opts.verbose {
+    if opts.verbose && progress_inline {
         eprintln!();
     }
     // Every batch handed to the broker, then every reading stored.
@@ -339,6 +392,31 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     .bind(to)
     .fetch_one(&pool)
     .await?;
+    let accounts: Vec<String> = fleet.accounts().into_iter().map(|a| a.account_no).collect();
+    let period_bills: PeriodBills = sqlx::query_as(
+        "SELECT count(*) AS bills, count(*) FILTER (WHERE status = 'held') AS held, \
+                COALESCE(sum(usage_m3), 0)::bigint AS usage_m3, \
+                COALESCE(sum(water_krw), 0)::bigint AS water_krw, \
+                COALESCE(sum(sewer_krw), 0)::bigint AS sewer_krw, \
+                COALESCE(sum(base_krw), 0)::bigint AS base_krw, \
+                COALESCE(sum(levy_krw), 0)::bigint AS levy_krw, \
+                COALESCE(sum(reduction_krw), 0)::bigint AS reduction_krw, \
+                COALESCE(sum(total_krw), 0)::bigint AS total_krw \
+           FROM billing.bills WHERE period = $1 AND account_no = ANY($2)",
+    )
+    .bind(opts.period.to_string())
+    .bind(&accounts)
+    .fetch_one(&pool)
+    .await?;
+    let quarantined_by_reason: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT reason, count(DISTINCT (meter_id, ts)) FROM metering.quarantine \
+          WHERE meter_id = ANY($1) AND ts BETWEEN $2 AND $3 GROUP BY reason ORDER BY 2 DESC",
+    )
+    .bind(&meter_ids)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&pool)
+    .await?;
     let (published, published_duplicates) = tap.snapshot();
     pool.close().await;
 
@@ -355,6 +433,8 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
         stored_before,
         stored_after,
         quarantined,
+        quarantined_by_reason,
+        period_bills,
         runs,
         simulate_secs,
         ingest_wait_secs,
@@ -364,6 +444,8 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
         tariff_city: book.city().to_string(),
     };
     let running = Running {
+        ingest_shutdown,
+        ingest_task,
         shutdown,
         tasks,
         ingest_http,
@@ -393,9 +475,17 @@ fn demo_token(seed: u64) -> String {
     format!("demo-{}", hex::encode(&h[..16]))
 }
 
-fn ingest_config(db_url: &str, broker_url: &str, opts: &DemoOptions, token: &str) -> ingest::IngestConfig {
+fn ingest_config(
+    db_url: &str,
+    broker_url: &str,
+    opts: &DemoOptions,
+    token: &str,
+) -> ingest::IngestConfig {
     let client_id = format!("{}ingest-demo-{}", opts.id_prefix, std::process::id());
-    let mut cfg = ingest::IngestConfig::new(db_url, ingest::config::MqttConfig::new(broker_url, client_id));
+    let mut cfg = ingest::IngestConfig::new(
+        db_url,
+        ingest::config::MqttConfig::new(broker_url, client_id),
+    );
     cfg.mqtt.subscription = format!("$share/{}/{}", opts.share_group, topic::READINGS_FILTER);
     cfg.http_listen = ([127, 0, 0, 1], 0).into();
     cfg.tokens = vec![waterworks_service::auth::TokenConfig {
@@ -486,10 +576,18 @@ struct TapState {
 }
 
 impl Tap {
-    async fn start(broker_url: &str, gateways: &[GatewayId], shutdown: CancellationToken) -> anyhow::Result<Tap> {
+    async fn start(
+        broker_url: &str,
+        gateways: &[GatewayId],
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Tap> {
         let addr = crate::broker::reachable(broker_url)?;
         let mut o = rumqttc::MqttOptions::new(
-            format!("tap-{}-{}", std::process::id(), gateways.first().map(|g| g.as_str()).unwrap_or("")),
+            format!(
+                "tap-{}-{}",
+                std::process::id(),
+                gateways.first().map(|g| g.as_str()).unwrap_or("")
+            ),
             addr.ip().to_string(),
             addr.port(),
         );
@@ -525,15 +623,22 @@ impl Tap {
                         }
                     }
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        let Some(topic::Topic::Readings(gw)) = topic::parse(&p.topic) else { continue };
+                        let Some(topic::Topic::Readings(gw)) = topic::parse(&p.topic) else {
+                            continue;
+                        };
                         if !wanted.contains(&gw) {
                             continue;
                         }
-                        let Ok(batch) = ReadingBatch::decode(&p.payload) else { continue };
+                        let Ok(batch) = ReadingBatch::decode(&p.payload) else {
+                            continue;
+                        };
                         let mut s = state.lock().expect("tap lock");
                         s.last_message = Some(Instant::now());
                         for r in batch.readings {
-                            if s.readings.insert((r.meter_id.to_string(), r.ts), r.volume_l).is_some() {
+                            if s.readings
+                                .insert((r.meter_id.to_string(), r.ts), r.volume_l)
+                                .is_some()
+                            {
                                 s.duplicates += 1;
                             }
                         }

@@ -63,11 +63,21 @@ impl Fleet {
                 let meter_id = MeterId::parse(format!("{p}m-{:05}", i + 1)).expect("valid id");
                 let roll: f64 = rng.gen();
                 let (kind, usage_type, diameter_mm, households) = if roll < 0.70 {
-                    (ConsumptionKind::Household { households: 1 }, "household", 15, 1)
+                    (
+                        ConsumptionKind::Household { households: 1 },
+                        "household",
+                        15,
+                        1,
+                    )
                 } else if roll < 0.78 {
                     let h = rng.gen_range(4..=24u32);
                     let d = if h > 12 { 32 } else { 25 };
-                    (ConsumptionKind::Household { households: h }, "household", d, h)
+                    (
+                        ConsumptionKind::Household { households: h },
+                        "household",
+                        d,
+                        h,
+                    )
                 } else if roll < 0.92 {
                     let d = *[15u32, 20, 25].get(rng.gen_range(0..3)).unwrap_or(&20);
                     (ConsumptionKind::Commercial, "general", d, 1)
@@ -148,21 +158,37 @@ impl Fleet {
     }
 
     pub fn billing_groups(&self) -> Vec<String> {
-        let mut g: Vec<String> = self.premises.iter().map(|p| p.account.billing_group.clone()).collect();
+        let mut g: Vec<String> = self
+            .premises
+            .iter()
+            .map(|p| p.account.billing_group.clone())
+            .collect();
         g.sort();
         g.dedup();
         g
     }
 
     pub fn meter_ids(&self) -> Vec<String> {
-        self.premises.iter().map(|p| p.meter.meter_id.to_string()).collect()
+        self.premises
+            .iter()
+            .map(|p| p.meter.meter_id.to_string())
+            .collect()
     }
 }
 
 fn customer_name(rng: &mut ChaCha8Rng, usage_type: &str) -> String {
     const FAMILY: [&str; 10] = ["김", "이", "박", "최", "정", "강", "조", "윤", "장", "임"];
-    const GIVEN: [&str; 10] = ["민준", "서연", "도윤", "지우", "하준", "서윤", "시우", "지민", "주원", "하은"];
-    const SHOP: [&str; 6] = ["행복상회", "한빛식당", "둔산약국", "새마을세탁", "푸른카페", "대전문구"];
+    const GIVEN: [&str; 10] = [
+        "민준", "서연", "도윤", "지우", "하준", "서윤", "시우", "지민", "주원", "하은",
+    ];
+    const SHOP: [&str; 6] = [
+        "행복상회",
+        "한빛식당",
+        "둔산약국",
+        "새마을세탁",
+        "푸른카페",
+        "대전문구",
+    ];
     match usage_type {
         "household" => format!(
             "{}{}",
@@ -170,7 +196,10 @@ fn customer_name(rng: &mut ChaCha8Rng, usage_type: &str) -> String {
             GIVEN[rng.gen_range(0..GIVEN.len())]
         ),
         "bathhouse" => format!("{}목욕탕", ["온천", "청수", "한밭"][rng.gen_range(0..3)]),
-        "industrial" => format!("(주){}산업", ["대덕", "유성", "신탄진"][rng.gen_range(0..3)]),
+        "industrial" => format!(
+            "(주){}산업",
+            ["대덕", "유성", "신탄진"][rng.gen_range(0..3)]
+        ),
         _ => SHOP[rng.gen_range(0..SHOP.len())].to_string(),
     }
 }
@@ -197,7 +226,13 @@ mod tests {
         let ids = |f: &Fleet| {
             f.premises
                 .iter()
-                .map(|p| (p.meter.meter_id.to_string(), p.meter.initial_volume_l, p.account.usage_type.clone()))
+                .map(|p| {
+                    (
+                        p.meter.meter_id.to_string(),
+                        p.meter.initial_volume_l,
+                        p.account.usage_type.clone(),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(ids(&a), ids(&b));

@@ -1,7 +1,6 @@
 //! The demo's closing summary, as a clerk or operator would want to read it.
 
 use crate::demo::DemoReport;
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// Formats whole won with thousands separators: 1234567 → "1,234,567".
@@ -19,6 +18,21 @@ pub fn won(v: i64) -> String {
     } else {
         out
     }
+}
+
+/// Pads to a display width, counting Hangul as two columns.
+fn pad(label: &str, width: usize) -> String {
+    let cols: usize = label
+        .chars()
+        .map(|c| {
+            if ('\u{1100}'..='\u{D7A3}').contains(&c) {
+                2
+            } else {
+                1
+            }
+        })
+        .sum();
+    format!("{label}{}", " ".repeat(width.saturating_sub(cols)))
 }
 
 pub fn render(r: &DemoReport) -> String {
@@ -48,6 +62,18 @@ pub fn render(r: &DemoReport) -> String {
         r.stored_after - new,
         r.quarantined
     );
+    if !r.quarantined_by_reason.is_empty() {
+        let reasons: Vec<String> = r
+            .quarantined_by_reason
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "                quarantined by reason: {} (kept in metering.quarantine with the raw reading)",
+            reasons.join(", ")
+        );
+    }
     if r.published_duplicates > 0 {
         let _ = writeln!(
             s,
@@ -55,36 +81,50 @@ pub fn render(r: &DemoReport) -> String {
             r.published_duplicates
         );
     }
-    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
-    let (mut accounts, mut created, mut existing, mut held, mut m3, mut total) = (0, 0, 0, 0, 0, 0);
+    let (mut accounts, mut created, mut existing, mut held) = (0, 0, 0, 0);
     for run in &r.runs {
         accounts += run.accounts;
         created += run.bills_created;
         existing += run.bills_existing;
         held += run.held;
-        m3 += run.usage_m3;
-        total += run.total_krw;
-        for (k, v) in &run.totals_by_component {
-            *totals.entry(k.clone()).or_default() += v;
-        }
     }
-    let period = r.runs.first().map(|x| x.period.to_string()).unwrap_or_default();
+    let period = r
+        .runs
+        .first()
+        .map(|x| x.period.to_string())
+        .unwrap_or_default();
     let _ = writeln!(
         s,
-        "billing         period {period}, tariff {}, {} accounts in {} groups",
+        "billing         period {period}, tariff {}, {} accounts in {} billing groups",
         r.tariff_city,
         accounts,
         r.runs.len()
     );
     let _ = writeln!(
         s,
-        "bills           {created} created, {existing} already issued, {held} held for review; {} m3 billed",
-        won(m3)
+        "this run        {created} bills created, {existing} already issued, {held} held for review"
     );
-    for (component, amount) in &totals {
-        let _ = writeln!(s, "  {component:<14}{:>16} KRW", won(*amount));
+    let b = &r.period_bills;
+    let _ = writeln!(
+        s,
+        "bills {period}   {} bills ({} held), {} m3 billed",
+        b.bills,
+        b.held,
+        won(b.usage_m3)
+    );
+    for (label, amount) in [
+        ("water 상수도", b.water_krw),
+        ("sewer 하수도", b.sewer_krw),
+        ("base 기본요금", b.base_krw),
+        ("levy 물이용부담금", b.levy_krw),
+        ("reductions 감면", -b.reduction_krw.abs()),
+    ] {
+        if label.starts_with("reductions") && amount == 0 {
+            continue;
+        }
+        let _ = writeln!(s, "  {}{:>16} KRW", pad(label, 20), won(amount));
     }
-    let _ = writeln!(s, "  {:<14}{:>16} KRW", "total", won(total));
+    let _ = writeln!(s, "  {}{:>16} KRW", pad("total 합계", 20), won(b.total_krw));
     let _ = writeln!(
         s,
         "time            {:.1} s (read the month {:.1} s, ingest tail {:.1} s, billing {:.1} s)",

@@ -59,25 +59,39 @@ async fn drive(mqtt: Option<String>, tag: &str) {
     let (report, running) = demo::run(&opts).await.expect("the pipeline runs");
     running.stop().await;
 
-    let pool = waterworks::database::connect(&db_url, 2).await.expect("connect");
+    let pool = waterworks::database::connect(&db_url, 2)
+        .await
+        .expect("connect");
     // Every round read every meter, and the broker carried all of it.
     assert_eq!(report.rounds, 2 * 96 + 1);
     assert_eq!(report.published.len(), opts.meters * report.rounds);
 
     // Stored exactly once each, with the value published.
-    let stored: Vec<(String, DateTime<Utc>, i64)> =
-        sqlx::query_as("SELECT meter_id, ts, volume_l FROM metering.readings_v1 WHERE meter_id LIKE $1 || '%'")
-            .bind(&opts.id_prefix)
-            .fetch_all(&pool)
-            .await
-            .expect("read back");
-    assert_eq!(stored.len(), report.published.len(), "stored count equals published count");
+    let stored: Vec<(String, DateTime<Utc>, i64)> = sqlx::query_as(
+        "SELECT meter_id, ts, volume_l FROM metering.readings_v1 WHERE meter_id LIKE $1 || '%'",
+    )
+    .bind(&opts.id_prefix)
+    .fetch_all(&pool)
+    .await
+    .expect("read back");
+    assert_eq!(
+        stored.len(),
+        report.published.len(),
+        "stored count equals published count"
+    );
     let stored_map: BTreeMap<(String, DateTime<Utc>), u64> = stored
         .into_iter()
         .map(|(m, ts, v)| ((m, ts), u64::try_from(v).expect("non-negative")))
         .collect();
-    assert_eq!(stored_map.len(), report.published.len(), "no (meter, ts) stored twice");
-    assert_eq!(stored_map, report.published, "every published reading stored with its value");
+    assert_eq!(
+        stored_map.len(),
+        report.published.len(),
+        "no (meter, ts) stored twice"
+    );
+    assert_eq!(
+        stored_map, report.published,
+        "every published reading stored with its value"
+    );
 
     // Each account billed once, and its bill is the tariff on the stored reads.
     check_bills(&pool, &opts, period).await;
@@ -85,7 +99,10 @@ async fn drive(mqtt: Option<String>, tag: &str) {
     // A second run of the same city stores nothing new and bills nothing twice.
     let (again, running) = demo::run(&opts).await.expect("second run");
     running.stop().await;
-    assert_eq!(again.stored_after, again.stored_before, "second run stored nothing new");
+    assert_eq!(
+        again.stored_after, again.stored_before,
+        "second run stored nothing new"
+    );
     assert_eq!(again.stored_after as usize, report.published.len());
     let created: u64 = again.runs.iter().map(|r| r.bills_created).sum();
     let existing: u64 = again.runs.iter().map(|r| r.bills_existing).sum();
@@ -132,15 +149,19 @@ async fn check_bills(pool: &sqlx::PgPool, opts: &DemoOptions, period: Period) {
             ..Default::default()
         };
         let expected = billing::tariff::quote(&book, &req).expect("quote");
-        let bills: Vec<(i64,)> =
-            sqlx::query_as("SELECT total_krw FROM billing.bills WHERE account_no = $1 AND period = $2")
-                .bind(&account_no)
-                .bind(period.to_string())
-                .fetch_all(pool)
-                .await
-                .expect("bills");
+        let bills: Vec<(i64,)> = sqlx::query_as(
+            "SELECT total_krw FROM billing.bills WHERE account_no = $1 AND period = $2",
+        )
+        .bind(&account_no)
+        .bind(period.to_string())
+        .fetch_all(pool)
+        .await
+        .expect("bills");
         assert_eq!(bills.len(), 1, "account {account_no} billed exactly once");
-        assert_eq!(bills[0].0, expected.total_krw, "account {account_no}: bill equals the tariff on {usage_m3} m3");
+        assert_eq!(
+            bills[0].0, expected.total_krw,
+            "account {account_no}: bill equals the tariff on {usage_m3} m3"
+        );
     }
 }
 
@@ -152,6 +173,7 @@ async fn pipeline_through_the_embedded_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_through_mosquitto() {
     let url = std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
-    waterworks::broker::reachable(&url).expect("Mosquitto must be running at MQTT_URL (scripts/test starts it)");
+    waterworks::broker::reachable(&url)
+        .expect("Mosquitto must be running at MQTT_URL (scripts/test starts it)");
     drive(Some(url), "m").await;
 }

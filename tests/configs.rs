@@ -1,0 +1,45 @@
+//! The example configurations the README points to must stay loadable.
+
+use std::path::Path;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .expect("example exists")
+}
+
+#[test]
+fn gateway_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config/gateway.toml");
+    let cfg = gateway::load_config(&path).expect("deploy/config/gateway.toml is valid");
+    assert_eq!(cfg.gateway_id.as_str(), "gw-01");
+    assert_eq!(cfg.poll.interval_s, 900);
+}
+
+#[test]
+fn ingest_example_is_valid() {
+    let cfg: ingest::IngestConfig =
+        toml::from_str(&read("deploy/config/ingest.toml")).expect("ingest.toml");
+    assert_eq!(
+        cfg.mqtt.subscription,
+        waterworks_wire::topic::SHARED_READINGS_FILTER
+    );
+    waterworks_service::auth::ApiTokens::new(&cfg.tokens).expect("tokens are long enough");
+}
+
+#[test]
+fn billing_example_is_valid() {
+    let cfg: billing::BillingConfig =
+        toml::from_str(&read("deploy/config/billing.toml")).expect("billing.toml");
+    let tariff = Path::new(env!("CARGO_MANIFEST_DIR")).join(&cfg.tariff_file);
+    billing::tariff::TariffBook::load(&tariff).expect("its tariff file loads");
+}
+
+#[test]
+fn embedded_tariff_and_profile_load() {
+    waterworks::demo::load_tariff(None).expect("embedded Daejeon tariff");
+    waterworks_wire::profile::DeviceProfile::from_toml(
+        waterworks::demo::SIM_PROFILE_TOML,
+        "embedded",
+    )
+    .expect("profile");
+}
