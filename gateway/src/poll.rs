@@ -24,8 +24,11 @@ use waterworks_wire::profile::{
 };
 use waterworks_wire::{MeterId, Reading};
 
-/// Idle TCP connections kept per endpoint between rounds; more are closed.
-pub const MAX_IDLE_PER_ENDPOINT: usize = 4;
+/// Most connections open at once to one Modbus TCP endpoint (many Modbus TCP
+/// gateways accept only a handful); further reads of its meters wait their turn.
+pub const MAX_CONNECTIONS_PER_ENDPOINT: usize = 4;
+/// Idle TCP connections kept per endpoint between reads; more are closed.
+pub const MAX_IDLE_PER_ENDPOINT: usize = MAX_CONNECTIONS_PER_ENDPOINT;
 /// Idle TCP connections kept in all; more are closed (10,000 single-meter
 /// endpoints would otherwise hold 10,000 sockets open between rounds).
 pub const MAX_IDLE_TOTAL: usize = 1024;
@@ -124,6 +127,7 @@ impl MeterRuntime {
 #[derive(Default)]
 pub struct Links {
     idle_tcp: Mutex<HashMap<String, Vec<Context>>>,
+    tcp_limits: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     rtu_buses: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Context>>>>>,
 }
 
@@ -134,6 +138,16 @@ impl std::fmt::Debug for Links {
 }
 
 impl Links {
+    fn endpoint_limit(&self, addr: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut limits = self.tcp_limits.lock().expect("links lock");
+        if let Some(s) = limits.get(addr) {
+            return s.clone();
+        }
+        let s = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS_PER_ENDPOINT));
+        limits.insert(addr.to_string(), s.clone());
+        s
+    }
+
     fn take_idle(&self, addr: &str) -> Option<Context> {
         let mut idle = self.idle_tcp.lock().expect("links lock");
         idle.get_mut(addr).and_then(|v| v.pop())
@@ -252,6 +266,11 @@ async fn read_tcp(
     poll: &PollConfig,
 ) -> Result<Vec<Vec<u16>>, ReadError> {
     let timeout = Duration::from_millis(poll.request_timeout_ms);
+    let _turn = links
+        .endpoint_limit(addr)
+        .acquire_owned()
+        .await
+        .map_err(|_| ReadError::Transport("endpoint limiter closed".into()))?;
     let mut ctx = match links.take_idle(addr) {
         Some(c) => c,
         None => {
@@ -322,12 +341,15 @@ pub async fn poll_round(
     clock: &Clock,
 ) -> Vec<Reading> {
     use futures::StreamExt;
-    // Owned futures (built eagerly) keep the stream free of borrowed closures.
-    let reads: Vec<_> = due
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let (links, m, poll, clock) = (links.clone(), m.clone(), poll.clone(), clock.clone());
+    // Interleave the meters of different links so that the concurrency bound
+    // spreads over endpoints (each takes at most a few connections) instead of
+    // queueing on one. Owned futures, built eagerly, keep the stream free of
+    // borrowed closures.
+    let reads: Vec<_> = interleave_by_link(due)
+        .into_iter()
+        .map(|i| {
+            let (links, m, poll, clock) =
+                (links.clone(), due[i].clone(), poll.clone(), clock.clone());
             async move { (i, read_one(&links, &m, &poll, &clock).await) }
         })
         .collect();
@@ -340,6 +362,25 @@ pub async fn poll_round(
         slots[i] = r;
     }
     slots.into_iter().flatten().collect()
+}
+
+/// Indices of `due`, taking one meter of each link in turn (order within a link kept).
+fn interleave_by_link(due: &[Arc<MeterRuntime>]) -> Vec<usize> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_key: HashMap<String, usize> = HashMap::new();
+    for (i, m) in due.iter().enumerate() {
+        let g = *by_key.entry(m.transport.link_key()).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(i);
+    }
+    let mut out = Vec::with_capacity(due.len());
+    let longest = groups.iter().map(Vec::len).max().unwrap_or(0);
+    for k in 0..longest {
+        out.extend(groups.iter().filter_map(|g| g.get(k)));
+    }
+    out
 }
 
 async fn read_one(
