@@ -60,8 +60,9 @@ pub(crate) struct Uplink {
 }
 
 enum SessionEnd {
-    /// The connection failed; retry after a pause.
-    Failed,
+    /// The connection failed; retry after a pause. `was_up`: it had been
+    /// connected, so the pause starts again from the shortest.
+    Failed { was_up: bool },
     /// Shutdown: flushed or timed out.
     Done,
 }
@@ -75,8 +76,12 @@ impl Uplink {
         loop {
             match self.session(&host, port, &mut flush_deadline).await? {
                 SessionEnd::Done => break,
-                SessionEnd::Failed => {
+                SessionEnd::Failed { was_up } => {
                     metrics::gauge!("gateway_uplink_connected").set(0.0);
+                    metrics::counter!("gateway_uplink_disconnects_total").increment(1);
+                    if was_up {
+                        pause = RECONNECT_MIN;
+                    }
                     let wait = tokio::time::sleep(pause);
                     pause = (pause * 2).min(RECONNECT_MAX);
                     tokio::select! {
@@ -229,7 +234,7 @@ impl Uplink {
                         }
                         tracing::warn!(broker = %self.config.url, error = %e, unacked = sent.len(),
                             "uplink connection failed; unacknowledged batches will be resent");
-                        return Ok(SessionEnd::Failed);
+                        return Ok(SessionEnd::Failed { was_up: connected });
                     }
                 },
                 _ = self.spooled.notified(), if !closing => {}
@@ -258,6 +263,9 @@ impl Uplink {
         .await
         .map_err(|e| UplinkError::Join(e.to_string()))??;
         metrics::gauge!("gateway_spool_pending_batches").set(pending as f64);
+        let before = self.progress.borrow().acked_seq;
+        metrics::counter!("gateway_uplink_batches_acked_total")
+            .increment(done.saturating_sub(before));
         self.progress.send_if_modified(|p| {
             let changed = p.acked_seq != done || p.pending_batches != pending;
             p.acked_seq = done;
