@@ -172,50 +172,46 @@ pub struct BillableAccount {
 /// Every account of `group` with its meters, ordered by account number.
 pub async fn load_group(pool: &PgPool, group: &str) -> Result<Vec<BillableAccount>, BillingError> {
     use sqlx::Row;
+    // One pass: accounts joined to their installations, in account order.
     let rows = sqlx::query(
-        "SELECT account_no, customer, address, usage_type, diameter_mm, households, \
-                sewer_connected, levy_exempt, reductions \
-           FROM billing.accounts WHERE billing_group = $1 ORDER BY account_no",
+        "SELECT a.account_no, a.customer, a.address, a.usage_type, a.diameter_mm, a.households, \
+                a.sewer_connected, a.levy_exempt, a.reductions, m.meter_id, m.installed_at, m.removed_at \
+           FROM billing.accounts a \
+           LEFT JOIN billing.meter_installations m USING (account_no) \
+          WHERE a.billing_group = $1 ORDER BY a.account_no, m.installed_at, m.meter_id",
     )
     .bind(group)
     .fetch_all(pool)
     .await?;
-    let mut out: Vec<BillableAccount> = Vec::with_capacity(rows.len());
-    let mut index = std::collections::HashMap::with_capacity(rows.len());
+    let mut out: Vec<BillableAccount> = Vec::new();
     for r in rows {
         let account_no: String = r.try_get(0)?;
-        index.insert(account_no.clone(), out.len());
-        out.push(BillableAccount {
-            account: Account {
-                account_no,
-                customer: r.try_get(1)?,
-                address: r.try_get(2)?,
-                usage_type: r.try_get(3)?,
-                diameter_mm: r.try_get::<i32, _>(4)?.max(0) as u32,
-                households: r.try_get::<i32, _>(5)?.max(0) as u32,
-                sewer_connected: r.try_get(6)?,
-                levy_exempt: r.try_get(7)?,
-                billing_group: group.to_string(),
-                meters: Vec::new(),
-            },
-            reductions: r.try_get(8)?,
-        });
-    }
-    let meters = sqlx::query(
-        "SELECT m.account_no, m.meter_id, m.installed_at, m.removed_at \
-           FROM billing.meter_installations m JOIN billing.accounts a USING (account_no) \
-          WHERE a.billing_group = $1 ORDER BY m.account_no, m.installed_at, m.meter_id",
-    )
-    .bind(group)
-    .fetch_all(pool)
-    .await?;
-    for r in meters {
-        let account_no: String = r.try_get(0)?;
-        if let Some(&i) = index.get(&account_no) {
-            out[i].account.meters.push(MeterInstallation {
-                meter_id: r.try_get(1)?,
-                installed_at: r.try_get(2)?,
-                removed_at: r.try_get(3)?,
+        if out
+            .last()
+            .is_none_or(|a| a.account.account_no != account_no)
+        {
+            out.push(BillableAccount {
+                account: Account {
+                    account_no,
+                    customer: r.try_get(1)?,
+                    address: r.try_get(2)?,
+                    usage_type: r.try_get(3)?,
+                    diameter_mm: r.try_get::<i32, _>(4)?.max(0) as u32,
+                    households: r.try_get::<i32, _>(5)?.max(0) as u32,
+                    sewer_connected: r.try_get(6)?,
+                    levy_exempt: r.try_get(7)?,
+                    billing_group: group.to_string(),
+                    meters: Vec::new(),
+                },
+                reductions: r.try_get(8)?,
+            });
+        }
+        let meter_id: Option<String> = r.try_get(9)?;
+        if let (Some(meter_id), Some(acct)) = (meter_id, out.last_mut()) {
+            acct.account.meters.push(MeterInstallation {
+                meter_id,
+                installed_at: r.try_get(10)?,
+                removed_at: r.try_get(11)?,
             });
         }
     }

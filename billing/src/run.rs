@@ -283,9 +283,9 @@ impl RunOutcome {
     }
 
     /// Counts `bills` in the totals.
-    pub fn add(&mut self, bills: &[ComputedBill]) {
+    pub fn add<'a>(&mut self, bills: impl IntoIterator<Item = &'a PreparedBill>) {
         for b in bills {
-            if b.usage.estimated {
+            if b.estimated {
                 self.estimated += 1;
             }
             if b.held() {
@@ -299,24 +299,29 @@ impl RunOutcome {
                 continue;
             }
             self.bills_created += 1;
-            self.usage_m3 += b.usage.usage_m3;
+            self.usage_m3 += b.usage_m3;
+            if !self.totals_by_usage_type.contains_key(&b.usage_type) {
+                self.totals_by_usage_type
+                    .insert(b.usage_type.clone(), BTreeMap::new());
+            }
             let by_type = self
                 .totals_by_usage_type
-                .entry(b.usage_type.clone())
-                .or_default();
-            for line in b.quote.iter().flat_map(|q| &q.lines) {
-                let c = line.component.as_str();
-                *by_type.entry(c.to_string()).or_default() += line.amount_krw;
-                match self.totals_by_component.get_mut(c) {
-                    Some(v) => *v += line.amount_krw,
-                    None => {
-                        self.totals_by_component
-                            .insert(c.to_string(), line.amount_krw);
+                .get_mut(&b.usage_type)
+                .expect("inserted above");
+            for (c, amount) in COMPONENTS.iter().zip(b.components) {
+                let Some(amount) = amount else { continue };
+                let c = c.as_str();
+                for totals in [&mut *by_type, &mut self.totals_by_component] {
+                    match totals.get_mut(c) {
+                        Some(v) => *v += amount,
+                        None => {
+                            totals.insert(c.to_string(), amount);
+                        }
                     }
                 }
             }
-            *by_type.entry("total".into()).or_default() += b.total_krw();
-            self.total_krw += b.total_krw();
+            *by_type.entry("total".into()).or_default() += b.total_krw;
+            self.total_krw += b.total_krw;
         }
     }
 }
@@ -461,7 +466,9 @@ async fn run_locked(
     reads: &impl ReadSource,
     policy: &HoldPolicy,
 ) -> Result<RunOutcome, BillingError> {
+    let started = std::time::Instant::now();
     let inputs = load_inputs(pool, reads, &req.period, &req.group).await?;
+    let load_ms = started.elapsed().as_millis() as u64;
     let accounts = inputs.accounts.len() as u64;
     let existing = inputs.existing.len() as u64;
     let to_bill = inputs.to_bill().count();
@@ -511,15 +518,17 @@ async fn run_locked(
     // Pricing is CPU work on a blocking thread, one chunk ahead of the
     // database: the channel holds PIPELINE_CHUNKS chunks; when it is full the
     // pricing waits (backpressure), and it stops when the receiver is dropped.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<ComputedBill>>(PIPELINE_CHUNKS);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<PreparedBill>>(PIPELINE_CHUNKS);
     let producer = {
         let book = Arc::new(book.clone());
         let period = req.period;
         let policy = policy.clone();
+        let with_copy = !req.dry_run;
         tokio::task::spawn_blocking(move || {
             let mut chunk = Vec::with_capacity(COMMIT_CHUNK);
             for acct in inputs.to_bill() {
-                chunk.push(bill_account(&book, &period, &inputs, acct, &policy));
+                let bill = bill_account(&book, &period, &inputs, acct, &policy);
+                chunk.push(PreparedBill::new(&bill, with_copy));
                 if chunk.len() == COMMIT_CHUNK {
                     let full = std::mem::replace(&mut chunk, Vec::with_capacity(COMMIT_CHUNK));
                     if tx.blocking_send(full).is_err() {
@@ -532,15 +541,25 @@ async fn run_locked(
             }
         })
     };
-    while let Some(bills) = rx.recv().await {
-        if let Some(id) = run_id {
-            commit_chunk(conn, &period, id, &bills).await?;
-        }
-        outcome.add(&bills);
+    let (mut wait_ms, mut commit_ms) = (0u64, 0u64);
+    loop {
+        let t = std::time::Instant::now();
+        let Some(bills) = rx.recv().await else { break };
+        wait_ms += t.elapsed().as_millis() as u64;
+        let t = std::time::Instant::now();
+        let present = match run_id {
+            Some(id) => commit_chunk(conn, &period, id, &bills).await?,
+            None => HashSet::new(),
+        };
+        commit_ms += t.elapsed().as_millis() as u64;
+        outcome.bills_existing += present.len() as u64;
+        outcome.add(bills.iter().filter(|b| !present.contains(&b.account_no)));
     }
     producer
         .await
         .map_err(|e| BillingError::Task(e.to_string()))?;
+    // Where the time went: waiting for pricing vs committing.
+    tracing::info!(load_ms, wait_ms, commit_ms, "billing run phases");
 
     let Some(run_id) = run_id else {
         return Ok(outcome);
@@ -557,50 +576,85 @@ async fn run_locked(
     Ok(outcome)
 }
 
-/// The columns of a bill row as `billing.bills` stores them.
-pub struct BillRow {
+const COMPONENTS: [Component; 5] = [
+    Component::Water,
+    Component::Sewer,
+    Component::Base,
+    Component::Levy,
+    Component::Reduction,
+];
+
+/// A bill ready to commit: what the outcome counts, and its row in COPY text
+/// format from the `hold_reasons` column on (number and status come at commit).
+#[derive(Debug, Clone)]
+pub struct PreparedBill {
     pub account_no: String,
-    pub issued: bool,
-    pub hold_reasons: Vec<String>,
     pub usage_type: String,
     pub usage_m3: i64,
     pub estimated: bool,
-    pub tariff_version: String,
-    pub components: [i64; 5],
+    pub hold_reasons: Vec<String>,
+    /// Per component (water, sewer, base, levy, reduction): the sum of its
+    /// lines, `None` when the bill has no such line.
+    pub components: [Option<i64>; 5],
     pub total_krw: i64,
-    pub legs_json: String,
-    pub lines_json: String,
-    pub input_hash: String,
+    copy_tail: String,
 }
 
-impl BillRow {
-    pub fn from_bill(b: &ComputedBill) -> BillRow {
-        BillRow {
+impl PreparedBill {
+    /// `with_copy`: also render the row for COPY (not needed by dry runs).
+    pub fn new(b: &ComputedBill, with_copy: bool) -> PreparedBill {
+        let lines = b.quote.as_ref().map_or(&[][..], |q| &q.lines[..]);
+        let components = COMPONENTS.map(|c| {
+            lines
+                .iter()
+                .any(|l| l.component == c)
+                .then(|| b.component_krw(c))
+        });
+        let mut copy_tail = String::new();
+        if with_copy {
+            use std::fmt::Write;
+            let out = &mut copy_tail;
+            copy_field(out, &pg_text_array(&b.hold_reasons));
+            out.push('\t');
+            copy_field(out, &b.usage_type);
+            let _ = write!(
+                out,
+                "\t{}\t{}\t",
+                b.usage.usage_m3,
+                if b.usage.estimated { 't' } else { 'f' }
+            );
+            copy_field(
+                out,
+                b.quote.as_ref().map_or("", |q| q.tariff_version.as_str()),
+            );
+            for c in components {
+                let _ = write!(out, "\t{}", c.unwrap_or(0));
+            }
+            let _ = write!(out, "\t{}\t", b.total_krw());
+            copy_field(
+                out,
+                &serde_json::to_string(&b.usage.legs).unwrap_or_default(),
+            );
+            out.push('\t');
+            copy_field(out, &serde_json::to_string(lines).unwrap_or_default());
+            out.push('\t');
+            copy_field(out, &b.input_hash);
+            out.push('\n');
+        }
+        PreparedBill {
             account_no: b.account_no.clone(),
-            issued: !b.held(),
-            hold_reasons: b.hold_reasons.clone(),
             usage_type: b.usage_type.clone(),
             usage_m3: b.usage.usage_m3,
             estimated: b.usage.estimated,
-            tariff_version: b
-                .quote
-                .as_ref()
-                .map(|q| q.tariff_version.clone())
-                .unwrap_or_default(),
-            components: [
-                Component::Water,
-                Component::Sewer,
-                Component::Base,
-                Component::Levy,
-                Component::Reduction,
-            ]
-            .map(|c| b.component_krw(c)),
+            hold_reasons: b.hold_reasons.clone(),
+            components,
             total_krw: b.total_krw(),
-            legs_json: serde_json::to_string(&b.usage.legs).unwrap_or_default(),
-            lines_json: serde_json::to_string(&b.quote.as_ref().map_or(&[][..], |q| &q.lines[..]))
-                .unwrap_or_default(),
-            input_hash: b.input_hash.clone(),
+            copy_tail,
         }
+    }
+
+    pub fn held(&self) -> bool {
+        !self.hold_reasons.is_empty()
     }
 }
 
@@ -637,49 +691,11 @@ fn pg_text_array(items: &[String]) -> String {
     out
 }
 
-/// Rows for `COPY billing.bills (COPY_COLUMNS)` in text format.
+/// The columns a commit COPYs into `billing.bills`, in order.
 const COPY_COLUMNS: &str =
     "period, account_no, run_id, bill_no, status, hold_reasons, usage_type, \
      usage_m3, estimated, tariff_version, water_krw, sewer_krw, base_krw, levy_krw, reduction_krw, \
      total_krw, legs, lines, input_hash";
-
-fn copy_rows(period: &str, run_id: i64, rows: &[(BillRow, Option<i64>)]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(rows.len() * 1_600);
-    for (r, bill_no) in rows {
-        copy_field(&mut out, period);
-        out.push('\t');
-        copy_field(&mut out, &r.account_no);
-        let _ = write!(out, "\t{run_id}\t");
-        match bill_no {
-            Some(n) => {
-                let _ = write!(out, "{n}\tissued\t");
-            }
-            None => out.push_str("\\N\theld\t"),
-        }
-        copy_field(&mut out, &pg_text_array(&r.hold_reasons));
-        out.push('\t');
-        copy_field(&mut out, &r.usage_type);
-        let _ = write!(
-            out,
-            "\t{}\t{}\t",
-            r.usage_m3,
-            if r.estimated { 't' } else { 'f' }
-        );
-        copy_field(&mut out, &r.tariff_version);
-        for c in r.components {
-            let _ = write!(out, "\t{c}");
-        }
-        let _ = write!(out, "\t{}\t", r.total_krw);
-        copy_field(&mut out, &r.legs_json);
-        out.push('\t');
-        copy_field(&mut out, &r.lines_json);
-        out.push('\t');
-        copy_field(&mut out, &r.input_hash);
-        out.push('\n');
-    }
-    out
-}
 
 /// One transaction: the period's counter row is locked (every writer of a
 /// period's bills takes it first), accounts already billed are skipped, the
@@ -690,8 +706,8 @@ async fn commit_chunk(
     conn: &mut PgConnection,
     period: &str,
     run_id: i64,
-    chunk: &[ComputedBill],
-) -> Result<(), BillingError> {
+    chunk: &[PreparedBill],
+) -> Result<HashSet<String>, BillingError> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     sqlx::query("INSERT INTO billing.period_counters (period) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(period)
@@ -714,21 +730,24 @@ async fn commit_chunk(
     .into_iter()
     .collect();
     let first = last;
-    let rows: Vec<(BillRow, Option<i64>)> = chunk
-        .iter()
-        .filter(|b| !present.contains(&b.account_no))
-        .map(|b| {
-            let row = BillRow::from_bill(b);
-            let no = row.issued.then(|| {
-                last += 1;
-                last
-            });
-            (row, no)
-        })
-        .collect();
-    if !rows.is_empty() {
-        let text = copy_rows(period, run_id, &rows);
-        drop(rows);
+    let mut text = String::with_capacity(chunk.len() * 1_700);
+    let mut head = String::new();
+    copy_field(&mut head, period);
+    for b in chunk.iter().filter(|b| !present.contains(&b.account_no)) {
+        use std::fmt::Write;
+        text.push_str(&head);
+        text.push('\t');
+        copy_field(&mut text, &b.account_no);
+        let _ = write!(text, "\t{run_id}\t");
+        if b.held() {
+            text.push_str("\\N\theld\t");
+        } else {
+            last += 1;
+            let _ = write!(text, "{last}\tissued\t");
+        }
+        text.push_str(&b.copy_tail);
+    }
+    if !text.is_empty() {
         let mut copy = tx
             .copy_in_raw(&format!("COPY billing.bills ({COPY_COLUMNS}) FROM STDIN"))
             .await?;
@@ -745,7 +764,7 @@ async fn commit_chunk(
             .await?;
     }
     tx.commit().await?;
-    Ok(())
+    Ok(present)
 }
 
 #[cfg(test)]
