@@ -136,7 +136,19 @@ pub async fn start(
         progress: progress_tx.clone(),
         poller_stopped: poller_stopped.clone(),
     };
+    // The first slot is fixed here, before start returns, so that a driver
+    // moving a manual clock right after start cannot make the poller miss it.
+    let step_s = meters.iter().map(|m| m.interval_s).fold(0, gcd);
+    let step_s = if step_s == 0 {
+        config.poll.interval_s
+    } else {
+        step_s
+    };
+    let step = ChronoDuration::seconds(i64::from(step_s));
+    let first = first_slot(clock.now(), step);
     let poller = Poller {
+        step,
+        first,
         gateway_id: config.gateway_id.clone(),
         meters,
         poll: config.poll.clone(),
@@ -268,6 +280,8 @@ fn gcd(a: u32, b: u32) -> u32 {
 }
 
 struct Poller {
+    step: ChronoDuration,
+    first: DateTime<Utc>,
     gateway_id: GatewayId,
     meters: Vec<Arc<MeterRuntime>>,
     poll: PollConfig,
@@ -281,14 +295,8 @@ struct Poller {
 
 impl Poller {
     async fn run(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
-        let step_s = self.meters.iter().map(|m| m.interval_s).fold(0, gcd);
-        let step_s = if step_s == 0 {
-            self.poll.interval_s
-        } else {
-            step_s
-        };
-        let step = ChronoDuration::seconds(i64::from(step_s));
-        let mut slot = first_slot(self.clock.now(), step);
+        let step = self.step;
+        let mut slot = self.first;
         loop {
             tokio::select! {
                 _ = self.clock.sleep_until(slot) => {}

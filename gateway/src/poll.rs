@@ -411,3 +411,70 @@ async fn read_one(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim_profile() -> DeviceProfile {
+        DeviceProfile::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/profiles/waterworks-sim-v1.toml"
+        )))
+        .unwrap()
+    }
+
+    fn meter(id: &str, addr: &str) -> Arc<MeterRuntime> {
+        let p = sim_profile();
+        Arc::new(MeterRuntime {
+            meter_id: MeterId::parse(id).unwrap(),
+            transport: Transport::Tcp { addr: addr.into() },
+            unit_id: 1,
+            interval_s: 900,
+            plan: Arc::new(p.read_plan()),
+            profile: Arc::new(p),
+        })
+    }
+
+    #[test]
+    fn interleaves_links_keeping_order_within_each() {
+        let due = vec![
+            meter("a1", "h:1"),
+            meter("a2", "h:1"),
+            meter("a3", "h:1"),
+            meter("b1", "h:2"),
+            meter("c1", "h:3"),
+            meter("c2", "h:3"),
+        ];
+        assert_eq!(interleave_by_link(&due), vec![0, 3, 4, 1, 5, 2]);
+        assert!(interleave_by_link(&[]).is_empty());
+    }
+
+    fn values(volume_l: u64, fwd: u64, rev: u64, flow: f64) -> MeterValues {
+        MeterValues {
+            volume_l,
+            forward_volume_l: Some(fwd),
+            reverse_volume_l: Some(rev),
+            flow_lph: Some(flow),
+            alarms: vec![],
+        }
+    }
+
+    #[test]
+    fn plausibility_catches_what_a_wrong_word_order_produces() {
+        let p = sim_profile();
+        assert!(check_plausible(&p, &values(900, 1000, 100, 12.5)).is_ok());
+        assert!(
+            check_plausible(&p, &values(901, 1000, 100, 12.5)).is_ok(),
+            "a litre of rounding"
+        );
+        let e = check_plausible(&p, &values(950, 1000, 100, 12.5)).unwrap_err();
+        assert!(e.contains("forward"), "{e}");
+        // 1,000,000 L with its words reversed (CDAB read as ABCD).
+        let swapped = 0x4240_000F_0000_0000u64;
+        assert!(check_plausible(&p, &values(swapped, swapped, 0, 0.0)).is_err());
+        assert!(check_plausible(&p, &values(900, 1000, 100, 1e9))
+            .unwrap_err()
+            .contains("flow"));
+    }
+}
