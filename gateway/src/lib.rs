@@ -160,15 +160,26 @@ pub async fn start(
         progress: progress_tx,
     };
     let task = tokio::spawn(async move {
-        let uplink_task = tokio::spawn(uplink.run());
-        let polled = poller.run(shutdown.clone()).await;
-        poller_stopped.cancel();
-        let uplinked = uplink_task
-            .await
-            .map_err(|e| GatewayError::Task(e.to_string()))?;
+        let mut uplink_task = tokio::spawn(uplink.run());
+        // The uplink ends on its own only on a fault: then polling stops too,
+        // rather than filling the spool with nobody to send it.
+        let stop_polling = shutdown.child_token();
+        let polling = poller.run(stop_polling.clone());
+        tokio::pin!(polling);
+        let (polled, uplinked) = tokio::select! {
+            polled = &mut polling => {
+                poller_stopped.cancel();
+                (polled, (&mut uplink_task).await)
+            }
+            uplinked = &mut uplink_task => {
+                tracing::error!("uplink stopped on a fault; stopping the gateway");
+                stop_polling.cancel();
+                ((&mut polling).await, uplinked)
+            }
+        };
         tracing::info!("gateway stopped");
         polled?;
-        uplinked?;
+        uplinked.map_err(|e| GatewayError::Task(e.to_string()))??;
         Ok(())
     });
     Ok(GatewayHandle {
