@@ -782,4 +782,66 @@ mod tests {
         );
         assert_eq!(pg_text_array(&[]), "{}");
     }
+
+    fn daejeon() -> TariffBook {
+        TariffBook::from_toml(
+            include_str!("../../fixtures/tariffs/daejeon.toml"),
+            "daejeon.toml",
+        )
+        .unwrap()
+    }
+
+    proptest::proptest! {
+        /// Identical inputs give an identical bill and input hash; a change of
+        /// any read changes the hash.
+        #[test]
+        fn identical_inputs_identical_bill_and_hash(
+            start_l in 0i64..10_000_000, used_l in 0i64..500_000, households in 1u32..5,
+        ) {
+            let book = daejeon();
+            let period: Period = "2026-10".parse().unwrap();
+            let acct = BillableAccount {
+                account: crate::accounts::Account {
+                    account_no: "A1".into(),
+                    customer: "c".into(),
+                    address: "a".into(),
+                    usage_type: "general".into(),
+                    diameter_mm: 20,
+                    households,
+                    sewer_connected: true,
+                    levy_exempt: false,
+                    billing_group: "A".into(),
+                    meters: vec![crate::accounts::MeterInstallation {
+                        meter_id: "M1".into(),
+                        installed_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+                        removed_at: None,
+                    }],
+                },
+                reductions: Vec::new(),
+            };
+            let read = |end_l: i64| RunInputs {
+                accounts: vec![acct.clone()],
+                existing: HashSet::new(),
+                history: HashMap::new(),
+                carry: HashMap::new(),
+                reads: HashMap::from([("M1".to_string(), PeriodRead {
+                    meter_id: "M1".into(),
+                    start_ts: period.start_utc(),
+                    start_volume_l: start_l,
+                    end_ts: period.end_utc(),
+                    end_volume_l: end_l,
+                    reads: 2976,
+                })]),
+            };
+            let policy = HoldPolicy::default();
+            let a = compute_bills(&book, &period, &read(start_l + used_l), &policy);
+            let b = compute_bills(&book, &period, &read(start_l + used_l), &policy);
+            proptest::prop_assert_eq!(&a, &b);
+            let c = compute_bills(&book, &period, &read(start_l + used_l + 1), &policy);
+            proptest::prop_assert_ne!(&a[0].input_hash, &c[0].input_hash);
+            // The bill's total is the sum of its lines.
+            let q = a[0].quote.as_ref().unwrap();
+            proptest::prop_assert_eq!(q.total_krw, q.lines.iter().map(|l| l.amount_krw).sum::<i64>());
+        }
+    }
 }
