@@ -232,7 +232,9 @@ pub enum Parity {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
-    /// `mqtt://host:port` (port defaults to 1883).
+    /// `mqtt://host[:port]` (port defaults to 1883), or `mqtts://host[:port]`
+    /// for TLS (port defaults to 8883; the broker's certificate is checked
+    /// against the system's roots or `tls_ca_file`, and must name `host`).
     pub url: String,
     /// MQTT client id; defaults to `waterworks-gw-{gateway_id}`.
     #[serde(default)]
@@ -250,6 +252,10 @@ pub struct UplinkConfig {
     /// Most readings in one batch; a larger round is split into several batches.
     #[serde(default = "default_batch_max_readings")]
     pub batch_max_readings: usize,
+    /// PEM file of the CA(s) to trust for `mqtts://` instead of the system
+    /// roots (a utility's private CA). Relative to the config file's folder.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 fn default_keep_alive_s() -> u16 {
@@ -272,6 +278,7 @@ impl Default for UplinkConfig {
             keep_alive_s: default_keep_alive_s(),
             max_inflight: default_max_inflight(),
             batch_max_readings: default_batch_max_readings(),
+            tls_ca_file: None,
         }
     }
 }
@@ -315,6 +322,11 @@ pub fn load_config(path: &Path) -> Result<GatewayConfig, ConfigError> {
     for p in &mut config.profiles {
         if p.is_relative() {
             *p = base.join(&*p);
+        }
+    }
+    if let Some(ca) = &mut config.uplink.tls_ca_file {
+        if ca.is_relative() {
+            *ca = base.join(&*ca);
         }
     }
     if config.spool.dir.is_relative() {
@@ -485,11 +497,15 @@ pub fn validate(c: &GatewayConfig) -> Result<(), (String, String)> {
         }
     }
     let u = &c.uplink;
-    if parse_mqtt_url(&u.url).is_err() {
-        return err(
-            "uplink.url",
-            format!("{:?} is not mqtt://host[:port]", u.url),
-        );
+    match parse_uplink_url(&u.url) {
+        Err(e) => return err("uplink.url", e),
+        Ok(parsed) if !parsed.tls && u.tls_ca_file.is_some() => {
+            return err(
+                "uplink.tls_ca_file",
+                "is only used with an mqtts:// url".into(),
+            );
+        }
+        Ok(_) => {}
     }
     if u.keep_alive_s < 5 {
         return err(
@@ -547,8 +563,34 @@ pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?))
 }
 
+/// A broker address parsed from `uplink.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+/// Parses `mqtt://host[:port]` (also `tcp://`; port 1883) or `mqtts://host[:port]` (also `ssl://`; port 8883).
+pub fn parse_uplink_url(url: &str) -> Result<UplinkUrl, String> {
+    let (tls, default_port) = if url.starts_with("mqtts://") || url.starts_with("ssl://") {
+        (true, 8883)
+    } else {
+        (false, 1883)
+    };
+    let plain = url
+        .replacen("mqtts://", "mqtt://", 1)
+        .replacen("ssl://", "mqtt://", 1);
+    let (host, port) = parse_mqtt_url_with(&plain, default_port)?;
+    Ok(UplinkUrl { host, port, tls })
+}
+
 /// Splits `mqtt://host[:port]` (also `tcp://`) into host and port (default 1883).
 pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
+    parse_mqtt_url_with(url, 1883)
+}
+
+fn parse_mqtt_url_with(url: &str, default_port: u16) -> Result<(String, u16), String> {
     let rest = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
@@ -559,7 +601,7 @@ pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
     }
     match split_host_port(rest) {
         Some((h, p)) => Ok((h.to_string(), p)),
-        None if !rest.contains(':') => Ok((rest.to_string(), 1883)),
+        None if !rest.contains(':') => Ok((rest.to_string(), default_port)),
         None => Err(format!("{url:?} has a bad port")),
     }
 }
@@ -721,6 +763,13 @@ max_bytes = 10000000
         assert_eq!(parse_mqtt_url("mqtt://h").unwrap(), ("h".into(), 1883));
         assert!(parse_mqtt_url("mqtt://h:x").is_err());
         assert!(parse_mqtt_url("mqtt://").is_err());
+        let u = parse_uplink_url("mqtts://broker.example").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls),
+            ("broker.example", 8883, true)
+        );
+        assert!(!parse_uplink_url("mqtt://h").unwrap().tls);
+        assert!(parse_uplink_url("http://h").is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! on a clean shutdown, published before DISCONNECT (the broker does not send a
 //! will after a clean disconnect).
 
-use crate::config::{parse_mqtt_url, UplinkConfig};
+use crate::config::{parse_uplink_url, UplinkConfig, UplinkUrl};
 use crate::spool::Spool;
 use crate::Progress;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
@@ -37,6 +37,8 @@ pub const MAX_PACKET_BYTES: usize = waterworks_wire::reading::MAX_PAYLOAD_BYTES 
 pub enum UplinkError {
     #[error("uplink url: {0}")]
     Url(String),
+    #[error("uplink TLS CA file {path}: {message}")]
+    TlsCa { path: String, message: String },
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
     #[error("spool task failed: {0}")]
@@ -69,12 +71,22 @@ enum SessionEnd {
 
 impl Uplink {
     pub async fn run(self) -> Result<(), UplinkError> {
-        let (host, port) = parse_mqtt_url(&self.config.url).map_err(UplinkError::Url)?;
+        let url = parse_uplink_url(&self.config.url).map_err(UplinkError::Url)?;
+        let tls_ca = match (&self.config.tls_ca_file, url.tls) {
+            (Some(path), true) => Some(std::fs::read(path).map_err(|e| UplinkError::TlsCa {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?),
+            _ => None,
+        };
         let mut pause = RECONNECT_MIN;
         let mut flush_deadline: Option<tokio::time::Instant> = None;
         metrics::gauge!("gateway_uplink_connected").set(0.0);
         loop {
-            match self.session(&host, port, &mut flush_deadline).await? {
+            match self
+                .session(&url, tls_ca.as_deref(), &mut flush_deadline)
+                .await?
+            {
                 SessionEnd::Done => break,
                 SessionEnd::Failed { was_up } => {
                     metrics::gauge!("gateway_uplink_connected").set(0.0);
@@ -113,7 +125,8 @@ impl Uplink {
         self.spool.lock().expect("spool lock").pending_batches()
     }
 
-    fn options(&self, host: &str, port: u16) -> MqttOptions {
+    fn options(&self, url: &UplinkUrl, tls_ca: Option<&[u8]>) -> MqttOptions {
+        let (host, port) = (url.host.as_str(), url.port);
         let client_id = self
             .config
             .client_id
@@ -130,6 +143,12 @@ impl Uplink {
             QoS::AtLeastOnce,
             true,
         ));
+        if url.tls {
+            o.set_transport(match tls_ca {
+                Some(ca) => rumqttc::Transport::tls(ca.to_vec(), None, None),
+                None => rumqttc::Transport::tls_with_default_config(),
+            });
+        }
         if let Some(u) = &self.config.username {
             o.set_credentials(u.clone(), self.config.password.clone().unwrap_or_default());
         }
@@ -138,12 +157,12 @@ impl Uplink {
 
     async fn session(
         &self,
-        host: &str,
-        port: u16,
+        url: &UplinkUrl,
+        tls_ca: Option<&[u8]>,
         flush_deadline: &mut Option<tokio::time::Instant>,
     ) -> Result<SessionEnd, UplinkError> {
         let window = usize::from(self.config.max_inflight);
-        let (client, mut events) = AsyncClient::new(self.options(host, port), window + 8);
+        let (client, mut events) = AsyncClient::new(self.options(url, tls_ca), window + 8);
         let readings_topic = topic::readings(&self.gateway_id);
         let status_topic = topic::status(&self.gateway_id);
         // Publishes in the order handed to the client, with their packet id once known.

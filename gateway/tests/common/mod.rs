@@ -217,6 +217,12 @@ impl PrivateBroker {
     /// Starts `mosquitto -c conf` on a free loopback port, with persistence in
     /// `dir` so that persistent sessions survive a restart.
     pub async fn start(dir: &Path) -> PrivateBroker {
+        Self::start_with(dir, "").await
+    }
+
+    /// Like [`start`](Self::start), with `extra` lines appended to the config
+    /// (they apply to its one listener, e.g. `certfile ...` for TLS).
+    pub async fn start_with(dir: &Path, extra: &str) -> PrivateBroker {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -229,7 +235,7 @@ impl PrivateBroker {
                 "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_inflight_messages 0\nmax_queued_messages 100000\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\n",
                 dir.display(),
                 dir.display()
-            ),
+            ) + extra,
         )
         .unwrap();
         let mut b = PrivateBroker {
