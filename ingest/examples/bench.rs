@@ -2,29 +2,135 @@
 //!
 //! `cargo run --release -p ingest --example bench [-- METERS ROUNDS GATEWAYS]`
 //! (default 100 meters × 2977 rounds on 4 gateways, like the demo's month).
-//! Publishes every round through the real Mosquitto (`MQTT_URL`) from
-//! concurrent simulated gateways into a fresh database, waits until every
-//! reading is committed, then `COPY`s the same rows (binary, 20 000 a batch)
-//! into the same table of another fresh database. Prints readings/s of both
-//! and the ratio. Publishers keep at most `WINDOW_MSGS` messages ahead of the
-//! committed count, because Mosquitto drops QoS 1 messages beyond a session's
-//! `max_queued_messages` (1000 by default).
+//!
+//! 1. Starts a PRIVATE Mosquitto on a free port with the settings ingest
+//!    needs in production (`deploy/mosquitto/mosquitto.conf`: no per-session
+//!    queue limit, no in-flight cap), and one in-process ingest replica on a
+//!    fresh database of `DATABASE_URL`.
+//! 2. Throughput: concurrent simulated gateways publish every round (QoS 1)
+//!    as fast as the broker takes them; the clock stops when the last reading
+//!    is committed (polled in `metering.gateways`).
+//! 3. The floor: binary `COPY` of the same rows, 20 000 a transaction, into
+//!    the same table of another fresh database.
+//! 4. Latency: other gateways publish at a steady 10 000 readings/s for
+//!    `LATENCY_SECONDS`; a poller reads each gateway's committed `batch_seq`
+//!    every millisecond; publish-to-commit = first poll that sees the
+//!    message's seq committed − its publish time (±1 ms poll resolution).
 
-use chrono::{Duration, DurationRound, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use ingest::registry::{register_meters, MeterRegistration};
 use ingest::vee::Row;
 use ingest::{Ingest, IngestConfig, MqttConfig};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use sqlx::PgPool;
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use waterworks_wire::reading::{Reading, ReadingBatch};
 use waterworks_wire::{GatewayId, MeterId};
 
-const WINDOW_MSGS: i64 = 400;
+/// Steady rate of the latency phase, and its length.
+const LATENCY_RATE: u64 = 10_000;
+const LATENCY_SECONDS: u64 = 5;
+const LATENCY_GATEWAYS: usize = 4;
+const LATENCY_METERS_PER_GATEWAY: usize = 25;
+
+struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_queued_messages 0\nmax_inflight_messages 0\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto on PATH");
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Broker {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn gateway_rounds(
+    gw: &GatewayId,
+    meters: &[MeterId],
+    start: DateTime<Utc>,
+    rounds: usize,
+    base_volume: u64,
+) -> Vec<ReadingBatch> {
+    (0..rounds)
+        .map(|r| ReadingBatch {
+            gateway_id: gw.clone(),
+            batch_seq: r as u64 + 1,
+            readings: meters
+                .iter()
+                .enumerate()
+                .map(|(i, m)| Reading {
+                    meter_id: m.clone(),
+                    ts: start + Duration::minutes(15 * r as i64),
+                    volume_l: base_volume + (i as u64) * 1_000_000 + (r as u64) * 25,
+                    flow_lph: Some(100.0),
+                    alarms: vec![],
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+async fn publisher(port: u16, id: String) -> (AsyncClient, tokio::task::JoinHandle<()>) {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_max_packet_size(4 << 20, 4 << 20).set_inflight(200);
+    let (client, mut el) = AsyncClient::new(o, 1024);
+    let poller = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    (client, poller)
+}
+
+async fn committed(pool: &PgPool, prefix: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(readings), 0)::int8 FROM metering.gateways WHERE gateway_id LIKE $1 || '%'",
+    )
+    .bind(prefix)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
 
 #[tokio::main]
 async fn main() {
+    waterworks_service::telemetry::init("warn");
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -35,12 +141,13 @@ async fn main() {
     let total = (meters * rounds) as i64;
     let db_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mqtt_url = std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
     let run = format!(
         "b{}x{}",
         std::process::id(),
         Utc::now().timestamp() % 100_000
     );
+    let broker = Broker::start();
+    let mqtt_url = format!("mqtt://127.0.0.1:{}", broker.port);
 
     let db_e2e = fresh_db(&db_url, &format!("ingest_bench_{run}_e2e")).await;
     let db_copy = fresh_db(&db_url, &format!("ingest_bench_{run}_copy")).await;
@@ -54,14 +161,41 @@ async fn main() {
     let stop = CancellationToken::new();
     let task = tokio::spawn(ingest.run_until_stopped(stop.clone()));
 
-    let gw_ids: Vec<String> = (0..gateways).map(|g| format!("bench{run}-gw{g}")).collect();
-    let meter_gw = |m: usize| m % gateways;
-    let regs: Vec<MeterRegistration> = (0..meters)
-        .map(|m| MeterRegistration {
-            meter_id: MeterId::parse(format!("bench{run}-m{m:05}")).unwrap(),
-            gateway_id: GatewayId::parse(gw_ids[meter_gw(m)].clone()).unwrap(),
-            profile_id: "waterworks-sim-v1".into(),
-            max_flow_lph: Some(5_000.0),
+    // Throughput fleet and the latency fleet (other gateways and meters).
+    let tp = format!("bench{run}-t");
+    let lat = format!("bench{run}-l");
+    let gw_ids: Vec<GatewayId> = (0..gateways)
+        .map(|g| GatewayId::parse(format!("{tp}gw{g}")).unwrap())
+        .collect();
+    let lat_gws: Vec<GatewayId> = (0..LATENCY_GATEWAYS)
+        .map(|g| GatewayId::parse(format!("{lat}gw{g}")).unwrap())
+        .collect();
+    let fleet: Vec<Vec<MeterId>> = (0..gateways)
+        .map(|g| {
+            (0..meters)
+                .filter(|m| m % gateways == g)
+                .map(|m| MeterId::parse(format!("{tp}m{m:06}")).unwrap())
+                .collect()
+        })
+        .collect();
+    let lat_fleet: Vec<Vec<MeterId>> = (0..LATENCY_GATEWAYS)
+        .map(|g| {
+            (0..LATENCY_METERS_PER_GATEWAY)
+                .map(|m| MeterId::parse(format!("{lat}g{g}m{m:04}")).unwrap())
+                .collect()
+        })
+        .collect();
+    let regs: Vec<MeterRegistration> = gw_ids
+        .iter()
+        .zip(&fleet)
+        .chain(lat_gws.iter().zip(&lat_fleet))
+        .flat_map(|(gw, ms)| {
+            ms.iter().map(|m| MeterRegistration {
+                meter_id: m.clone(),
+                gateway_id: gw.clone(),
+                profile_id: "waterworks-sim-v1".into(),
+                max_flow_lph: Some(5_000.0),
+            })
         })
         .collect();
     register_meters(&pool, &regs).await.unwrap();
@@ -70,28 +204,13 @@ async fn main() {
         .duration_trunc(Duration::minutes(15))
         .unwrap();
     let start = end - Duration::minutes(15 * rounds as i64);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await; // subscribe
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // subscribed
 
-    let batches = |g: usize| -> Vec<ReadingBatch> {
-        let mine: Vec<usize> = (0..meters).filter(|m| meter_gw(*m) == g).collect();
-        (0..rounds)
-            .map(|r| ReadingBatch {
-                gateway_id: GatewayId::parse(gw_ids[g].clone()).unwrap(),
-                batch_seq: r as u64 + 1,
-                readings: mine
-                    .iter()
-                    .map(|&m| Reading {
-                        meter_id: regs[m].meter_id.clone(),
-                        ts: start + Duration::minutes(15 * r as i64),
-                        volume_l: (m as u64) * 1_000_000 + (r as u64) * 25,
-                        flow_lph: Some(100.0),
-                        alarms: vec![],
-                    })
-                    .collect(),
-            })
-            .collect()
-    };
-    let all: Vec<Vec<ReadingBatch>> = (0..gateways).map(batches).collect();
+    let all: Vec<Vec<ReadingBatch>> = gw_ids
+        .iter()
+        .zip(&fleet)
+        .map(|(gw, ms)| gateway_rounds(gw, ms, start, rounds, 0))
+        .collect();
     let rows: Vec<Row> = all
         .iter()
         .flatten()
@@ -114,77 +233,49 @@ async fn main() {
                 .collect()
         })
         .collect();
-    let msgs_per_round = gateways as i64;
+    drop(all);
 
     println!(
-        "ingest bench: {meters} meters × {rounds} rounds = {total} readings, {gateways} gateways"
+        "ingest bench: {meters} meters × {rounds} rounds = {total} readings, {gateways} gateways, private Mosquitto :{}",
+        broker.port
     );
     let t0 = Instant::now();
     let mut pubs = Vec::new();
     for (g, list) in payloads.into_iter().enumerate() {
-        let pool = pool.clone();
-        let url = mqtt_url.clone();
+        let port = broker.port;
         let id = format!("bench{run}-pub{g}");
-        let per_msg = (total / (rounds as i64 * msgs_per_round)).max(1);
         pubs.push(tokio::spawn(async move {
-            let rest = url.trim_start_matches("mqtt://");
-            let (host, port) = rest.rsplit_once(':').unwrap();
-            let mut o = MqttOptions::new(id, host, port.parse().unwrap());
-            o.set_max_packet_size(4 << 20, 4 << 20).set_inflight(100);
-            let (client, mut el) = AsyncClient::new(o, 256);
-            let poller = tokio::spawn(async move { while el.poll().await.is_ok() {} });
-            for (i, (topic, payload)) in list.into_iter().enumerate() {
-                // Stay within a window of the committed count (all publishers together).
-                if i % 50 == 0 {
-                    loop {
-                        let stored: i64 = sqlx::query_scalar(
-                            "SELECT coalesce(sum(readings),0)::int8 FROM metering.gateways",
-                        )
-                        .fetch_one(&pool)
-                        .await
-                        .unwrap();
-                        let published = (i as i64) * msgs_per_round * per_msg;
-                        if published - stored < WINDOW_MSGS * per_msg {
-                            break;
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                    }
-                }
+            let (client, poller) = publisher(port, id).await;
+            for (topic, payload) in list {
                 client
                     .publish(topic, QoS::AtLeastOnce, false, payload)
                     .await
                     .unwrap();
             }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            let _ = client.disconnect().await;
-            poller.abort();
+            (client, poller)
         }));
     }
     loop {
-        let n: i64 =
-            sqlx::query_scalar("SELECT coalesce(sum(readings),0)::int8 FROM metering.gateways")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let n = committed(&pool, &tp).await;
         if n >= total {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         assert!(t0.elapsed().as_secs() < 600, "stalled at {n} of {total}");
     }
     let e2e = t0.elapsed().as_secs_f64();
     for p in pubs {
-        let _ = p.await;
+        let (client, poller) = p.await.unwrap();
+        let _ = client.disconnect().await;
+        poller.abort();
     }
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM metering.readings")
         .fetch_one(&pool)
         .await
         .unwrap();
     let dups: i64 = sqlx::query_scalar("SELECT count(*) FROM (SELECT 1 FROM metering.readings GROUP BY meter_id, ts HAVING count(*) > 1) d").fetch_one(&pool).await.unwrap();
-    stop.cancel();
-    let _ = task.await;
 
-    // The floor: COPY of the same rows into the same table, same batches.
+    // The floor: COPY of the same rows into the same table, same batch size.
     let copy_pool = PgPool::connect(&db_copy).await.unwrap();
     ingest::migrate(&copy_pool).await.unwrap();
     let parts = ingest::db::Partitions::default();
@@ -217,6 +308,11 @@ async fn main() {
         bytes as f64 / total as f64
     );
     copy_pool.close().await;
+
+    latency(&pool, broker.port, &run, &lat, &lat_gws, &lat_fleet).await;
+
+    stop.cancel();
+    let _ = task.await;
     pool.close().await;
     let admin = PgPool::connect(&db_url).await.unwrap();
     for db in [&db_e2e, &db_copy] {
@@ -225,6 +321,109 @@ async fn main() {
             .execute(&admin)
             .await;
     }
+}
+
+/// Publishes at a steady `LATENCY_RATE` and measures publish-to-commit.
+async fn latency(
+    pool: &PgPool,
+    port: u16,
+    run: &str,
+    prefix: &str,
+    gws: &[GatewayId],
+    fleet: &[Vec<MeterId>],
+) {
+    let per_msg = fleet[0].len() as u64;
+    let msgs_per_s = LATENCY_RATE / per_msg;
+    let rounds = (msgs_per_s * LATENCY_SECONDS) as usize / gws.len();
+    let start = (Utc::now() - Duration::days(7))
+        .duration_trunc(Duration::days(1))
+        .unwrap();
+    let batches: Vec<Vec<ReadingBatch>> = gws
+        .iter()
+        .zip(fleet)
+        .map(|(gw, ms)| gateway_rounds(gw, ms, start, rounds, 0))
+        .collect();
+    let (client, poller) = publisher(port, format!("bench{run}-lat")).await;
+    let interval = std::time::Duration::from_nanos(1_000_000_000 / msgs_per_s);
+    let done = CancellationToken::new();
+    // The committed seq of each gateway, seen every millisecond.
+    let watcher = {
+        let pool = pool.clone();
+        let done = done.clone();
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            let mut seen: HashMap<String, Vec<(u64, Instant)>> = HashMap::new();
+            while !done.is_cancelled() {
+                let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+                    "SELECT gateway_id, last_batch_seq FROM metering.gateways WHERE gateway_id LIKE $1 || '%'",
+                )
+                .bind(&prefix)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                let now = Instant::now();
+                for (gw, seq) in rows {
+                    let list = seen.entry(gw).or_default();
+                    let seq = seq.unwrap_or(0) as u64;
+                    if list.last().is_none_or(|l| l.0 < seq) {
+                        list.push((seq, now));
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            seen
+        })
+    };
+    let mut sent: Vec<(String, u64, Instant)> = Vec::new();
+    let t0 = Instant::now();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for r in 0..rounds {
+        for (g, list) in batches.iter().enumerate() {
+            ticker.tick().await;
+            let b = &list[r];
+            let at = Instant::now();
+            client
+                .publish(
+                    waterworks_wire::topic::readings(&b.gateway_id),
+                    QoS::AtLeastOnce,
+                    false,
+                    b.encode(),
+                )
+                .await
+                .unwrap();
+            sent.push((gws[g].to_string(), b.batch_seq, at));
+        }
+    }
+    let publish_s = t0.elapsed().as_secs_f64();
+    let want = (rounds * gws.len()) as i64 * per_msg as i64;
+    while committed(pool, prefix).await < want {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    done.cancel();
+    let seen = watcher.await.unwrap();
+    let _ = client.disconnect().await;
+    poller.abort();
+    let mut lat_ms: Vec<f64> = sent
+        .iter()
+        .filter_map(|(gw, seq, at)| {
+            let list = seen.get(gw)?;
+            let i = list.partition_point(|(s, _)| s < seq);
+            list.get(i)
+                .map(|(_, t)| t.duration_since(*at).as_secs_f64() * 1e3)
+        })
+        .collect();
+    lat_ms.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| lat_ms[((lat_ms.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "latency at {:.0} readings/s ({} messages of {per_msg} over {publish_s:.1} s): publish-to-commit p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        want as f64 / publish_s,
+        sent.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
 }
 
 async fn fresh_db(base: &str, name: &str) -> String {

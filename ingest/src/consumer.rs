@@ -38,6 +38,17 @@ pub const RETRY_MAX_MS: u64 = 5_000;
 /// message, and a lone message refused by the store for a non-transient
 /// reason is quarantined (and acknowledged) instead of blocking the stream.
 pub const ATTEMPTS_BEFORE_ISOLATING: u32 = 3;
+/// Bound of rumqttc's request channel, which carries our PUBACKs to the
+/// event loop. The event loop is the only thing that drains it, and it takes
+/// at most one request per poll while a network read brings up to ten
+/// publishes; and it is not polled at all while the pipeline is full. With a
+/// small bound, acks of committed batches could fill the channel, block the
+/// writer, stall the pipeline, stop polling: a deadlock (seen with an
+/// unlimited broker window). An ack request is a few dozen bytes, so the
+/// bound is generous; the acks queued here are always of committed batches,
+/// and if it ever filled the writer would wait (messages stay unacknowledged,
+/// the broker redelivers them after a reconnect: no loss, no duplicate).
+pub const ACK_CHANNEL_CAPACITY: usize = 1 << 20;
 /// Status topics are subscribed without sharing (every replica records them).
 pub const STATUS_SUBSCRIPTION: &str = waterworks_wire::topic::STATUS_FILTER;
 
@@ -93,7 +104,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let opts = mqtt_options(&cfg.mqtt)?;
-    let (client, eventloop) = AsyncClient::new(opts, cfg.mqtt.max_inflight * 2 + 64);
+    let (client, eventloop) = AsyncClient::new(
+        opts,
+        ACK_CHANNEL_CAPACITY.max(cfg.mqtt.max_inflight * 2 + 64),
+    );
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(cfg.mqtt.max_inflight.max(1));
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
     let mqtt_stop = CancellationToken::new();
@@ -336,7 +350,13 @@ async fn write_with_retry(
                     metrics::counter!("ingest_quarantined_total", "reason" => *reason)
                         .increment(*n);
                 }
-                tracing::debug!(?out, "batch committed");
+                tracing::debug!(
+                    readings = input.readings(),
+                    messages = input.metas.len(),
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    ?out,
+                    "batch committed"
+                );
                 return WriteResult::Done;
             }
             Err(e) => {

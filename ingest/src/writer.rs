@@ -68,9 +68,11 @@ pub async fn write_batch(
         .filter(|ts| *ts >= oldest && *ts <= newest)
         .map(|ts| ts.date_naive())
         .collect();
+    let mut clock = PhaseClock::new();
     partitions
         .ensure(pool, &days.into_iter().collect::<Vec<_>>())
         .await?;
+    clock.mark("partitions");
 
     let mut tx = pool.begin().await?;
     let meter_ids: Vec<String> = candidates
@@ -80,6 +82,7 @@ pub async fn write_batch(
         .into_iter()
         .collect();
     let meters = lock_meters(&mut tx, &meter_ids).await?;
+    clock.mark("lock");
     let gateways: Vec<Option<String>> = input
         .metas
         .iter()
@@ -88,6 +91,7 @@ pub async fn write_batch(
         .collect();
 
     let v = vee::validate(candidates, &gateways, &meters, window);
+    clock.mark("validate");
     let mut out = BatchOutcome {
         duplicates: v.duplicates,
         ..Default::default()
@@ -108,17 +112,23 @@ pub async fn write_batch(
             .map(|r| (r.meter_id.clone(), r.ts))
             .collect();
         rows.extend(r.backfill);
+        clock.mark("late");
     }
 
     if !rows.is_empty() {
         let data = crate::copy::encode(&rows);
+        clock.mark("encode");
         let mut copy = tx.copy_in_raw(crate::copy::COPY_READINGS).await?;
         copy.send(data).await?;
         copy.finish().await?;
+        clock.mark("copy");
         merge_daily(&mut tx, &rows).await?;
+        clock.mark("daily");
     }
     move_high_water_marks(&mut tx, &v.new_last).await?;
+    clock.mark("marks");
     let (gaps, resets) = record_gateways(&mut tx, input, &rows, &meters).await?;
+    clock.mark("gateways");
     out.seq_gaps = gaps;
     out.seq_resets = resets;
     record_meter_gaps(&mut tx, &v.meter_gaps).await?;
@@ -130,8 +140,37 @@ pub async fn write_batch(
     }
     insert_quarantine(&mut tx, &input.metas, &quarantine).await?;
     record_statuses(&mut tx, &input.statuses).await?;
+    clock.mark("rest");
     tx.commit().await?;
+    clock.mark("commit");
+    tracing::trace!(rows = rows.len(), phases = ?clock.phases, "batch phases (ms)");
     Ok(out)
+}
+
+/// Where a batch's time goes (logged at trace level; see the README's
+/// benchmark section).
+struct PhaseClock {
+    last: std::time::Instant,
+    phases: Vec<(&'static str, u32)>,
+}
+
+impl PhaseClock {
+    fn new() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            phases: Vec::with_capacity(12),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        let us = now
+            .duration_since(self.last)
+            .as_micros()
+            .min(u32::MAX as u128) as u32;
+        self.phases.push((phase, us / 1000));
+        self.last = now;
+    }
 }
 
 async fn lock_meters(

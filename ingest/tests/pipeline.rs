@@ -8,6 +8,8 @@ use common::*;
 type Ts = chrono::DateTime<chrono::Utc>;
 type PeriodRead = (String, Ts, i64, Ts, i64, i64);
 
+/// Files in ingest/migrations.
+const MIGRATIONS: i64 = 2;
 const READINGS: &str = "SELECT count(*) FROM metering.readings_v1";
 
 #[tokio::test]
@@ -192,7 +194,7 @@ async fn migrate_is_idempotent_and_concurrent_safe() {
     ingest::migrate(&pool).await.unwrap();
     assert_eq!(
         count(&pool, "SELECT count(*) FROM metering._sqlx_migrations").await,
-        1
+        MIGRATIONS
     );
     pool.close().await;
     drop_database(&db).await;
