@@ -38,6 +38,8 @@ pub enum BillingError {
     Token(#[from] waterworks_service::auth::TokenError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Release(#[from] run::ReleaseError),
     #[error("a billing run for {period} group {group} is already in progress")]
     RunInProgress { period: Period, group: String },
     #[error("background task failed: {0}")]

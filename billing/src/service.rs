@@ -4,7 +4,8 @@
 //!   calculator), `GET /api/v1/openapi.json`;
 //! - viewer: `GET /api/v1/bills?period=YYYY-MM[&account_no&status&after_id&limit]`,
 //!   `GET /api/v1/bills/{id}`, `GET /api/v1/billing-runs?period=`;
-//! - clerk: `POST /api/v1/billing-runs` (`{"period","group","dry_run"}`).
+//! - clerk: `POST /api/v1/billing-runs` (`{"period","group","dry_run"}`),
+//!   `POST /api/v1/bills/{id}/release` (issue a held bill after review).
 
 use crate::period::Period;
 use crate::run::{run_billing_with, RunRequest, SqlReads};
@@ -161,7 +162,9 @@ fn router(state: AppState, tokens: Arc<ApiTokens>) -> Router {
         Role::Viewer,
     );
     let clerk = require(
-        Router::new().route("/api/v1/billing-runs", post(post_run)),
+        Router::new()
+            .route("/api/v1/billing-runs", post(post_run))
+            .route("/api/v1/bills/{id}/release", post(release_bill)),
         tokens,
         Role::Clerk,
     );
@@ -305,6 +308,24 @@ async fn get_bill(
     Ok(Json(bill_json(&row, true).map_err(db_error)?))
 }
 
+async fn release_bill(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::run::ReleaseError;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("bill id {id:?} is not a number")))?;
+    match crate::run::release_held(&s.pool, id).await {
+        Ok(_) => get_bill(State(s), UrlPath(id.to_string())).await,
+        Err(BillingError::Release(e @ ReleaseError::NotFound(_))) => {
+            Err(ApiError::NotFound(e.to_string()))
+        }
+        Err(BillingError::Release(e)) => Err(ApiError::Conflict(e.to_string())),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RunsQuery {
@@ -365,4 +386,30 @@ async fn openapi() -> Json<serde_json::Value> {
                 "security": [{ "bearer": [] }] } }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_as_documented_parses_and_unknown_fields_are_refused() {
+        let text = r#"
+            database_url = "postgres://postgres@127.0.0.1:5432/postgres"
+            http_listen = "127.0.0.1:8082"
+            tariff_file = "fixtures/tariffs/daejeon.toml"
+            db_pool_max = 8
+            tokens = [{ name = "clerk-1", role = "clerk", token = "at-least-16-characters" }]
+            [hold_policy]
+            high_ratio = "3"
+            low_ratio = "0.2"
+            min_avg_m3 = 5
+        "#;
+        let cfg: BillingConfig = toml::from_str(text).unwrap();
+        assert_eq!(cfg.hold_policy, HoldPolicy::default());
+        assert_eq!(cfg.tokens[0].role, Role::Clerk);
+        let minimal: BillingConfig = toml::from_str("tariff_file = \"t.toml\"").unwrap();
+        assert_eq!(minimal.http_listen.port(), 8082);
+        assert!(toml::from_str::<BillingConfig>("tariff_file = \"t\"\nbogus = 1").is_err());
+    }
 }

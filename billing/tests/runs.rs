@@ -233,6 +233,21 @@ async fn november_continues_from_octobers_end_reads_and_holds_outliers(pool: PgP
         ("AC00001".into(), 10, true, "issued".into(), Some(2))
     );
     assert_eq!((usage[2].3.as_str(), usage[2].4), ("held", None));
+
+    // The clerk reviews and releases the held bill: it takes the next number.
+    let id: i64 = sqlx::query_scalar(
+        "SELECT bill_id FROM billing.bills WHERE period = '2026-11' AND account_no = 'AC00002'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(billing::run::release_held(&pool, id).await.unwrap(), 3);
+    assert!(matches!(
+        billing::run::release_held(&pool, id).await,
+        Err(billing::BillingError::Release(
+            billing::run::ReleaseError::NotHeld(_)
+        ))
+    ));
 }
 
 #[sqlx::test(migrations = false)]
