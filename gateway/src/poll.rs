@@ -341,31 +341,47 @@ pub async fn poll_round(
     clock: &Clock,
 ) -> Vec<Reading> {
     use futures::StreamExt;
-    // Interleave the meters of different links so that the concurrency bound
-    // spreads over endpoints (each takes at most a few connections) instead of
-    // queueing on one. Owned futures, built eagerly, keep the stream free of
-    // borrowed closures.
-    let reads: Vec<_> = interleave_by_link(due)
+    let groups = group_by_link(due);
+    let (tcp, rtu): (Vec<Vec<usize>>, Vec<Vec<usize>>) = groups
         .into_iter()
-        .map(|i| {
-            let (links, m, poll, clock) =
-                (links.clone(), due[i].clone(), poll.clone(), clock.clone());
-            async move { (i, read_one(&links, &m, &poll, &clock).await) }
-        })
-        .collect();
-    let results: Vec<(usize, Option<Reading>)> = futures::stream::iter(reads)
+        .partition(|g| matches!(due[g[0]].transport, Transport::Tcp { .. }));
+    let read = |i: usize| {
+        let (links, m, poll, clock) = (links.clone(), due[i].clone(), poll.clone(), clock.clone());
+        async move { (i, read_one(&links, &m, &poll, &clock).await) }
+    };
+    // TCP: the meters of different endpoints interleaved, so that the
+    // concurrency bound spreads over endpoints (each takes at most a few
+    // connections) instead of queueing on one. Owned futures, built eagerly,
+    // keep the stream free of borrowed closures.
+    let tcp_reads: Vec<_> = interleave(&tcp).into_iter().map(read).collect();
+    let tcp_done = futures::stream::iter(tcp_reads)
         .buffer_unordered(poll.max_concurrent.max(1))
-        .collect()
-        .await;
+        .collect::<Vec<(usize, Option<Reading>)>>();
+    // RTU: one sequential reader per bus (half-duplex), beside the TCP reads
+    // and outside their concurrency bound.
+    let bus_done = futures::future::join_all(rtu.into_iter().map(|bus| {
+        let reads: Vec<_> = bus.into_iter().map(read).collect();
+        async move {
+            let mut out = Vec::with_capacity(reads.len());
+            for r in reads {
+                out.push(r.await);
+            }
+            out
+        }
+    }));
+    let (tcp_results, bus_results) = futures::join!(tcp_done, bus_done);
     let mut slots: Vec<Option<Reading>> = vec![None; due.len()];
-    for (i, r) in results {
+    for (i, r) in tcp_results
+        .into_iter()
+        .chain(bus_results.into_iter().flatten())
+    {
         slots[i] = r;
     }
     slots.into_iter().flatten().collect()
 }
 
-/// Indices of `due`, taking one meter of each link in turn (order within a link kept).
-fn interleave_by_link(due: &[Arc<MeterRuntime>]) -> Vec<usize> {
+/// Indices of `due` grouped by link (endpoint or bus), in order of first appearance.
+fn group_by_link(due: &[Arc<MeterRuntime>]) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut by_key: HashMap<String, usize> = HashMap::new();
     for (i, m) in due.iter().enumerate() {
@@ -375,7 +391,12 @@ fn interleave_by_link(due: &[Arc<MeterRuntime>]) -> Vec<usize> {
         });
         groups[g].push(i);
     }
-    let mut out = Vec::with_capacity(due.len());
+    groups
+}
+
+/// One index of each group in turn (order within a group kept).
+fn interleave(groups: &[Vec<usize>]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(groups.iter().map(Vec::len).sum());
     let longest = groups.iter().map(Vec::len).max().unwrap_or(0);
     for k in 0..longest {
         out.extend(groups.iter().filter_map(|g| g.get(k)));
@@ -446,8 +467,8 @@ mod tests {
             meter("c1", "h:3"),
             meter("c2", "h:3"),
         ];
-        assert_eq!(interleave_by_link(&due), vec![0, 3, 4, 1, 5, 2]);
-        assert!(interleave_by_link(&[]).is_empty());
+        assert_eq!(interleave(&group_by_link(&due)), vec![0, 3, 4, 1, 5, 2]);
+        assert!(interleave(&group_by_link(&[])).is_empty());
     }
 
     fn values(volume_l: u64, fwd: u64, rev: u64, flow: f64) -> MeterValues {
