@@ -371,7 +371,7 @@ pub async fn load_inputs(
             serde_json::from_str(&r.try_get::<String, _>(3)?).unwrap_or_default();
         let c = carry.entry(account_no).or_default();
         for leg in legs {
-            c.insert(leg.meter_id, leg.carry);
+            c.insert(leg.meter_id.clone(), leg.next_carry());
         }
     }
     let meters: HashSet<&str> = accounts

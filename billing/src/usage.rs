@@ -45,11 +45,22 @@ pub struct LegCarry {
     pub unreconciled_estimate_m3: i64,
 }
 
+impl LegCarry {
+    fn is_default(&self) -> bool {
+        self == &LegCarry::default()
+    }
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
 /// One meter's part of a bill.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leg {
     pub meter_id: String,
     pub installed_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed_at: Option<DateTime<Utc>>,
     pub start_ts: Option<DateTime<Utc>>,
     pub start_volume_l: Option<i64>,
@@ -59,12 +70,31 @@ pub struct Leg {
     /// Whole m³ between the reads (before any true-up).
     pub measured_m3: i64,
     /// Whole m³ estimated because the leg had no reads.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub estimated_m3: i64,
     /// Earlier estimates subtracted from this leg's measured usage.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub trued_up_m3: i64,
     /// What this leg bills.
     pub usage_m3: i64,
+    /// Stored only when it differs from "the end read, nothing estimated"
+    /// (keeps a million bills small); read it through [`Leg::next_carry`].
+    #[serde(default, skip_serializing_if = "LegCarry::is_default")]
     pub carry: LegCarry,
+}
+
+impl Leg {
+    /// Where the next bill of this meter starts.
+    pub fn next_carry(&self) -> LegCarry {
+        if !self.carry.is_default() {
+            return self.carry.clone();
+        }
+        LegCarry {
+            last_actual_ts: self.end_ts,
+            last_actual_volume_l: self.end_volume_l,
+            unreconciled_estimate_m3: 0,
+        }
+    }
 }
 
 /// A prior bill of the account, for estimates and holds.
@@ -189,10 +219,15 @@ pub fn account_usage(
                     estimated_m3: 0,
                     trued_up_m3: trued_up,
                     usage_m3: usage,
-                    carry: LegCarry {
-                        last_actual_ts: Some(r.end_ts),
-                        last_actual_volume_l: Some(r.end_volume_l),
-                        unreconciled_estimate_m3: left,
+                    // With nothing left to true up, the end read is the carry.
+                    carry: if left == 0 {
+                        LegCarry::default()
+                    } else {
+                        LegCarry {
+                            last_actual_ts: Some(r.end_ts),
+                            last_actual_volume_l: Some(r.end_volume_l),
+                            unreconciled_estimate_m3: left,
+                        }
                     },
                 }
             }
@@ -391,7 +426,7 @@ mod tests {
         assert!(u.estimated);
         assert_eq!(u.usage_m3, 30);
         assert!(u.hold_reasons.is_empty(), "{:?}", u.hold_reasons);
-        let next_carry = HashMap::from([("m1".to_string(), u.legs[0].carry.clone())]);
+        let next_carry = HashMap::from([("m1".to_string(), u.legs[0].next_carry())]);
         assert_eq!(next_carry["m1"].unreconciled_estimate_m3, 30);
         // November: the actual read shows 70 m³ since September's read; 30 were
         // billed on the estimate, so November bills 40.
@@ -418,7 +453,8 @@ mod tests {
             &HoldPolicy::default(),
         );
         assert_eq!((u2.usage_m3, u2.legs[0].trued_up_m3), (40, 30));
-        assert_eq!(u2.legs[0].carry.unreconciled_estimate_m3, 0);
+        assert_eq!(u2.legs[0].next_carry().unreconciled_estimate_m3, 0);
+        assert_eq!(u2.legs[0].next_carry().last_actual_volume_l, Some(170_000));
         // Over the two months exactly the 70 m³ measured were billed.
         assert_eq!(u.usage_m3 + u2.usage_m3, 70);
     }
