@@ -11,7 +11,7 @@ triple=x86_64-unknown-linux-gnu
 bin="$target_dir/$triple/release"
 if [ "${SKIP_CARGO:-0}" != 1 ]; then
   (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$target_dir" \
-     cargo build --release --locked --target "$triple" -p waterworks -p gateway >&2)
+     cargo build --release --target "$triple" -p waterworks -p gateway >&2)
 fi
 for b in waterworks waterworks-gateway; do
   [ -x "$bin/$b" ] || { echo "build.sh: missing $bin/$b" >&2; exit 1; }

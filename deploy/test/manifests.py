@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Static checks of the rendered manifests that no schema validator does.
+
+    manifests.py check OVERLAY_NAME RENDERED.yaml BASE_DIR     # exit 1 with reasons
+    manifests.py split RENDERED.yaml OUTDIR                     # one file per object
+    manifests.py kubeplay RENDERED.yaml OUT.yaml KEY=VALUE...   # podman-playable subset
+
+Custom resources (CloudNativePG, cert-manager, Prometheus Operator) are not in
+the Kubernetes schemas kubernetes-validate carries, and the operators' CRDs
+cannot be fetched here: their fields are checked against the lists below,
+taken from the operators' API references.
+"""
+import re
+import sys
+
+import yaml
+
+CR_FIELDS = {
+    ("postgresql.cnpg.io/v1", "Cluster"): {
+        "spec": {"instances", "imageName", "primaryUpdateStrategy", "minSyncReplicas", "maxSyncReplicas",
+                 "enableSuperuserAccess", "postgresql", "bootstrap", "managed", "storage", "walStorage",
+                 "resources", "affinity", "monitoring", "backup"},
+        "spec.bootstrap.initdb": {"database", "owner", "secret", "postInitApplicationSQLRefs"},
+        "spec.backup": {"retentionPolicy", "barmanObjectStore"},
+        "spec.backup.barmanObjectStore": {"destinationPath", "endpointURL", "s3Credentials", "wal", "data"},
+        "spec.monitoring": {"enablePodMonitor", "customQueriesConfigMap"},
+        "spec.affinity": {"enablePodAntiAffinity", "podAntiAffinityType", "topologyKey"},
+    },
+    ("postgresql.cnpg.io/v1", "ScheduledBackup"): {
+        "spec": {"schedule", "backupOwnerReference", "cluster", "method", "target"},
+    },
+    ("cert-manager.io/v1", "Certificate"): {
+        "spec": {"secretName", "dnsNames", "issuerRef", "privateKey"},
+    },
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): {
+        "spec": {"selector", "endpoints"},
+    },
+}
+REQUIRED = {
+    "Cluster": ["spec.instances", "spec.storage.size", "spec.bootstrap.initdb.database"],
+    "ScheduledBackup": ["spec.schedule", "spec.cluster.name"],
+    "Certificate": ["spec.secretName", "spec.issuerRef.name", "spec.dnsNames"],
+    "ServiceMonitor": ["spec.selector", "spec.endpoints"],
+}
+
+
+def load(path):
+    return [d for d in yaml.safe_load_all(open(path, encoding="utf-8")) if d]
+
+
+def get(d, dotted):
+    for k in dotted.split("."):
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def pod_spec(o):
+    k = o["kind"]
+    if k in ("Deployment", "StatefulSet"):
+        return o["spec"]["template"]["spec"]
+    if k == "CronJob":
+        return o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return None
+
+
+def check(overlay, path, base_dir):
+    objs = load(path)
+    errs = []
+    by = {(o["kind"], o["metadata"]["name"]): o for o in objs}
+    for o in objs:
+        kind, name = o["kind"], o["metadata"]["name"]
+        where = f"{overlay}: {kind}/{name}"
+        if kind == "Secret":
+            errs.append(f"{where}: a Secret is rendered; secrets are referenced, never committed")
+        key = (o["apiVersion"], kind)
+        if key in CR_FIELDS:
+            for dotted, allowed in CR_FIELDS[key].items():
+                sub = get(o, dotted)
+                if isinstance(sub, dict):
+                    for f in sub:
+                        if f not in allowed:
+                            errs.append(f"{where}: unknown field {dotted}.{f}")
+            for req in REQUIRED.get(kind, []):
+                if get(o, req) in (None, "", []):
+                    errs.append(f"{where}: missing {req}")
+        for ak, av in (o["metadata"].get("annotations") or {}).items():
+            if ak.startswith("checkov.io/skip"):
+                check_id, _, reason = av.partition("=")
+                if not re.match(r"^CKV2?_K8S_\d+$", check_id) or len(reason.strip()) < 20:
+                    errs.append(f"{where}: checkov skip {av!r} carries no reason")
+        ps = pod_spec(o)
+        if ps is not None:
+            sc = ps.get("securityContext") or {}
+            if not sc.get("runAsNonRoot"):
+                errs.append(f"{where}: pod not runAsNonRoot")
+            if ps.get("automountServiceAccountToken") is not False:
+                errs.append(f"{where}: service account token mounted")
+            for c in ps["containers"]:
+                csc = c.get("securityContext") or {}
+                if csc.get("readOnlyRootFilesystem") is not True or csc.get("allowPrivilegeEscalation") is not False \
+                        or "ALL" not in (csc.get("capabilities") or {}).get("drop", []):
+                    errs.append(f"{where}: container {c['name']} securityContext incomplete")
+                if not (c.get("resources") or {}).get("limits") or not (c.get("resources") or {}).get("requests"):
+                    errs.append(f"{where}: container {c['name']} without requests and limits")
+                for e in c.get("env") or []:
+                    if re.search(r"password|secret|token|DATABASE_URL", e["name"], re.I) and "value" in e:
+                        errs.append(f"{where}: env {e['name']} is a literal")
+                if kind != "CronJob" and (not c.get("readinessProbe") or not c.get("livenessProbe")):
+                    errs.append(f"{where}: container {c['name']} without probes")
+                if kind != "CronJob" and c["name"] in ("ingest", "billing"):
+                    if c["readinessProbe"].get("httpGet", {}).get("path") != "/ready" \
+                            or c["livenessProbe"].get("httpGet", {}).get("path") != "/health":
+                        errs.append(f"{where}: probes must be /ready and /health")
+    # ingest: one config per possible ordinal, identical but for the client id
+    hpa = by.get(("HorizontalPodAutoscaler", "ingest"))
+    cm = next((o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("ingest-config")), None)
+    if not hpa or not cm:
+        errs.append(f"{overlay}: ingest HPA or ingest-config missing")
+    else:
+        files = cm["data"]
+        for i in range(hpa["spec"]["maxReplicas"]):
+            if f"ingest-{i}.toml" not in files:
+                errs.append(f"{overlay}: HPA maxReplicas {hpa['spec']['maxReplicas']} but no ingest-{i}.toml")
+        norm = set()
+        for fname, text in files.items():
+            i = fname.removeprefix("ingest-").removesuffix(".toml")
+            if f'client_id = "ingest-{i}"' not in text:
+                errs.append(f"{overlay}: {fname} does not carry client_id ingest-{i}")
+            body = "\n".join(l for l in text.splitlines() if not l.startswith("#"))
+            norm.add(body.replace(f"ingest-{i}", "ingest-N"))
+        if len(norm) != 1:
+            errs.append(f"{overlay}: ingest-N.toml files differ beyond their client id")
+        if hpa["spec"]["scaleTargetRef"]["kind"] != "StatefulSet":
+            errs.append(f"{overlay}: HPA must scale the ingest StatefulSet")
+    for name in ("default-deny",):
+        if ("NetworkPolicy", name) not in by:
+            errs.append(f"{overlay}: NetworkPolicy {name} missing")
+    ing = [o for o in objs if o["kind"] == "Ingress"]
+    if len(ing) != 1 or len(ing[0]["spec"]["rules"]) != 1 or "cert-manager.io/cluster-issuer" not in ing[0]["metadata"].get("annotations", {}):
+        errs.append(f"{overlay}: exactly one Ingress, one host, cert-manager annotated")
+    for e in errs:
+        print("  " + e)
+    return not errs
+
+
+def split(path, outdir):
+    for i, o in enumerate(load(path)):
+        with open(f"{outdir}/{i:03d}-{o['kind']}-{o['metadata']['name']}.yaml", "w", encoding="utf-8") as f:
+            yaml.safe_dump(o, f)
+
+
+def kubeplay(path, out, subs):
+    """The part of the dev overlay podman runs: the service workloads and their
+    ConfigMaps. StatefulSet -> Deployment (podman has no StatefulSet; the pod
+    name is then pinned to ingest-0 by the substituted POD_NAME), host network
+    (the machine's PostgreSQL and Mosquitto), Secret references -> values
+    given on the command line (Secrets are never in the manifests)."""
+    kv = dict(s.split("=", 1) for s in subs)
+    objs = load(path)
+    keep = []
+    for o in objs:
+        k, n = o["kind"], o["metadata"]["name"]
+        if k == "ConfigMap" and (n.startswith("ingest-config") or n.startswith("billing-config")):
+            for fname in list(o["data"]):
+                text = o["data"][fname]
+                for a, b in kv.items():
+                    if a.startswith("cfg:"):
+                        text = text.replace(a[4:], b)
+                o["data"][fname] = text
+            keep.append(o)
+        elif (k, n) in (("StatefulSet", "ingest"), ("Deployment", "billing")):
+            o = {"apiVersion": "apps/v1", "kind": "Deployment",
+                 "metadata": {"name": kv.get("prefix", "") + n, "labels": o["metadata"].get("labels", {})},
+                 "spec": {"replicas": 1, "selector": o["spec"]["selector"], "template": o["spec"]["template"]}}
+            ps = o["spec"]["template"]["spec"]
+            ps["hostNetwork"] = True
+            for c in ps["containers"]:
+                for e in c.get("env", []):
+                    vf = e.get("valueFrom", {})
+                    if "secretKeyRef" in vf:
+                        e.pop("valueFrom")
+                        e["value"] = kv[f"secret:{vf['secretKeyRef']['name']}/{vf['secretKeyRef']['key']}"]
+                    elif "fieldRef" in vf:
+                        e.pop("valueFrom")
+                        e["value"] = kv[f"field:{n}/{vf['fieldRef']['fieldPath']}"]
+                c["args"] = [a.replace("$(POD_NAME)", kv.get(f"field:{n}/metadata.name", "")) for a in c.get("args", [])]
+            keep.append(o)
+    # ConfigMaps keep their names: rewrite the volume references to them.
+    with open(out, "w", encoding="utf-8") as f:
+        yaml.safe_dump_all(keep, f)
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "check":
+        sys.exit(0 if check(sys.argv[2], sys.argv[3], sys.argv[4]) else 1)
+    elif cmd == "split":
+        split(sys.argv[2], sys.argv[3])
+    elif cmd == "kubeplay":
+        kubeplay(sys.argv[2], sys.argv[3], sys.argv[4:])
+    else:
+        sys.exit(__doc__)
