@@ -338,12 +338,17 @@ pub async fn load_inputs(
         .map(|n| period.add_months(-n).to_string())
         .collect();
     let rows = sqlx::query(
-        "SELECT b.account_no, b.period, b.usage_m3, b.legs::text \
+        // Legs (for carries) only from each account's latest prior bill: a
+        // million accounts' three months of legs need not cross the wire.
+        "SELECT b.account_no, b.period, b.usage_m3, \
+                CASE WHEN b.period = max(b.period) FILTER (WHERE b.period <> $3) \
+                          OVER (PARTITION BY b.account_no) THEN b.legs::text END \
            FROM billing.bills b JOIN billing.accounts a USING (account_no) \
           WHERE a.billing_group = $1 AND b.period = ANY($2) ORDER BY b.period",
     )
     .bind(group)
     .bind(&periods)
+    .bind(period.to_string())
     .fetch_all(pool)
     .await?;
     let this = period.to_string();
@@ -367,8 +372,10 @@ pub async fn load_inputs(
                 period: prior,
                 usage_m3: r.try_get(2)?,
             });
-        let legs: Vec<crate::usage::Leg> =
-            serde_json::from_str(&r.try_get::<String, _>(3)?).unwrap_or_default();
+        let Some(legs) = r.try_get::<Option<String>, _>(3)? else {
+            continue;
+        };
+        let legs: Vec<crate::usage::Leg> = serde_json::from_str(&legs).unwrap_or_default();
         let c = carry.entry(account_no).or_default();
         for leg in legs {
             c.insert(leg.meter_id.clone(), leg.next_carry());

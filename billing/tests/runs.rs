@@ -328,3 +328,53 @@ async fn an_interrupted_run_is_resumed_not_duplicated(pool: PgPool) {
     .unwrap();
     assert_eq!((count, max, status.as_str()), (10, Some(10), "committed"));
 }
+
+#[sqlx::test(migrations = false)]
+async fn an_estimate_is_trued_up_once_across_months(pool: PgPool) {
+    migrate(&pool).await.unwrap();
+    upsert_accounts(&pool, &[account(1, "A")]).await.unwrap();
+    let book = daejeon();
+    let policy = HoldPolicy {
+        min_avg_m3: 1_000,
+        ..HoldPolicy::default()
+    }; // no ratio holds here
+    let month = |p: &str, reads: Vec<(i64, i64)>| {
+        let period: Period = p.parse().unwrap();
+        let reads = reads
+            .into_iter()
+            .map(|(start, end)| PeriodRead {
+                meter_id: "M00001".into(),
+                start_ts: period.start_utc(),
+                start_volume_l: start,
+                end_ts: period.end_utc(),
+                end_volume_l: end,
+                reads: 2880,
+            })
+            .collect();
+        (
+            RunRequest {
+                period,
+                group: "A".into(),
+                dry_run: false,
+            },
+            StaticReads(reads),
+        )
+    };
+    let mut billed = Vec::new();
+    for (p, reads) in [
+        ("2026-09", vec![(0, 10_000)]),      // 10 m³ actual
+        ("2026-10", vec![]),                 // silent: 10 / 30 × 31 = 10.3 → 10 estimated
+        ("2026-11", vec![(10_000, 35_000)]), // 25 measured − 10 estimated = 15
+        ("2026-12", vec![(35_000, 45_000)]), // 10: the estimate is not subtracted twice
+    ] {
+        let (req, reads) = month(p, reads);
+        let out = run_billing_with(&pool, &book, &req, &reads, &policy)
+            .await
+            .unwrap();
+        assert_eq!(out.bills_created, 1, "{p}: {out:?}");
+        billed.push(out.usage_m3);
+    }
+    assert_eq!(billed, vec![10, 10, 15, 10]);
+    // Over the four months exactly the 45 m³ the meter measured were billed.
+    assert_eq!(billed.iter().sum::<i64>(), 45);
+}
