@@ -137,6 +137,11 @@ fn unknown_type_and_diameter_are_named() {
     let e = quote(&book, &QuoteRequest::new("farm", 15, 1)).unwrap_err();
     assert!(matches!(e, TariffError::UnknownUsageType { .. }));
     assert!(e.to_string().contains("farm") && e.to_string().contains("household"));
+    let many = QuoteRequest {
+        reductions: vec!["x".into(); 9],
+        ..QuoteRequest::new("household", 15, 1)
+    };
+    assert!(matches!(quote(&book, &many), Err(TariffError::Request(_))));
     let e = quote(&book, &QuoteRequest::new("household", 13, 1)).unwrap_err();
     assert!(e.to_string().contains("13 mm"), "{e}");
     let req = QuoteRequest {

@@ -12,6 +12,17 @@ pub fn quote(book: &TariffBook, req: &QuoteRequest) -> Result<Quote, TariffError
             req.households
         )));
     }
+    if req.usage_type.len() > 64 || req.reductions.iter().any(|r| r.len() > 64) {
+        return Err(TariffError::Request(
+            "usage types and reduction names are at most 64 bytes".into(),
+        ));
+    }
+    if req.reductions.len() > MAX_REDUCTIONS {
+        return Err(TariffError::Request(format!(
+            "at most {MAX_REDUCTIONS} reductions, not {}",
+            req.reductions.len()
+        )));
+    }
     if req.usage_m3 > MAX_USAGE_M3 {
         return Err(TariffError::Request(format!(
             "usage_m3 {} is above the limit of {MAX_USAGE_M3}",

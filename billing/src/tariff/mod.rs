@@ -29,6 +29,9 @@ use std::path::Path;
 pub const MAX_HOUSEHOLDS: u32 = 100_000;
 /// The largest monthly usage a quote accepts, in m³.
 pub const MAX_USAGE_M3: u32 = 100_000_000;
+/// The most reductions one quote may name (the public quote endpoint takes
+/// them from anyone).
+pub const MAX_REDUCTIONS: usize = 8;
 /// The largest tariff file accepted, in bytes.
 pub const MAX_TARIFF_FILE_BYTES: u64 = 1 << 20;
 
