@@ -162,6 +162,28 @@ pub async fn set_reductions(
     Ok(n == 1)
 }
 
+/// Records a clerk's approval of leak relief for an account's usage month.
+/// Returns false if the account does not exist.
+pub async fn approve_leak_relief(
+    pool: &PgPool,
+    account_no: &str,
+    period: &crate::Period,
+    approved_by: &str,
+) -> Result<bool, BillingError> {
+    let n = sqlx::query(
+        "INSERT INTO billing.leak_relief (account_no, period, approved_by) \
+         SELECT account_no, $2, $3 FROM billing.accounts WHERE account_no = $1 \
+         ON CONFLICT (account_no, period) DO UPDATE SET approved_by = EXCLUDED.approved_by",
+    )
+    .bind(account_no)
+    .bind(period.to_string())
+    .bind(approved_by)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
 /// An account as a run sees it: the account plus its granted reductions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BillableAccount {

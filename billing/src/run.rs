@@ -164,6 +164,7 @@ pub fn compute_bill(
     acct: &BillableAccount,
     period: &Period,
     usage: AccountUsage,
+    leak_relief_prior_avg_m3: Option<u32>,
 ) -> ComputedBill {
     let a = &acct.account;
     let mut hold_reasons = usage.hold_reasons.clone();
@@ -176,7 +177,7 @@ pub fn compute_bill(
         levy_exempt: a.levy_exempt,
         period: Some(*period),
         reductions: acct.reductions.clone(),
-        leak_relief_prior_avg_m3: None,
+        leak_relief_prior_avg_m3,
     };
     let quote = match quote(book, &req) {
         Ok(q) => Some(q),
@@ -215,6 +216,8 @@ pub struct RunInputs {
     /// Carry of each meter from the account's latest prior bill.
     pub carry: HashMap<String, HashMap<String, LegCarry>>,
     pub reads: HashMap<String, PeriodRead>,
+    /// Accounts with leak relief approved for the period.
+    pub leak_relief: HashSet<String>,
 }
 
 /// Computes one account's bill from the loaded inputs: pure.
@@ -236,7 +239,18 @@ pub fn bill_account(
         inputs.history.get(no).map_or(&[][..], |h| &h[..]),
         policy,
     );
-    compute_bill(book, acct, period, usage)
+    // Leak relief: the prior average month, from up to three prior bills.
+    let relief = inputs.leak_relief.contains(no).then(|| {
+        let mut h: Vec<&PriorBill> = inputs
+            .history
+            .get(no)
+            .map_or(Vec::new(), |h| h.iter().collect());
+        h.sort_by_key(|b| std::cmp::Reverse(b.period));
+        h.truncate(crate::usage::HISTORY_PERIODS);
+        let total: i64 = h.iter().map(|b| b.usage_m3).sum();
+        u32::try_from(total / (h.len().max(1) as i64)).unwrap_or(u32::MAX)
+    });
+    compute_bill(book, acct, period, usage, relief)
 }
 
 /// Computes the bills of the accounts not yet billed: pure.
@@ -392,12 +406,23 @@ pub async fn load_inputs(
         .filter(|r| meters.contains(r.meter_id.as_str()))
         .map(|r| (r.meter_id.clone(), r))
         .collect();
+    let leak_relief: HashSet<String> = sqlx::query_scalar(
+        "SELECT l.account_no FROM billing.leak_relief l JOIN billing.accounts a USING (account_no) \
+          WHERE a.billing_group = $1 AND l.period = $2",
+    )
+    .bind(group)
+    .bind(&this)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
     Ok(RunInputs {
         accounts,
         existing,
         history,
         carry,
         reads,
+        leak_relief,
     })
 }
 
@@ -831,6 +856,7 @@ mod tests {
                 existing: HashSet::new(),
                 history: HashMap::new(),
                 carry: HashMap::new(),
+                leak_relief: HashSet::new(),
                 reads: HashMap::from([("M1".to_string(), PeriodRead {
                     meter_id: "M1".into(),
                     start_ts: period.start_utc(),

@@ -378,3 +378,83 @@ async fn an_estimate_is_trued_up_once_across_months(pool: PgPool) {
     // Over the four months exactly the 45 m³ the meter measured were billed.
     assert_eq!(billed.iter().sum::<i64>(), 45);
 }
+
+/// A synthetic tariff (NOT a real city's) that grants leak relief.
+const LEAKY: &str = r#"
+city = "testville"
+name = "Testville (synthetic)"
+usage_rule = "truncate_each_read"
+
+[[version]]
+id = "t1"
+applies_from = "usage"
+split = "prorate_days"
+rounding = { water = "truncate_1", sewer = "truncate_1", base = "truncate_1", levy = "truncate_1" }
+water = { household = [{ from_m3 = 1, rate_krw = 500 }] }
+sewer = { household = [{ from_m3 = 1, rate_krw = 400 }] }
+base_krw = { 15 = 1000 }
+levy = { rate_krw_per_m3 = "170" }
+leak_relief = { waived_percent = "50" }
+"#;
+
+#[sqlx::test(migrations = false)]
+async fn approved_leak_relief_waives_half_the_excess(pool: PgPool) {
+    migrate(&pool).await.unwrap();
+    upsert_accounts(&pool, &[account(1, "A"), account(2, "A")])
+        .await
+        .unwrap();
+    let book = TariffBook::from_toml(LEAKY, "leaky.toml").unwrap();
+    let policy = HoldPolicy {
+        min_avg_m3: 1_000,
+        ..HoldPolicy::default()
+    };
+    let read = |p: &Period, m: &str, start: i64, end: i64| PeriodRead {
+        meter_id: m.into(),
+        start_ts: p.start_utc(),
+        start_volume_l: start,
+        end_ts: p.end_utc(),
+        end_volume_l: end,
+        reads: 2880,
+    };
+    let sep: Period = "2026-09".parse().unwrap();
+    let reads = StaticReads(vec![
+        read(&sep, "M00001", 0, 10_000),
+        read(&sep, "M00002", 0, 10_000),
+    ]);
+    let req = RunRequest {
+        period: sep,
+        group: "A".into(),
+        dry_run: false,
+    };
+    run_billing_with(&pool, &book, &req, &reads, &policy)
+        .await
+        .unwrap();
+
+    // October: both use 50 m³ (a leak); only account 1 has relief approved.
+    assert!(
+        billing::accounts::approve_leak_relief(&pool, "AC00001", &oct(), "clerk-1")
+            .await
+            .unwrap()
+    );
+    let reads = StaticReads(vec![
+        read(&oct(), "M00001", 10_000, 60_000),
+        read(&oct(), "M00002", 10_000, 60_000),
+    ]);
+    let req = RunRequest {
+        period: oct(),
+        ..req
+    };
+    run_billing_with(&pool, &book, &req, &reads, &policy)
+        .await
+        .unwrap();
+    let water: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT account_no, usage_m3, water_krw FROM billing.bills WHERE period = '2026-10' ORDER BY account_no",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // Prior average 10 m³, 40 above it, half waived: water on 30 m³ = 15,000;
+    // usage itself (what the meter measured) stays 50.
+    assert_eq!(water[0], ("AC00001".into(), 50, 15_000));
+    assert_eq!(water[1], ("AC00002".into(), 50, 25_000));
+}
