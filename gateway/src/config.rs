@@ -37,11 +37,12 @@
 //! max_bytes = 268435456
 //! ```
 
+use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use waterworks_wire::profile::DeviceProfile;
+use waterworks_wire::profile::{DeviceProfile, Unit};
 use waterworks_wire::{GatewayId, MeterId};
 
 /// Longest poll interval accepted (one day): schedules align to midnight UTC.
@@ -140,8 +141,12 @@ pub struct MeterConfig {
     /// `{ rtu = { device = "/dev/ttyUSB0", baud = 9600, parity = "none", stop_bits = 1 } }`.
     pub transport: Transport,
     /// Modbus unit (slave) id, 1 to 247 (0 is broadcast and never answers).
+    /// Left out for an MQTT-native meter.
+    #[serde(default)]
     pub unit_id: u8,
-    /// The `profile.id` of one of the loaded profiles.
+    /// The `profile.id` of one of the loaded profiles. Left out for an
+    /// MQTT-native meter (its message mapping is in `transport.mqtt`).
+    #[serde(default)]
     pub profile: String,
     /// Overrides `poll.interval_s` for this meter; must divide a day.
     #[serde(default)]
@@ -165,6 +170,9 @@ pub enum Transport {
     /// Modbus RTU on a serial line (RS-485). Meters on one device share a
     /// half-duplex bus and are read one request at a time.
     Rtu(RtuConfig),
+    /// An MQTT-native meter (its own radio): not polled; the gateway
+    /// subscribes to `topic` on `broker` and maps each message to a reading.
+    Mqtt(MqttMeterConfig),
 }
 
 /// The TOML spelling of [`Transport`].
@@ -173,6 +181,7 @@ pub enum Transport {
 enum TransportRepr {
     Tcp(String),
     Rtu(RtuConfig),
+    Mqtt(MqttMeterConfig),
 }
 
 impl From<TransportRepr> for Transport {
@@ -180,16 +189,94 @@ impl From<TransportRepr> for Transport {
         match r {
             TransportRepr::Tcp(addr) => Transport::Tcp { addr },
             TransportRepr::Rtu(r) => Transport::Rtu(r),
+            TransportRepr::Mqtt(m) => Transport::Mqtt(m),
         }
     }
 }
 
 impl Transport {
-    /// The key that groups meters sharing a link (a TCP endpoint or a serial bus).
+    /// The key that groups meters sharing a link (a TCP endpoint, a serial
+    /// bus, or an MQTT subscription: broker and topic filter).
     pub fn link_key(&self) -> String {
         match self {
             Transport::Tcp { addr } => format!("tcp://{addr}"),
             Transport::Rtu(r) => format!("rtu://{}", r.device.display()),
+            Transport::Mqtt(m) => format!("mqtt-sub://{} {}", m.broker, m.topic),
+        }
+    }
+
+    /// Whether the gateway polls this meter over Modbus (TCP or RTU).
+    pub fn is_modbus(&self) -> bool {
+        matches!(self, Transport::Tcp { .. } | Transport::Rtu(_))
+    }
+}
+
+/// Where the gateway finds an MQTT-native meter's readings, and how to read
+/// one out of a message. In TOML:
+/// `transport = { mqtt = { topic = "meters/v1/+/reading" } }`
+/// (every other key has a default fitting the Waterworks reading JSON
+/// `{"meter_id": "m-1", "ts": "2026-10-01T00:15:00Z", "volume_l": 1234567,
+/// "flow_lph": 12.5, "alarms": ["leak"]}`). Meters sharing `broker` and
+/// `topic` share one subscription and must share the mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttMeterConfig {
+    /// The (local) broker the meters publish to: `mqtt://host[:port]`.
+    #[serde(default = "default_local_broker")]
+    pub broker: String,
+    /// Topic filter subscribed at QoS 1 (`+` and `#` wildcards allowed).
+    pub topic: String,
+    /// How a message maps to a reading.
+    #[serde(default)]
+    pub mapping: JsonMapping,
+}
+
+fn default_local_broker() -> String {
+    "mqtt://127.0.0.1:1883".into()
+}
+
+/// JSON pointers (RFC 6901, e.g. `/data/volume`) into an MQTT-native
+/// meter's message, with the unit and scale of its numbers (as in device
+/// profiles: value = raw × scale, in unit).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonMapping {
+    /// The meter id (a string); it must be one of this gateway's meters.
+    pub meter_id: String,
+    /// The time of the reading: an RFC 3339 string, or a number of seconds
+    /// since 1970 (UTC). Fractions of a second are dropped.
+    pub ts: String,
+    /// The totalizer: a number, or a decimal string.
+    pub volume: String,
+    /// `L` or `m3`.
+    pub volume_unit: Unit,
+    /// Decimal string, e.g. `"0.001"`.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub volume_scale: Decimal,
+    /// Instantaneous flow (optional; absent in a message = no flow).
+    pub flow: Option<String>,
+    /// `L/h`, `L/min`, `L/s` or `m3/h`.
+    pub flow_unit: Unit,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub flow_scale: Decimal,
+    /// Alarms (optional): an array of alarm names of the wire contract
+    /// (`leak`, `burst`, `backflow`, `tamper`, `low_battery`, `empty_pipe`);
+    /// names it does not know are ignored.
+    pub alarms: Option<String>,
+}
+
+impl Default for JsonMapping {
+    fn default() -> Self {
+        JsonMapping {
+            meter_id: "/meter_id".into(),
+            ts: "/ts".into(),
+            volume: "/volume_l".into(),
+            volume_unit: Unit::Litre,
+            volume_scale: Decimal::ONE,
+            flow: Some("/flow_lph".into()),
+            flow_unit: Unit::LitrePerHour,
+            flow_scale: Decimal::ONE,
+            alarms: Some("/alarms".into()),
         }
     }
 }
@@ -388,7 +475,7 @@ pub fn load_profiles(
         profiles.insert(p.profile.id.clone(), p);
     }
     for (i, m) in config.meters.iter().enumerate() {
-        if !profiles.contains_key(&m.profile) {
+        if m.transport.is_modbus() && !profiles.contains_key(&m.profile) {
             let mut known: Vec<_> = profiles.keys().cloned().collect();
             known.sort();
             return Err(ConfigCheckError::Invalid {
@@ -442,6 +529,7 @@ pub fn validate(c: &GatewayConfig) -> Result<(), (String, String)> {
     }
     let mut seen = HashSet::new();
     let mut units: BTreeMap<(String, u8), &MeterId> = BTreeMap::new();
+    let mut subscriptions: HashMap<String, (&MeterId, &JsonMapping)> = HashMap::new();
     for (i, m) in c.meters.iter().enumerate() {
         let f = |name: &str| format!("meters[{i}].{name}");
         if !seen.insert(&m.meter_id) {
@@ -450,10 +538,49 @@ pub fn validate(c: &GatewayConfig) -> Result<(), (String, String)> {
                 format!("meter {} is configured twice", m.meter_id),
             );
         }
+        if let Transport::Mqtt(mq) = &m.transport {
+            if m.unit_id != 0 {
+                return err(
+                    &f("unit_id"),
+                    "an MQTT-native meter has no Modbus unit id; leave it out".into(),
+                );
+            }
+            if !m.profile.is_empty() {
+                return err(
+                    &f("profile"),
+                    "an MQTT-native meter has no register profile; its mapping is `transport.mqtt.mapping`".into(),
+                );
+            }
+            if m.poll_interval_s.is_some() {
+                return err(
+                    &f("poll_interval_s"),
+                    "an MQTT-native meter is not polled; it publishes on its own schedule".into(),
+                );
+            }
+            check_mqtt_meter(mq)
+                .map_err(|(field, msg)| (f(&format!("transport.mqtt.{field}")), msg))?;
+            if let Some((other, mapping)) =
+                subscriptions.insert(m.transport.link_key(), (&m.meter_id, &mq.mapping))
+            {
+                if mapping != &mq.mapping {
+                    return err(
+                        &f("transport.mqtt.mapping"),
+                        format!("meter {} shares broker and topic with meter {other} but not its mapping; one subscription has one mapping", m.meter_id),
+                    );
+                }
+            }
+            continue;
+        }
+        if m.profile.is_empty() {
+            return err(
+                &f("profile"),
+                "a Modbus meter needs a device profile".into(),
+            );
+        }
         if m.unit_id == 0 || m.unit_id > 247 {
             return err(
                 &f("unit_id"),
-                format!("{} is not between 1 and 247", m.unit_id),
+                format!("{} is missing or not between 1 and 247", m.unit_id),
             );
         }
         if let Some(s) = m.poll_interval_s {
@@ -485,6 +612,7 @@ pub fn validate(c: &GatewayConfig) -> Result<(), (String, String)> {
                     );
                 }
             }
+            Transport::Mqtt(_) => {}
         }
         if let Some(other) = units.insert((m.transport.link_key(), m.unit_id), &m.meter_id) {
             return err(
@@ -540,6 +668,82 @@ pub fn validate(c: &GatewayConfig) -> Result<(), (String, String)> {
                 crate::spool::MIN_SPOOL_BYTES
             ),
         );
+    }
+    Ok(())
+}
+
+/// Checks an MQTT-native meter's broker, topic filter and mapping; the error
+/// names the key under `transport.mqtt`.
+fn check_mqtt_meter(m: &MqttMeterConfig) -> Result<(), (String, String)> {
+    match parse_uplink_url(&m.broker) {
+        Err(e) => return Err(("broker".into(), e)),
+        Ok(u) if u.tls => {
+            return Err((
+                "broker".into(),
+                "the meters' broker is local: mqtt:// only".into(),
+            ))
+        }
+        Ok(_) => {}
+    }
+    check_topic_filter(&m.topic).map_err(|e| ("topic".to_string(), e))?;
+    let map = &m.mapping;
+    let pointers = [
+        ("mapping.meter_id", Some(&map.meter_id)),
+        ("mapping.ts", Some(&map.ts)),
+        ("mapping.volume", Some(&map.volume)),
+        ("mapping.flow", map.flow.as_ref()),
+        ("mapping.alarms", map.alarms.as_ref()),
+    ];
+    for (name, p) in pointers {
+        if let Some(p) = p {
+            if !p.starts_with('/') {
+                return Err((
+                    name.into(),
+                    format!("{p:?} is not a JSON pointer (it starts with `/`, e.g. \"/volume_l\")"),
+                ));
+            }
+        }
+    }
+    if !matches!(map.volume_unit, Unit::Litre | Unit::CubicMetre) {
+        return Err((
+            "mapping.volume_unit".into(),
+            format!("{:?} is not a volume (L or m3)", map.volume_unit),
+        ));
+    }
+    if matches!(map.flow_unit, Unit::Litre | Unit::CubicMetre) {
+        return Err((
+            "mapping.flow_unit".into(),
+            format!("{:?} is not a flow (L/h, L/min, L/s, m3/h)", map.flow_unit),
+        ));
+    }
+    for (name, scale) in [
+        ("mapping.volume_scale", map.volume_scale),
+        ("mapping.flow_scale", map.flow_scale),
+    ] {
+        if scale <= Decimal::ZERO {
+            return Err((name.into(), format!("scale {scale} must be positive")));
+        }
+    }
+    Ok(())
+}
+
+/// An MQTT topic filter: non-empty, `+` a whole level, `#` only as the last level.
+pub fn check_topic_filter(filter: &str) -> Result<(), String> {
+    if filter.is_empty() || filter.len() > 1024 {
+        return Err(format!(
+            "{filter:?} is not a topic filter (1 to 1024 bytes)"
+        ));
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err(format!(
+                "{filter:?}: `#` must be a whole level and the last one"
+            ));
+        }
+        if level.contains('+') && *level != "+" {
+            return Err(format!("{filter:?}: `+` must be a whole level"));
+        }
     }
     Ok(())
 }
@@ -755,6 +959,95 @@ max_bytes = 10000000
         let bad = GOOD.replace("\"m-2\"", "\"m-1\"");
         let s = parse_config(&bad, "gw.toml").unwrap_err().to_string();
         assert!(s.contains("configured twice"), "{s}");
+    }
+
+    #[test]
+    fn mqtt_native_meters() {
+        let with = |meter: &str| {
+            GOOD.replace(
+                "[uplink]",
+                &format!("[[meters]]\nmeter_id = \"m-3\"\n{meter}\n\n[uplink]"),
+            )
+        };
+        let c = parse_config(
+            &with("transport = { mqtt = { topic = \"meters/v1/+/reading\" } }"),
+            "gw.toml",
+        )
+        .unwrap();
+        match &c.meters[2].transport {
+            Transport::Mqtt(m) => {
+                assert_eq!(m.broker, "mqtt://127.0.0.1:1883");
+                assert_eq!(m.mapping, JsonMapping::default());
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = parse_config(
+            &with("transport = { mqtt = { topic = \"t/#\", mapping = { volume = \"/v\", volume_unit = \"m3\", volume_scale = \"0.001\", flow = \"/q\" } } }"),
+            "gw.toml",
+        )
+        .unwrap();
+        let Transport::Mqtt(m) = &c.meters[2].transport else {
+            panic!()
+        };
+        assert_eq!(m.mapping.volume_unit, Unit::CubicMetre);
+        assert_eq!(m.mapping.volume_scale, Decimal::new(1, 3));
+        for (meter, want) in [
+            (
+                "transport = { mqtt = { topic = \"a/#/b\" } }",
+                "meters[2].transport.mqtt.topic",
+            ),
+            (
+                "transport = { mqtt = { topic = \"a/b+\" } }",
+                "meters[2].transport.mqtt.topic",
+            ),
+            (
+                "transport = { mqtt = { topic = \"a\", mapping = { ts = \"ts\" } } }",
+                "meters[2].transport.mqtt.mapping.ts",
+            ),
+            (
+                "transport = { mqtt = { topic = \"a\", mapping = { volume_unit = \"L/h\" } } }",
+                "mapping.volume_unit",
+            ),
+            (
+                "transport = { mqtt = { topic = \"a\", broker = \"mqtts://h\" } }",
+                "transport.mqtt.broker",
+            ),
+            (
+                "transport = { mqtt = { topic = \"a\" } }\nunit_id = 3",
+                "meters[2].unit_id",
+            ),
+            (
+                "transport = { mqtt = { topic = \"a\" } }\nprofile = \"waterworks-sim-v1\"",
+                "meters[2].profile",
+            ),
+            (
+                "transport = { mqtt = { topic = \"a\" } }\npoll_interval_s = 60",
+                "meters[2].poll_interval_s",
+            ),
+            (
+                "transport = { tcp = \"h:1\" }\nunit_id = 3",
+                "meters[2].profile",
+            ),
+        ] {
+            let e = parse_config(&with(meter), "gw.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{meter}: {e}");
+        }
+        let e = parse_config(
+            &with("transport = { mqtt = { topic = \"a\", typo = 1 } }"),
+            "gw.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("typo") && e.contains("line"), "{e}");
+        // Two meters on one subscription must agree on the mapping.
+        let two = with("transport = { mqtt = { topic = \"a\" } }").replace(
+            "[uplink]",
+            "[[meters]]\nmeter_id = \"m-4\"\ntransport = { mqtt = { topic = \"a\", mapping = { volume = \"/v\" } } }\n\n[uplink]",
+        );
+        let e = parse_config(&two, "gw.toml").unwrap_err().to_string();
+        assert!(e.contains("meters[3].transport.mqtt.mapping"), "{e}");
     }
 
     #[test]

@@ -21,14 +21,15 @@
 
 pub mod config;
 pub mod metrics_http;
+pub mod mqtt_meters;
 pub mod poll;
 mod rtu;
 pub mod spool;
 pub mod uplink;
 
 pub use config::{
-    load_config, ConfigError, GatewayConfig, MeterConfig, PollConfig, SpoolConfig, Transport,
-    UplinkConfig,
+    load_config, ConfigError, GatewayConfig, JsonMapping, MeterConfig, MqttMeterConfig, PollConfig,
+    SpoolConfig, Transport, UplinkConfig,
 };
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
@@ -136,6 +137,14 @@ pub async fn start(
         progress: progress_tx.clone(),
         poller_stopped: poller_stopped.clone(),
     };
+    let spooler = Arc::new(Spooler {
+        spool,
+        gateway_id: config.gateway_id.clone(),
+        batch_max_readings: config.uplink.batch_max_readings.max(1),
+        spooled,
+        progress: progress_tx,
+    });
+    let sources = mqtt_meters::sources(&config).map_err(GatewayError::Invalid)?;
     // The first slot is fixed here, before start returns, so that a driver
     // moving a manual clock right after start cannot make the poller miss it.
     let step_s = meters.iter().map(|m| m.interval_s).fold(0, gcd);
@@ -149,22 +158,50 @@ pub async fn start(
     let poller = Poller {
         step,
         first,
-        gateway_id: config.gateway_id.clone(),
         meters,
         poll: config.poll.clone(),
-        batch_max_readings: config.uplink.batch_max_readings,
         clock,
         links: Arc::new(Links::default()),
-        spool,
-        spooled,
-        progress: progress_tx,
+        spooler: spooler.clone(),
     };
+    let gateway_id = config.gateway_id.clone();
     let task = tokio::spawn(async move {
         let mut uplink_task = tokio::spawn(uplink.run());
         // The uplink ends on its own only on a fault: then polling stops too,
-        // rather than filling the spool with nobody to send it.
+        // rather than filling the spool with nobody to send it. The MQTT
+        // meter sources stop with the poller (and a fault of either stops both).
         let stop_polling = shutdown.child_token();
-        let polling = poller.run(stop_polling.clone());
+        let polling = {
+            let stop = stop_polling.clone();
+            async move {
+                let stop_all = stop.clone();
+                let polled = async {
+                    let r = poller.run(stop.clone()).await;
+                    if r.is_err() {
+                        stop_all.cancel();
+                    }
+                    r
+                };
+                let sourced = futures::future::join_all(sources.into_iter().map(|src| {
+                    let client_id = format!("waterworks-gw-{gateway_id}-mqtt{}", src.index);
+                    let (spooler, stop, stop_all) =
+                        (spooler.clone(), stop.clone(), stop_all.clone());
+                    async move {
+                        let r = mqtt_meters::run_source(src, client_id, spooler, stop).await;
+                        if r.is_err() {
+                            stop_all.cancel();
+                        }
+                        r
+                    }
+                }));
+                let (polled, sourced) = futures::join!(polled, sourced);
+                polled?;
+                sourced
+                    .into_iter()
+                    .collect::<Result<Vec<()>, GatewayError>>()?;
+                Ok::<(), GatewayError>(())
+            }
+        };
         tokio::pin!(polling);
         let (polled, uplinked) = tokio::select! {
             polled = &mut polling => {
@@ -234,6 +271,27 @@ pub fn check_config(path: &std::path::Path) -> Result<String, ConfigError> {
             reqs.join(" ")
         ));
     }
+    let sources = mqtt_meters::sources(&c).map_err(|message| ConfigError::Invalid {
+        path: path.display().to_string(),
+        line: None,
+        field: "meters".into(),
+        message,
+    })?;
+    if !sources.is_empty() {
+        out.push_str(&format!(
+            "  {} MQTT subscription(s) for MQTT-native meters:\n",
+            sources.len()
+        ));
+        for s in &sources {
+            out.push_str(&format!(
+                "    mqtt://{}:{} {:?}: {} meters\n",
+                s.host,
+                s.port,
+                s.topic,
+                s.meters.len()
+            ));
+        }
+    }
     Ok(out)
 }
 
@@ -290,18 +348,71 @@ fn gcd(a: u32, b: u32) -> u32 {
     }
 }
 
+/// Writes readings to the spool as batches (fsync each) and tells the uplink
+/// and the progress watch; shared by the poller and the MQTT meter sources.
+pub(crate) struct Spooler {
+    spool: Arc<Mutex<Spool>>,
+    gateway_id: GatewayId,
+    batch_max_readings: usize,
+    spooled: Arc<Notify>,
+    progress: watch::Sender<Progress>,
+}
+
+impl Spooler {
+    pub(crate) fn batch_max_readings(&self) -> usize {
+        self.batch_max_readings
+    }
+
+    /// Spools `readings` (in order) as batches of at most
+    /// `batch_max_readings`; nothing is written for none. Returns when every
+    /// batch is on disk.
+    pub(crate) async fn write(&self, readings: Vec<Reading>) -> Result<(), GatewayError> {
+        if readings.is_empty() {
+            return Ok(());
+        }
+        let spool = self.spool.clone();
+        let gateway_id = self.gateway_id.clone();
+        let chunk = self.batch_max_readings;
+        let (last_seq, pending, bytes, dropped) = tokio::task::spawn_blocking(move || {
+            let mut s = spool.lock().expect("spool lock");
+            let mut dropped = 0;
+            let mut rest = readings;
+            while !rest.is_empty() {
+                let tail = rest.split_off(chunk.min(rest.len()));
+                let batch = ReadingBatch {
+                    gateway_id: gateway_id.clone(),
+                    batch_seq: s.next_seq(),
+                    readings: rest,
+                };
+                dropped += s.append(batch.batch_seq, &batch.encode())?.dropped_batches;
+                rest = tail;
+            }
+            Ok::<_, spool::SpoolError>((s.last_seq(), s.pending_batches(), s.bytes(), dropped))
+        })
+        .await
+        .map_err(|e| GatewayError::Task(e.to_string()))??;
+        metrics::gauge!("gateway_spool_pending_batches").set(pending as f64);
+        metrics::gauge!("gateway_spool_bytes").set(bytes as f64);
+        if dropped > 0 {
+            tracing::warn!(dropped, "spool bound reached: oldest batches dropped");
+        }
+        self.progress.send_modify(|p| {
+            p.spooled_seq = last_seq;
+            p.pending_batches = pending;
+        });
+        self.spooled.notify_one();
+        Ok(())
+    }
+}
+
 struct Poller {
     step: ChronoDuration,
     first: DateTime<Utc>,
-    gateway_id: GatewayId,
     meters: Vec<Arc<MeterRuntime>>,
     poll: PollConfig,
-    batch_max_readings: usize,
     clock: Clock,
     links: Arc<Links>,
-    spool: Arc<Mutex<Spool>>,
-    spooled: Arc<Notify>,
-    progress: watch::Sender<Progress>,
+    spooler: Arc<Spooler>,
 }
 
 impl Poller {
@@ -327,7 +438,11 @@ impl Poller {
             metrics::histogram!("gateway_round_seconds").record(started.elapsed().as_secs_f64());
             let failed = due.len() - readings.len();
             tracing::debug!(%slot, due = due.len(), read = readings.len(), failed, "poll round done");
-            self.spool_round(slot, readings).await?;
+            // The round's batches are on disk before the round counts as done.
+            self.spooler.write(readings).await?;
+            self.spooler
+                .progress
+                .send_modify(|p| p.last_round = Some(slot));
             slot = self.next_slot(slot, step);
         }
         Ok(())
@@ -348,47 +463,6 @@ impl Poller {
             return latest;
         }
         next
-    }
-
-    /// Writes a round's readings as batches to the spool (fsync), then moves the progress.
-    async fn spool_round(
-        &self,
-        slot: DateTime<Utc>,
-        readings: Vec<Reading>,
-    ) -> Result<(), GatewayError> {
-        let spool = self.spool.clone();
-        let gateway_id = self.gateway_id.clone();
-        let chunk = self.batch_max_readings.max(1);
-        let (last_seq, pending, bytes, dropped) = tokio::task::spawn_blocking(move || {
-            let mut s = spool.lock().expect("spool lock");
-            let mut dropped = 0;
-            let mut rest = readings;
-            while !rest.is_empty() {
-                let tail = rest.split_off(chunk.min(rest.len()));
-                let batch = ReadingBatch {
-                    gateway_id: gateway_id.clone(),
-                    batch_seq: s.next_seq(),
-                    readings: rest,
-                };
-                dropped += s.append(batch.batch_seq, &batch.encode())?.dropped_batches;
-                rest = tail;
-            }
-            Ok::<_, spool::SpoolError>((s.last_seq(), s.pending_batches(), s.bytes(), dropped))
-        })
-        .await
-        .map_err(|e| GatewayError::Task(e.to_string()))??;
-        metrics::gauge!("gateway_spool_pending_batches").set(pending as f64);
-        metrics::gauge!("gateway_spool_bytes").set(bytes as f64);
-        if dropped > 0 {
-            tracing::warn!(dropped, "spool bound reached: oldest batches dropped");
-        }
-        self.progress.send_modify(|p| {
-            p.last_round = Some(slot);
-            p.spooled_seq = last_seq;
-            p.pending_batches = pending;
-        });
-        self.spooled.notify_one();
-        Ok(())
     }
 }
 

@@ -103,6 +103,7 @@ impl MeterRuntime {
         config
             .meters
             .iter()
+            .filter(|m| m.transport.is_modbus())
             .map(|m: &MeterConfig| {
                 let (profile, plan) = shared.get(m.profile.as_str()).ok_or_else(|| {
                     format!(
@@ -180,6 +181,9 @@ pub async fn read_meter(
         let result = match &meter.transport {
             Transport::Tcp { addr } => read_tcp(links, addr, meter, poll).await,
             Transport::Rtu(rtu) => crate::rtu::read_rtu(links, rtu, meter, poll).await,
+            Transport::Mqtt(_) => Err(ReadError::Transport(
+                "an MQTT-native meter is not polled".into(),
+            )),
         };
         match result {
             Ok(answers) => {

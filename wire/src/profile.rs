@@ -152,7 +152,7 @@ impl WordOrder {
 }
 
 /// Units a field may be stated in; each converts exactly to litres (per hour).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 pub enum Unit {
     #[serde(rename = "L")]
     Litre,
@@ -169,11 +169,12 @@ pub enum Unit {
 }
 
 impl Unit {
-    fn is_volume(self) -> bool {
+    /// Litres or cubic metres (not a flow).
+    pub fn is_volume(self) -> bool {
         matches!(self, Unit::Litre | Unit::CubicMetre)
     }
     /// Factor to litres (volumes) or litres per hour (flows).
-    fn to_base(self) -> Decimal {
+    pub fn to_base(self) -> Decimal {
         match self {
             Unit::Litre | Unit::LitrePerHour => Decimal::ONE,
             Unit::CubicMetre | Unit::CubicMetrePerHour => Decimal::from(1000),
