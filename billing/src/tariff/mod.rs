@@ -589,3 +589,23 @@ pub struct Proration {
     pub days: u32,
     pub period_days: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_rules_round_by_magnitude() {
+        let r = |mode, unit_krw| Rounding { mode, unit_krw };
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(r(RoundMode::Truncate, 10).apply(d("1234.9")), 1230);
+        assert_eq!(r(RoundMode::Truncate, 1).apply(d("-1234.9")), -1234);
+        assert_eq!(r(RoundMode::HalfUp, 1).apply(d("744.5")), 745);
+        assert_eq!(r(RoundMode::HalfUp, 10).apply(d("744.9")), 740);
+        assert_eq!(r(RoundMode::HalfUp, 100).apply(d("-150")), -200);
+        assert_eq!(r(RoundMode::Ceil, 10).apply(d("1231")), 1240);
+        assert_eq!(r(RoundMode::Ceil, 10).apply(d("-1231")), -1240);
+        assert_eq!(r(RoundMode::Ceil, 10).code(), "ceil_10");
+        assert_eq!(Rounding::WHOLE_WON.describe(), "truncated to whole won");
+    }
+}
