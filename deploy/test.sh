@@ -347,14 +347,14 @@ step "podman kube play: dev overlay workloads (ingest, billing + ConfigMaps)"
 KPORT_I=$(free_port); KPORT_B=$(free_port)
 KUBE_YAML=$TMP/kube-play.yaml
 python3 deploy/test/manifests.py kubeplay "$TMP/dev.yaml" "$KUBE_YAML" \
-  "cfg:0.0.0.0:8081=127.0.0.1:$KPORT_I" "cfg:0.0.0.0:8082=127.0.0.1:$KPORT_B" \
-  "cfg:mqtt://mosquitto:1883=mqtt://127.0.0.1:$MQ_INT" \
-  "cfg:\$share/ingest/=\$share/$ID/" \
-  "cfg:client_id = \"ingest-0\"=client_id = \"$ID-kube-ingest-0\"" \
-  "prefix=$ID-" \
-  "secret:waterworks-db-ingest/DATABASE_URL=$URL_INGEST" \
-  "secret:waterworks-db-billing/DATABASE_URL=$URL_BILLING" \
-  "field:ingest/metadata.name=ingest-0"
+  "cfg:0.0.0.0:8081=>127.0.0.1:$KPORT_I" "cfg:0.0.0.0:8082=>127.0.0.1:$KPORT_B" \
+  "cfg:mqtt://mosquitto:1883=>mqtt://127.0.0.1:$MQ_INT" \
+  "cfg:\$share/ingest/=>\$share/$ID/" \
+  "cfg:client_id = \"ingest-0\"=>client_id = \"$ID-kube-ingest-0\"" \
+  "prefix=>$ID-" \
+  "secret:waterworks-db-ingest/DATABASE_URL=>$URL_INGEST" \
+  "secret:waterworks-db-billing/DATABASE_URL=>$URL_BILLING" \
+  "field:ingest/metadata.name=>ingest-0"
 sed -i "s#localhost/waterworks-\(ingest\|billing\):dev#localhost/waterworks-\1:$ID#" "$KUBE_YAML"
 before=$(psql_su "$DB" -c "SELECT count(*) FROM metering.readings")
 "${PODMAN[@]}" kube play "$KUBE_YAML" >"$TMP/logs/kube-play" 2>&1 || { cat "$TMP/logs/kube-play"; fail "podman kube play"; }

@@ -3,7 +3,7 @@
 
     manifests.py check OVERLAY_NAME RENDERED.yaml BASE_DIR     # exit 1 with reasons
     manifests.py split RENDERED.yaml OUTDIR                     # one file per object
-    manifests.py kubeplay RENDERED.yaml OUT.yaml KEY=VALUE...   # podman-playable subset
+    manifests.py kubeplay RENDERED.yaml OUT.yaml KEY=>VALUE...  # podman-playable subset
 
 Custom resources (CloudNativePG, cert-manager, Prometheus Operator) are not in
 the Kubernetes schemas kubernetes-validate carries, and the operators' CRDs
@@ -157,7 +157,7 @@ def kubeplay(path, out, subs):
     name is then pinned to ingest-0 by the substituted POD_NAME), host network
     (the machine's PostgreSQL and Mosquitto), Secret references -> values
     given on the command line (Secrets are never in the manifests)."""
-    kv = dict(s.split("=", 1) for s in subs)
+    kv = dict(s.split("=>", 1) for s in subs)
     objs = load(path)
     keep = []
     for o in objs:
@@ -177,6 +177,12 @@ def kubeplay(path, out, subs):
             ps = o["spec"]["template"]["spec"]
             ps["hostNetwork"] = True
             for c in ps["containers"]:
+                # host network: no port mappings; podman runs httpGet probes
+                # with curl INSIDE the container, which a scratch image has
+                # not: the test polls /ready and /health from outside instead.
+                c.pop("ports", None)
+                c.pop("readinessProbe", None)
+                c.pop("livenessProbe", None)
                 for e in c.get("env", []):
                     vf = e.get("valueFrom", {})
                     if "secretKeyRef" in vf:
@@ -187,7 +193,15 @@ def kubeplay(path, out, subs):
                         e["value"] = kv[f"field:{n}/{vf['fieldRef']['fieldPath']}"]
                 c["args"] = [a.replace("$(POD_NAME)", kv.get(f"field:{n}/metadata.name", "")) for a in c.get("args", [])]
             keep.append(o)
-    # ConfigMaps keep their names: rewrite the volume references to them.
+    # Unique ConfigMap names per run (podman may keep volumes made from them).
+    prefix = kv.get("prefix", "")
+    for o in keep:
+        if o["kind"] == "ConfigMap":
+            o["metadata"]["name"] = prefix + o["metadata"]["name"]
+        else:
+            for v in o["spec"]["template"]["spec"].get("volumes", []):
+                if "configMap" in v:
+                    v["configMap"]["name"] = prefix + v["configMap"]["name"]
     with open(out, "w", encoding="utf-8") as f:
         yaml.safe_dump_all(keep, f)
 
