@@ -64,10 +64,11 @@ fn tuf_2000m_low_word_first() {
     assert_eq!(v.reverse_volume_l, Some(10_000));
     assert_eq!(v.flow_lph, Some(1500.0));
     assert_eq!(v.alarms, vec![Alarm::EmptyPipe]);
-    // Contiguous fields coalesce (net integer + fraction, 16..20); the wire
-    // planner does not bridge gaps, so the unused fraction registers 10-11 and
-    // 14-15 split the rest: flow, positive, negative, net, error code.
-    assert_eq!(p.read_plan().requests.len(), 5);
+    // Fields within 8 unused registers of each other are read together
+    // (max_gap_registers = 8): 0..20 in one request, the error code apart.
+    let plan = p.read_plan();
+    let spans: Vec<(u16, u16)> = plan.requests.iter().map(|r| (r.address, r.count)).collect();
+    assert_eq!(spans, vec![(0, 20), (71, 1)]);
 }
 
 #[test]

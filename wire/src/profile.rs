@@ -64,6 +64,13 @@ pub struct ProfileInfo {
     /// implied flows above it as spikes.
     #[serde(default)]
     pub max_flow_lph: Option<f64>,
+    /// Fields of one function code separated by at most this many unused
+    /// registers are read in one request (the gap is read and ignored), never
+    /// past `max_registers_per_read`. 0 (the default): only contiguous or
+    /// overlapping fields are merged. Set it only where the meter answers
+    /// every register in the gaps (some answer an exception for a hole).
+    #[serde(default)]
+    pub max_gap_registers: u16,
 }
 
 fn default_max_registers() -> u16 {
@@ -71,10 +78,14 @@ fn default_max_registers() -> u16 {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "FieldsRepr")]
 pub struct Fields {
-    /// The billing totalizer (net volume).
+    /// The billing totalizer (net volume). With `net_volume =
+    /// "forward_minus_reverse"` the profile has no such register and this is
+    /// a copy of `forward_volume` (the volume is computed, see [`NetVolume`]).
     pub volume: Field,
+    /// Where the billing volume comes from.
+    pub net_volume: NetVolume,
     /// A separate register holding the totalizer's fraction, added to `volume`
     /// (meters that split the total into an integer and a fraction register).
     #[serde(default)]
@@ -87,6 +98,73 @@ pub struct Fields {
     pub flow: Option<Field>,
     #[serde(default)]
     pub alarms: Option<AlarmField>,
+}
+
+/// Where a profile's billing (net) volume comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetVolume {
+    /// The `fields.volume` register (plus `volume_fraction`).
+    #[default]
+    Register,
+    /// `forward_volume − reverse_volume`, for meters with no net register;
+    /// both fields are required and `fields.volume` must be left out. The
+    /// difference is taken exactly and then floored to whole litres; a
+    /// negative difference is refused as a decode error.
+    ForwardMinusReverse,
+}
+
+/// The TOML shape of [`Fields`]: `volume` may be left out for a computed net.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldsRepr {
+    #[serde(default)]
+    volume: Option<Field>,
+    #[serde(default)]
+    net_volume: NetVolume,
+    #[serde(default)]
+    volume_fraction: Option<Field>,
+    #[serde(default)]
+    forward_volume: Option<Field>,
+    #[serde(default)]
+    reverse_volume: Option<Field>,
+    #[serde(default)]
+    flow: Option<Field>,
+    #[serde(default)]
+    alarms: Option<AlarmField>,
+}
+
+impl TryFrom<FieldsRepr> for Fields {
+    type Error = String;
+    fn try_from(r: FieldsRepr) -> Result<Self, String> {
+        let volume = match (r.net_volume, r.volume, &r.forward_volume, &r.reverse_volume) {
+            (NetVolume::Register, Some(v), _, _) => v,
+            (NetVolume::Register, None, _, _) => {
+                return Err("missing field `volume` (or set net_volume = \"forward_minus_reverse\")".into())
+            }
+            (NetVolume::ForwardMinusReverse, Some(_), _, _) => {
+                return Err("`volume` is computed with net_volume = \"forward_minus_reverse\"; leave the field out".into())
+            }
+            (NetVolume::ForwardMinusReverse, None, Some(f), Some(_)) => {
+                if r.volume_fraction.is_some() {
+                    return Err("`volume_fraction` belongs to a net register; net_volume = \"forward_minus_reverse\" has none".into());
+                }
+                f.clone()
+            }
+            (NetVolume::ForwardMinusReverse, None, _, _) => {
+                return Err("net_volume = \"forward_minus_reverse\" needs both `forward_volume` and `reverse_volume`".into())
+            }
+        };
+        Ok(Fields {
+            volume,
+            net_volume: r.net_volume,
+            volume_fraction: r.volume_fraction,
+            forward_volume: r.forward_volume,
+            reverse_volume: r.reverse_volume,
+            flow: r.flow,
+            alarms: r.alarms,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -286,6 +364,15 @@ impl DeviceProfile {
                 format!("{max} is not between 1 and {MODBUS_MAX_READ_REGISTERS}"),
             ));
         }
+        if self.profile.max_gap_registers >= max {
+            return Err(invalid(
+                "profile.max_gap_registers",
+                format!(
+                    "{} is not below max_registers_per_read ({max})",
+                    self.profile.max_gap_registers
+                ),
+            ));
+        }
         for (name, f) in self.value_fields() {
             if !f.unit.is_volume() && name != "flow" {
                 return Err(invalid(name, format!("unit {:?} is not a volume", f.unit)));
@@ -348,19 +435,21 @@ impl DeviceProfile {
         s
     }
 
-    /// Coalesces contiguous or overlapping fields of one function code into
+    /// Coalesces contiguous or overlapping fields of one function code (and
+    /// those separated by at most `max_gap_registers` unused registers) into
     /// single requests, never longer than the meter's limit.
     pub fn read_plan(&self) -> ReadPlan {
         let mut spans = self.spans();
         spans.sort();
         let max = self.profile.max_registers_per_read;
+        let gap = u32::from(self.profile.max_gap_registers);
         let mut requests: Vec<ReadRequest> = Vec::new();
         for (function, address, words) in spans {
             if let Some(last) = requests.last_mut() {
                 let last_end = u32::from(last.address) + u32::from(last.count);
                 let end = u32::from(address) + u32::from(words);
                 if last.function == function
-                    && u32::from(address) <= last_end
+                    && u32::from(address) <= last_end + gap
                     && end - u32::from(last.address) <= u32::from(max)
                 {
                     last.count = last.count.max((end - u32::from(last.address)) as u16);
@@ -383,23 +472,33 @@ impl DeviceProfile {
         answers: &[Vec<u16>],
     ) -> Result<MeterValues, DecodeValueError> {
         let regs = Registers { plan, answers };
-        let mut volume = to_base(&regs, "volume", &self.fields.volume)?;
-        if let Some(frac) = &self.fields.volume_fraction {
-            volume += to_base(&regs, "volume_fraction", frac)?;
-        }
-        let volume_l = whole_litres("volume", volume)?;
-        let forward_volume_l = match &self.fields.forward_volume {
-            Some(f) => Some(whole_litres(
-                "forward_volume",
-                to_base(&regs, "forward_volume", f)?,
-            )?),
+        let forward = match &self.fields.forward_volume {
+            Some(f) => Some(to_base(&regs, "forward_volume", f)?),
             None => None,
         };
-        let reverse_volume_l = match &self.fields.reverse_volume {
-            Some(f) => Some(whole_litres(
-                "reverse_volume",
-                to_base(&regs, "reverse_volume", f)?,
-            )?),
+        let reverse = match &self.fields.reverse_volume {
+            Some(f) => Some(to_base(&regs, "reverse_volume", f)?),
+            None => None,
+        };
+        let volume = match (self.fields.net_volume, forward, reverse) {
+            (NetVolume::ForwardMinusReverse, Some(f), Some(r)) => f
+                .checked_sub(r)
+                .ok_or(DecodeValueError::OutOfRange { field: "volume" })?,
+            _ => {
+                let mut volume = to_base(&regs, "volume", &self.fields.volume)?;
+                if let Some(frac) = &self.fields.volume_fraction {
+                    volume += to_base(&regs, "volume_fraction", frac)?;
+                }
+                volume
+            }
+        };
+        let volume_l = whole_litres("volume", volume)?;
+        let forward_volume_l = match forward {
+            Some(f) => Some(whole_litres("forward_volume", f)?),
+            None => None,
+        };
+        let reverse_volume_l = match reverse {
+            Some(r) => Some(whole_litres("reverse_volume", r)?),
             None => None,
         };
         let flow_lph = match &self.fields.flow {
@@ -623,6 +722,140 @@ bits = { leak = 0, burst = 1, backflow = 2 }
         assert!(e.contains("x.toml") && e.contains("line"), "{e}");
         let bad = SIM.replace("function = 4\naddress = 0", "function = 6\naddress = 0");
         assert!(DeviceProfile::from_toml(&bad, "x.toml").is_err());
+    }
+
+    const GAPPY: &str = r#"
+[profile]
+id = "g"
+max_registers_per_read = 20
+max_gap_registers = 4
+[fields.flow]
+function = 3
+address = 0
+type = "f32"
+unit = "m3/h"
+[fields.forward_volume]
+function = 3
+address = 6
+type = "u32"
+unit = "m3"
+scale = "0.001"
+[fields.reverse_volume]
+function = 3
+address = 12
+type = "u32"
+unit = "m3"
+scale = "0.001"
+[fields.alarms]
+function = 3
+address = 30
+bits = { empty_pipe = 0 }
+[fields]
+net_volume = "forward_minus_reverse"
+"#;
+
+    #[test]
+    fn plan_bridges_small_gaps_within_the_limit() {
+        let p = DeviceProfile::from_toml(GAPPY, "g.toml").unwrap();
+        let plan = p.read_plan();
+        // 0-1, gap 2-5 (4), 6-7, gap 8-11 (4), 12-13: one request of 14;
+        // 30 is 16 away: its own request.
+        assert_eq!(
+            plan.requests,
+            vec![
+                ReadRequest {
+                    function: FunctionCode::ReadHolding,
+                    address: 0,
+                    count: 14
+                },
+                ReadRequest {
+                    function: FunctionCode::ReadHolding,
+                    address: 30,
+                    count: 1
+                },
+            ]
+        );
+        // A gap of 5 is not bridged with max_gap_registers = 4.
+        let wider = GAPPY
+            .replace("address = 6", "address = 7")
+            .replace("address = 12", "address = 13");
+        let plan = DeviceProfile::from_toml(&wider, "g.toml")
+            .unwrap()
+            .read_plan();
+        assert_eq!(plan.requests.len(), 3, "{plan:?}");
+        // The request limit still holds: 0..14 does not fit in 10.
+        let small = GAPPY.replace("max_registers_per_read = 20", "max_registers_per_read = 10");
+        let plan = DeviceProfile::from_toml(&small, "g.toml")
+            .unwrap()
+            .read_plan();
+        assert!(plan.requests.iter().all(|r| r.count <= 10), "{plan:?}");
+        assert_eq!(plan.requests.len(), 3, "{plan:?}");
+        // Without the setting, nothing is bridged.
+        let strict = GAPPY.replace("max_gap_registers = 4\n", "");
+        let plan = DeviceProfile::from_toml(&strict, "g.toml")
+            .unwrap()
+            .read_plan();
+        assert_eq!(plan.requests.len(), 4, "{plan:?}");
+        let bad = GAPPY.replace("max_gap_registers = 4", "max_gap_registers = 20");
+        let e = DeviceProfile::from_toml(&bad, "g.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_gap_registers"), "{e}");
+    }
+
+    #[test]
+    fn net_volume_as_forward_minus_reverse() {
+        let p = DeviceProfile::from_toml(GAPPY, "g.toml").unwrap();
+        assert_eq!(p.fields.net_volume, NetVolume::ForwardMinusReverse);
+        let plan = p.read_plan();
+        // Wire bytes, big-endian registers: flow 2.5 m3/h = 0x40200000;
+        // forward 1,234,567 (x 0.001 m3 = 1,234,567 L) = 0x0012D687;
+        // reverse 4,321 = 0x000010E1; the gap registers carry junk.
+        let bytes: [u8; 28] = [
+            0x40, 0x20, 0x00, 0x00, 0xDE, 0xAD, 0xBE, 0xEF, 0xDE, 0xAD, 0xBE, 0xEF, 0x00, 0x12,
+            0xD6, 0x87, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x10, 0xE1,
+        ];
+        let words: Vec<u16> = bytes
+            .chunks(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .collect();
+        let v = p.decode(&plan, &[words.clone(), vec![0x0001]]).unwrap();
+        assert_eq!(v.volume_l, 1_230_246);
+        assert_eq!(v.forward_volume_l, Some(1_234_567));
+        assert_eq!(v.reverse_volume_l, Some(4_321));
+        assert_eq!(v.flow_lph, Some(2500.0));
+        assert_eq!(v.alarms, vec![Alarm::EmptyPipe]);
+        // More reverse than forward: refused, not wrapped.
+        let mut backwards = words;
+        backwards[12] = 0x7FFF;
+        let e = p.decode(&plan, &[backwards, vec![0]]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DecodeValueError::Negative {
+                    field: "volume",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // Misuse is refused with a reason.
+        for (text, want) in [
+            (GAPPY.replace("[fields]\nnet_volume = \"forward_minus_reverse\"\n", ""), "missing field `volume`"),
+            (GAPPY.replace("[fields.reverse_volume]", "[fields.x]"), "unknown field"),
+            (GAPPY.replace("[fields.alarms]", "[fields.volume]\nfunction = 3\naddress = 20\ntype = \"u32\"\nunit = \"L\"\n[fields.alarms]"), "leave the field out"),
+        ] {
+            let e = DeviceProfile::from_toml(&text, "g.toml").unwrap_err().to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let one_sided = GAPPY.replace(
+            "[fields.reverse_volume]\nfunction = 3\naddress = 12\ntype = \"u32\"\nunit = \"m3\"\nscale = \"0.001\"\n",
+            "",
+        );
+        let e = DeviceProfile::from_toml(&one_sided, "g.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs both"), "{e}");
     }
 
     #[test]
