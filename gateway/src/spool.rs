@@ -67,6 +67,8 @@ pub enum SpoolError {
     TooLarge(usize),
     #[error("spool record {seq} failed its checksum when read back")]
     Corrupt { seq: u64 },
+    #[error("spool {path} is in use by another gateway (its lock file is held); two gateways must not share a spool folder")]
+    Locked { path: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -217,12 +219,40 @@ pub struct Spool {
     done_seq_persisted: u64,
     persisted_at: std::time::Instant,
     next_seq: u64,
+    /// The open lock file, holding an exclusive `flock` for the spool's life
+    /// (released by the kernel when the process ends, even by SIGKILL).
+    _lock: File,
+}
+
+/// The lock file in a spool folder: one gateway per folder.
+pub const LOCK_FILE: &str = "lock";
+
+/// Takes the spool folder's lock, or fails at once if another holds it.
+fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(SpoolError::Locked {
+            path: dir.display().to_string(),
+        }),
+        Err(e) => Err(SpoolError::Io {
+            path: path.display().to_string(),
+            source: e.into(),
+        }),
+    }
 }
 
 impl Spool {
     /// Opens (creating if needed) the spool in `dir`, recovering from a torn tail.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(Spool, OpenReport), SpoolError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = lock_dir(dir)?;
         let done_seq = read_state(dir)?;
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
@@ -290,6 +320,7 @@ impl Spool {
             done_seq_persisted: done_seq,
             persisted_at: std::time::Instant::now(),
             next_seq: last_seq + 1,
+            _lock: lock,
         };
         report.pending_batches = spool.pending_batches();
         spool.drop_empty_segments()?;
@@ -583,6 +614,17 @@ mod tests {
         fn scanning_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = scan_records(&bytes, 0);
         }
+    }
+
+    #[test]
+    fn one_gateway_per_spool_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Spool::open(dir.path(), MIN_SPOOL_BYTES).unwrap();
+        let e = Spool::open(dir.path(), MIN_SPOOL_BYTES).unwrap_err();
+        assert!(matches!(e, SpoolError::Locked { .. }), "{e:?}");
+        assert!(e.to_string().contains("another gateway"), "{e}");
+        drop(s);
+        Spool::open(dir.path(), MIN_SPOOL_BYTES).expect("free again once closed");
     }
 
     #[test]

@@ -1,0 +1,205 @@
+//! Hardening: one gateway per spool folder (lock file), and a broker whose
+//! TLS certificate the gateway must not trust is refused (nothing is sent to
+//! it, everything stays in the spool). Needs `mosquitto` and `openssl`.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use waterworks_wire::clock::{Clock, ManualClock};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_cannot_share_a_spool_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::Manual(ManualClock::new(t("2026-10-01T00:00:00Z")));
+    let gw = unique("gw-lock");
+    // No meters and no broker needed: the spool is opened first.
+    std::fs::write(
+        dir.path().join("gw.toml"),
+        config_text(&gw, &[], 1, &dir.path().join("spool")),
+    )
+    .unwrap();
+    let config = gateway::load_config(&dir.path().join("gw.toml")).unwrap();
+    let shutdown = CancellationToken::new();
+    let first = gateway::start(config.clone(), clock.clone(), shutdown.clone())
+        .await
+        .unwrap();
+    let e = gateway::start(config.clone(), clock.clone(), CancellationToken::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("in use by another gateway") && e.contains("spool"),
+        "{e}"
+    );
+    shutdown.cancel();
+    first.wait().await.unwrap();
+    // Released on stop: a restart takes the folder again.
+    let shutdown = CancellationToken::new();
+    let again = gateway::start(config, clock, shutdown.clone())
+        .await
+        .unwrap();
+    shutdown.cancel();
+    again.wait().await.unwrap();
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("this test needs openssl on PATH");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+}
+
+/// A server certificate for `san`, signed by CA `ca`, as `server.crt`/`server.key`.
+fn make_server_cert(dir: &Path, ca: &str, san: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=broker",
+        ],
+    );
+    std::fs::write(dir.join("ext.cnf"), format!("subjectAltName={san}\n")).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+/// Runs a gateway against a TLS broker whose certificate was made by
+/// `setup`, trusting `trusted_ca`; asserts that a spooled batch is never
+/// acknowledged and that the gateway keeps running (retrying) meanwhile.
+async fn refused(case: &str, setup: impl Fn(&Path), trusted_ca: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_ca(d, "ca-a");
+    make_ca(d, "ca-b");
+    setup(d);
+    let extra = format!(
+        "cafile {0}/ca-a.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n",
+        d.display()
+    );
+    let broker = PrivateBroker::start_with(d, &extra).await;
+    let clock = Clock::Manual(ManualClock::new(t("2026-10-01T00:00:00Z")));
+    let stop_device = CancellationToken::new();
+    let dev = fake_device(
+        HashMap::from([(1, Unit::Good { base_l: 5 })]),
+        clock.clone(),
+        stop_device.clone(),
+    )
+    .await;
+    let gw = unique("gw-badtls");
+    let text = config_text(
+        &gw,
+        &[(format!("{gw}-m1"), dev, 1)],
+        broker.port,
+        &d.join("spool"),
+    )
+    .replace("url = \"mqtt://", "url = \"mqtts://")
+    .replace(
+        "max_inflight = 8\n",
+        &format!("max_inflight = 8\ntls_ca_file = \"{trusted_ca}.crt\"\n"),
+    );
+    std::fs::write(d.join("gw.toml"), text).unwrap();
+    let config = gateway::load_config(&d.join("gw.toml")).unwrap();
+    let shutdown = CancellationToken::new();
+    let handle = gateway::start(config, clock, shutdown.clone())
+        .await
+        .unwrap();
+    let mut progress = handle.progress.clone();
+    wait_progress(&mut progress, "a batch spooled", |p| p.spooled_seq == 1).await;
+    // Several connection attempts (250 ms, 500 ms, 1 s backoff) in this time.
+    let acked = tokio::time::timeout(
+        Duration::from_secs(2),
+        progress.wait_for(|p| p.acked_seq > 0),
+    )
+    .await
+    .is_ok();
+    assert!(
+        !acked,
+        "{case}: a batch was acknowledged through an untrusted broker"
+    );
+    let p = progress.borrow().clone();
+    assert_eq!((p.acked_seq, p.pending_batches), (0, 1), "{case}: {p:?}");
+    shutdown.cancel();
+    handle
+        .wait()
+        .await
+        .expect("stops cleanly, batch kept in the spool");
+    stop_device.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_certificate_from_another_ca_is_refused() {
+    refused(
+        "signed by a CA the gateway does not trust",
+        |d| make_server_cert(d, "ca-a", "IP:127.0.0.1"),
+        "ca-b",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_certificate_for_another_name_is_refused() {
+    refused(
+        "trusted CA, but the certificate names another host",
+        |d| make_server_cert(d, "ca-a", "DNS:elsewhere.example"),
+        "ca-a",
+    )
+    .await;
+}
