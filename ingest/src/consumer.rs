@@ -49,6 +49,14 @@ pub const ATTEMPTS_BEFORE_ISOLATING: u32 = 3;
 /// and if it ever filled the writer would wait (messages stay unacknowledged,
 /// the broker redelivers them after a reconnect: no loss, no duplicate).
 pub const ACK_CHANNEL_CAPACITY: usize = 1 << 20;
+/// Independent writers, each with its own collector, batches, transaction
+/// and connection. Messages are routed by gateway, so one gateway's batches
+/// stay in order and the lanes lock disjoint meter rows (a meter belongs to
+/// one gateway; a reading sent by the wrong gateway may make two lanes wait
+/// for each other's row lock, never deadlock: locks are taken in meter
+/// order). Two lanes keep PostgreSQL busy while the other lane decodes,
+/// validates or waits for a round trip (see README: benchmark).
+pub const WRITER_LANES: usize = 2;
 /// Status topics are subscribed without sharing (every replica records them).
 pub const STATUS_SUBSCRIPTION: &str = waterworks_wire::topic::STATUS_FILTER;
 
@@ -108,14 +116,21 @@ pub async fn run(
         opts,
         ACK_CHANNEL_CAPACITY.max(cfg.mqtt.max_inflight * 2 + 64),
     );
-    let (in_tx, in_rx) = mpsc::channel::<Inbound>(cfg.mqtt.max_inflight.max(1));
-    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
+    let lanes = WRITER_LANES.max(1);
+    let per_lane = (cfg.mqtt.max_inflight / lanes).max(1);
+    let mut in_txs = Vec::with_capacity(lanes);
+    let mut in_rxs = Vec::with_capacity(lanes);
+    for _ in 0..lanes {
+        let (tx, rx) = mpsc::channel::<Inbound>(per_lane);
+        in_txs.push(tx);
+        in_rxs.push(rx);
+    }
     let mqtt_stop = CancellationToken::new();
 
     let mqtt = tokio::spawn(mqtt_loop(
         eventloop,
         client.clone(),
-        in_tx,
+        in_txs,
         shared.clone(),
         vec![
             cfg.mqtt.subscription.clone(),
@@ -123,19 +138,39 @@ pub async fn run(
         ],
         mqtt_stop.clone(),
     ));
-    let collector = tokio::spawn(collect(
-        in_rx,
-        batch_tx,
-        cfg.batch.clone(),
-        shutdown.clone(),
-    ));
     let window = WindowCfg {
         retention_days: cfg.retention_days,
         max_future_skew_s: cfg.max_future_skew_s,
     };
-    let writer_result =
-        write_loop(batch_rx, client.clone(), shared, window, shutdown.clone()).await;
-    let _ = collector.await;
+    let mut collectors = Vec::with_capacity(lanes);
+    let mut writers = Vec::with_capacity(lanes);
+    for in_rx in in_rxs {
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
+        collectors.push(tokio::spawn(collect(
+            in_rx,
+            batch_tx,
+            cfg.batch.clone(),
+            shutdown.clone(),
+        )));
+        writers.push(tokio::spawn(write_loop(
+            batch_rx,
+            client.clone(),
+            shared.clone(),
+            window,
+            shutdown.clone(),
+        )));
+    }
+    let mut writer_result = Ok(());
+    for w in writers {
+        match w.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => writer_result = Err(e),
+            Err(e) => tracing::error!(error = %e, "writer task failed"),
+        }
+    }
+    for c in collectors {
+        let _ = c.await;
+    }
     // Give the event loop a moment to send the last acks, then leave.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let _ = client.try_disconnect();
@@ -145,10 +180,20 @@ pub async fn run(
     writer_result
 }
 
+/// The lane of a topic: its gateway's, so one gateway's messages stay in
+/// order and every meter (registered to one gateway) is written by one lane.
+fn lane_of(topic: &str, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let gateway = topic.split('/').nth(2).unwrap_or(topic);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    gateway.hash(&mut h);
+    (h.finish() % lanes.max(1) as u64) as usize
+}
+
 async fn mqtt_loop(
     mut eventloop: EventLoop,
     client: AsyncClient,
-    tx: mpsc::Sender<Inbound>,
+    txs: Vec<mpsc::Sender<Inbound>>,
     shared: Arc<Shared>,
     subscriptions: Vec<String>,
     stop: CancellationToken,
@@ -179,6 +224,7 @@ async fn mqtt_loop(
                 // When the pipeline is full this waits: the socket is not read
                 // (backpressure). After shutdown the receiver is gone and the
                 // message is left unacknowledged for the broker to redeliver.
+                let tx = &txs[lane_of(&inbound.publish.topic, txs.len())];
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tx.send(inbound) => {}

@@ -96,6 +96,50 @@ impl Partitions {
     }
 }
 
+/// Days (UTC) older than this many days before today are compacted by the
+/// maintenance task: today and yesterday stay hot (late readings are most
+/// likely there; a late reading for a compacted day still lands hot and is
+/// folded in by the next compaction).
+pub const COMPACT_AFTER_DAYS: i64 = 2;
+
+/// Compacts one UTC day (see `metering.compact_day` in migration 0003):
+/// returns the meter-days written. Safe while writers run.
+pub async fn compact_day(pool: &PgPool, day: NaiveDate) -> Result<u64, IngestError> {
+    let n: i64 = sqlx::query_scalar("SELECT metering.compact_day($1)")
+        .bind(day)
+        .fetch_one(pool)
+        .await?;
+    Ok(n as u64)
+}
+
+/// Compacts every day partition older than [`COMPACT_AFTER_DAYS`] that holds
+/// hot readings (the day's first compaction, or late readings since).
+pub async fn compact_closed_days(pool: &PgPool, today: NaiveDate) -> Result<u64, IngestError> {
+    let before = today - chrono::Duration::days(COMPACT_AFTER_DAYS);
+    let days: Vec<NaiveDate> = sqlx::query_scalar(
+        "SELECT to_date(substr(c.relname, 10), 'YYYYMMDD') FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid
+           JOIN pg_class p ON p.oid = i.inhparent
+           JOIN pg_namespace n ON n.oid = p.relnamespace
+          WHERE n.nspname = 'metering' AND p.relname = 'readings'
+            AND c.relname ~ '^readings_[0-9]{8}$'
+            AND to_date(substr(c.relname, 10), 'YYYYMMDD') < $1
+          ORDER BY 1",
+    )
+    .bind(before)
+    .fetch_all(pool)
+    .await?;
+    let mut total = 0;
+    for day in days {
+        let n = compact_day(pool, day).await?;
+        if n > 0 {
+            tracing::info!(%day, meter_days = n, "day compacted");
+        }
+        total += n;
+    }
+    Ok(total)
+}
+
 /// Drops day partitions entirely older than `retention_days` before `today`.
 pub async fn drop_expired_partitions(
     pool: &PgPool,
@@ -121,5 +165,9 @@ pub async fn drop_expired_partitions(
             .await?;
         tracing::info!(partition = %name, "expired partition dropped");
     }
+    sqlx::query("DELETE FROM metering.readings_compact WHERE day < $1")
+        .bind(cutoff)
+        .execute(pool)
+        .await?;
     Ok(names.len() as u64)
 }

@@ -167,7 +167,8 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
         .await
 }
 
-/// Creates partitions ahead and drops expired ones, at start and hourly.
+/// Creates partitions ahead, drops expired ones and compacts closed days, at
+/// start and hourly.
 async fn maintain(shared: Arc<consumer::Shared>, retention_days: u32, shutdown: CancellationToken) {
     loop {
         let today = chrono::Utc::now().date_naive();
@@ -179,6 +180,9 @@ async fn maintain(shared: Arc<consumer::Shared>, retention_days: u32, shutdown: 
         }
         if let Err(e) = db::drop_expired_partitions(&shared.pool, today, retention_days).await {
             tracing::warn!(error = %e, "dropping expired partitions failed");
+        }
+        if let Err(e) = db::compact_closed_days(&shared.pool, today).await {
+            tracing::warn!(error = %e, "compacting closed days failed");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -204,8 +204,10 @@ async fn lock_meters(
     Ok(out)
 }
 
-/// Stored volumes of the late readings' keys. `ts = ANY(..)` becomes one
-/// BRIN probe per distinct timestamp (a replayed batch has one per round).
+/// Stored volumes of the late readings' keys, hot or compacted. In the hot
+/// table `ts = ANY(..)` becomes one BRIN probe per distinct timestamp (a
+/// replayed batch has one per round); compacted rows are found by primary
+/// key (meter, day) and only those meter-days are unpacked.
 async fn stored_volumes(
     tx: &mut Transaction<'_, Postgres>,
     late: &[Candidate],
@@ -213,6 +215,12 @@ async fn stored_volumes(
     let ts: Vec<DateTime<Utc>> = late
         .iter()
         .map(|c| c.reading.ts)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let days: Vec<NaiveDate> = ts
+        .iter()
+        .map(|t| t.date_naive())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -224,10 +232,17 @@ async fn stored_volumes(
         .collect();
     let rows = sqlx::query(
         "SELECT meter_id, ts, volume_l FROM metering.readings
-          WHERE ts = ANY($1) AND meter_id = ANY($2)",
+          WHERE ts = ANY($1) AND meter_id = ANY($2)
+         UNION ALL
+         SELECT c.meter_id, u.ts, u.volume_l
+           FROM metering.readings_compact c,
+                LATERAL metering.unpack_day(c.first_ts, c.first_volume_l, c.dts_us,
+                                            c.dvolume_l, c.flow_lph, c.alarms) u
+          WHERE c.meter_id = ANY($2) AND c.day = ANY($3) AND u.ts = ANY($1)",
     )
     .bind(&ts)
     .bind(&ids)
+    .bind(&days)
     .fetch_all(&mut **tx)
     .await?;
     let mut out = HashMap::with_capacity(rows.len());
