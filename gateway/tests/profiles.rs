@@ -114,7 +114,7 @@ fn electromagnetic_ieee754_floats() {
     // fraction 0.125 = 3E 00 00 00; reverse 3 m3 = 00 00 00 03; empty pipe alarm = 1.
     let v = decode(
         &p,
-        FunctionCode::ReadInput,
+        FunctionCode::ReadHolding,
         &[
             (0x1010, &[0x41, 0x4C, 0x00, 0x00]),
             (
@@ -131,8 +131,15 @@ fn electromagnetic_ieee754_floats() {
     assert_eq!(v.reverse_volume_l, Some(3_000));
     assert_eq!(v.flow_lph, Some(12_750.0));
     assert_eq!(v.alarms, vec![Alarm::EmptyPipe]);
-    // Flow and totals lie within 64 registers: 0x1010..0x101F coalesce, the alarm is apart.
-    assert!(p.read_plan().requests.len() <= 3, "{:?}", p.read_plan());
+    // Function 03 (the published protocol's data read), and one request of
+    // 0x1010..=0x1024 read through the gaps (max_gap_registers).
+    let spans: Vec<(FunctionCode, u16, u16)> = p
+        .read_plan()
+        .requests
+        .iter()
+        .map(|r| (r.function, r.address, r.count))
+        .collect();
+    assert_eq!(spans, vec![(FunctionCode::ReadHolding, 0x1010, 21)]);
 }
 
 #[test]
