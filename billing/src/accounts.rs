@@ -193,16 +193,35 @@ pub struct BillableAccount {
 
 /// Every account of `group` with its meters, ordered by account number.
 pub async fn load_group(pool: &PgPool, group: &str) -> Result<Vec<BillableAccount>, BillingError> {
+    load_where(pool, "a.billing_group = $1", group).await
+}
+
+/// One account with its meters.
+pub async fn load_one(
+    pool: &PgPool,
+    account_no: &str,
+) -> Result<Option<BillableAccount>, BillingError> {
+    Ok(load_where(pool, "a.account_no = $1", account_no)
+        .await?
+        .pop())
+}
+
+async fn load_where(
+    pool: &PgPool,
+    filter: &str,
+    value: &str,
+) -> Result<Vec<BillableAccount>, BillingError> {
     use sqlx::Row;
     // One pass: accounts joined to their installations, in account order.
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "SELECT a.account_no, a.customer, a.address, a.usage_type, a.diameter_mm, a.households, \
-                a.sewer_connected, a.levy_exempt, a.reductions, m.meter_id, m.installed_at, m.removed_at \
+                a.sewer_connected, a.levy_exempt, a.reductions, m.meter_id, m.installed_at, m.removed_at, \
+                a.billing_group \
            FROM billing.accounts a \
            LEFT JOIN billing.meter_installations m USING (account_no) \
-          WHERE a.billing_group = $1 ORDER BY a.account_no, m.installed_at, m.meter_id",
-    )
-    .bind(group)
+          WHERE {filter} ORDER BY a.account_no, m.installed_at, m.meter_id"
+    ))
+    .bind(value)
     .fetch_all(pool)
     .await?;
     let mut out: Vec<BillableAccount> = Vec::new();
@@ -222,7 +241,7 @@ pub async fn load_group(pool: &PgPool, group: &str) -> Result<Vec<BillableAccoun
                     households: r.try_get::<i32, _>(5)?.max(0) as u32,
                     sewer_connected: r.try_get(6)?,
                     levy_exempt: r.try_get(7)?,
-                    billing_group: group.to_string(),
+                    billing_group: r.try_get(12)?,
                     meters: Vec::new(),
                 },
                 reductions: r.try_get(8)?,

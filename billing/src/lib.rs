@@ -6,14 +6,23 @@
 //! - [`usage`]: from meter reads to whole m³ per account (pure: legs, carry-over,
 //!   estimation, holds).
 //! - [`accounts`], [`run`]: the `billing` schema and the monthly run.
+//! - [`ledger`]: the double-entry ledger of the water supply special account
+//!   (pure core and in-memory model; [`ledger::store`] is its SQL shell).
+//! - [`payments`]: payments and bank-file imports; [`corrections`]: cancel,
+//!   rebill, adjust, audit log; [`reports`]: trial balance, ageing, run
+//!   summary, arrears (JSON and CSV).
 //! - [`service`]: configuration, the HTTP API and `run(config, shutdown)`.
 //!
 //! Billing reads metering data only through `metering.period_reads_v1`
 //! (see [`run::SqlReads`]); it never touches ingest's tables.
 
 pub mod accounts;
+pub mod corrections;
 mod db;
+pub mod ledger;
+pub mod payments;
 pub mod period;
+pub mod reports;
 pub mod run;
 pub mod service;
 pub mod tariff;
@@ -42,6 +51,12 @@ pub enum BillingError {
     Release(#[from] run::ReleaseError),
     #[error("a billing run for {period} group {group} is already in progress")]
     RunInProgress { period: Period, group: String },
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
+    #[error(transparent)]
+    BankFile(#[from] payments::BankFileError),
+    #[error(transparent)]
+    Correction(#[from] corrections::CorrectionError),
     #[error("background task failed: {0}")]
     Task(String),
 }

@@ -354,9 +354,12 @@ pub async fn load_inputs(
     let rows = sqlx::query(
         // Legs (for carries) only from each account's latest prior bill: a
         // million accounts' three months of legs need not cross the wire.
+        // Cancelled bills count only as "this period is billed" (a rebill
+        // replaces them); they are neither history nor a source of carries.
         "SELECT b.account_no, b.period, b.usage_m3, \
-                CASE WHEN b.period = max(b.period) FILTER (WHERE b.period <> $3) \
-                          OVER (PARTITION BY b.account_no) THEN b.legs::text END \
+                CASE WHEN b.period = max(b.period) FILTER (WHERE b.period <> $3 AND b.status <> 'cancelled') \
+                          OVER (PARTITION BY b.account_no) AND b.status <> 'cancelled' THEN b.legs::text END, \
+                b.status = 'cancelled' \
            FROM billing.bills b JOIN billing.accounts a USING (account_no) \
           WHERE a.billing_group = $1 AND b.period = ANY($2) ORDER BY b.period",
     )
@@ -374,6 +377,9 @@ pub async fn load_inputs(
         let p: String = r.try_get(1)?;
         if p == this {
             existing.insert(account_no);
+            continue;
+        }
+        if r.try_get::<bool, _>(4)? {
             continue;
         }
         let Ok(prior) = p.parse::<Period>() else {
@@ -691,7 +697,7 @@ impl PreparedBill {
 }
 
 /// Appends `field` to a COPY text-format line, escaped.
-fn copy_field(out: &mut String, field: &str) {
+pub(crate) fn copy_field(out: &mut String, field: &str) {
     for c in field.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -728,6 +734,45 @@ const COPY_COLUMNS: &str =
     "period, account_no, run_id, bill_no, status, hold_reasons, usage_type, \
      usage_m3, estimated, tariff_version, water_krw, sewer_krw, base_krw, levy_krw, reduction_krw, \
      total_krw, legs, lines, input_hash";
+
+/// Inserts one issued bill (a rebill) with the period's next number, in the
+/// caller's transaction. Returns its id and number.
+pub(crate) async fn insert_issued_bill(
+    conn: &mut PgConnection,
+    period: &str,
+    run_id: i64,
+    b: &PreparedBill,
+) -> Result<(i64, i64), BillingError> {
+    sqlx::query("INSERT INTO billing.period_counters (period) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(period)
+        .execute(&mut *conn)
+        .await?;
+    let no: i64 = sqlx::query_scalar(
+        "UPDATE billing.period_counters SET last_bill_no = last_bill_no + 1 WHERE period = $1 \
+         RETURNING last_bill_no",
+    )
+    .bind(period)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut text = String::new();
+    copy_field(&mut text, period);
+    text.push('\t');
+    copy_field(&mut text, &b.account_no);
+    text.push_str(&format!("\t{run_id}\t{no}\tissued\t"));
+    text.push_str(&b.copy_tail);
+    let mut copy = conn
+        .copy_in_raw(&format!("COPY billing.bills ({COPY_COLUMNS}) FROM STDIN"))
+        .await?;
+    copy.send(text.as_bytes()).await?;
+    copy.finish().await?;
+    let id: i64 =
+        sqlx::query_scalar("SELECT bill_id FROM billing.bills WHERE period = $1 AND bill_no = $2")
+            .bind(period)
+            .bind(no)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok((id, no))
+}
 
 /// One transaction: the period's counter row is locked (every writer of a
 /// period's bills takes it first), accounts already billed are skipped, the
@@ -789,6 +834,9 @@ async fn commit_chunk(
         copy.finish().await?;
     }
     if last != first {
+        // The chunk's bills are posted to the ledger in the same transaction:
+        // no bill is ever issued without its entry.
+        crate::ledger::store::post_issued_chunk(&mut tx, period, first, last).await?;
         sqlx::query("UPDATE billing.period_counters SET last_bill_no = $2 WHERE period = $1")
             .bind(period)
             .bind(last)
@@ -894,6 +942,15 @@ pub enum ReleaseError {
 /// number (under the period's counter lock, so numbers stay gapless). Its hold
 /// reasons stay on the bill as the record of the review.
 pub async fn release_held(pool: &PgPool, bill_id: i64) -> Result<i64, BillingError> {
+    release_held_by(pool, bill_id, crate::ledger::store::RUN_ACTOR).await
+}
+
+/// [`release_held`], naming who released it in the audit log.
+pub async fn release_held_by(
+    pool: &PgPool,
+    bill_id: i64,
+    actor: &str,
+) -> Result<i64, BillingError> {
     let mut tx = pool.begin().await?;
     let row: Option<(String, String, String)> = sqlx::query_as(
         "SELECT period, status, tariff_version FROM billing.bills WHERE bill_id = $1 FOR UPDATE",
@@ -924,6 +981,17 @@ pub async fn release_held(pool: &PgPool, bill_id: i64) -> Result<i64, BillingErr
         .bind(no)
         .execute(&mut *tx)
         .await?;
+    // Posted when released, in the same transaction.
+    crate::ledger::store::post_bill(&mut tx, bill_id, crate::ledger::Source::Bill, actor).await?;
+    crate::corrections::audit(
+        &mut tx,
+        actor,
+        "release_bill",
+        &format!("bill:{bill_id}"),
+        "",
+        serde_json::json!({ "bill_no": no }),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(bill_id, bill_no = no, %period, "held bill released");
     Ok(no)

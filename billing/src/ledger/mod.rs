@@ -1,0 +1,825 @@
+//! The water supply special account's double-entry ledger: the pure core.
+//!
+//! Everything that decides *what* is posted lives here, free of IO: the chart
+//! of accounts, a bill's entry by component, payment allocation, credit
+//! application, reversals. [`store`] is the thin SQL shell that loads the
+//! state these functions need (open items, credit balances) and appends their
+//! output; [`Ledger`] is the in-memory model the SQL implements, used by the
+//! invariant tests to run thousands of histories and to check the database
+//! against it. This module must never do IO nor mutate a posted entry.
+//!
+//! Sign convention: a posting's `amount_krw` is positive for a debit, negative
+//! for a credit; an entry's postings sum to zero.
+//!
+//! Receivables are kept per bill and per part ([`Part`]): the bill's water,
+//! base, sewer and levy amounts, with any reduction netted off water first,
+//! then base, sewer, levy. The base charge is credited to its own revenue
+//! account (4110), not to water revenue. Payments are allocated to the
+//! customer's open bills oldest first (by period, then bill id) and within a
+//! bill in [`Part::ALLOCATION_ORDER`]: levy (held in trust for the river-basin
+//! fund), sewer, base, water. What is left over becomes customer credit, which
+//! is applied to the customer's next bill when it is posted.
+
+pub mod store;
+
+use crate::period::Period;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+
+/// The chart of accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerAccount {
+    Cash,
+    Receivable,
+    LevyPayable,
+    CustomerCredit,
+    WaterRevenue,
+    BaseRevenue,
+    SewerRevenue,
+    Adjustments,
+    Reductions,
+}
+
+impl LedgerAccount {
+    pub const ALL: [LedgerAccount; 9] = [
+        LedgerAccount::Cash,
+        LedgerAccount::Receivable,
+        LedgerAccount::LevyPayable,
+        LedgerAccount::CustomerCredit,
+        LedgerAccount::WaterRevenue,
+        LedgerAccount::BaseRevenue,
+        LedgerAccount::SewerRevenue,
+        LedgerAccount::Adjustments,
+        LedgerAccount::Reductions,
+    ];
+
+    /// The code in `billing.ledger_accounts`.
+    pub fn code(self) -> &'static str {
+        match self {
+            LedgerAccount::Cash => "1010",
+            LedgerAccount::Receivable => "1100",
+            LedgerAccount::LevyPayable => "2100",
+            LedgerAccount::CustomerCredit => "2200",
+            LedgerAccount::WaterRevenue => "4100",
+            LedgerAccount::BaseRevenue => "4110",
+            LedgerAccount::SewerRevenue => "4200",
+            LedgerAccount::Adjustments => "4800",
+            LedgerAccount::Reductions => "4900",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<LedgerAccount> {
+        Self::ALL.into_iter().find(|a| a.code() == code)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LedgerAccount::Cash => "Cash (collection account)",
+            LedgerAccount::Receivable => "Receivables (customers)",
+            LedgerAccount::LevyPayable => "Water use levy payable (river-basin fund)",
+            LedgerAccount::CustomerCredit => "Customer credit (over-payments)",
+            LedgerAccount::WaterRevenue => "Water charge revenue",
+            LedgerAccount::BaseRevenue => "Base charge revenue",
+            LedgerAccount::SewerRevenue => "Sewer charge revenue",
+            LedgerAccount::Adjustments => "Adjustments",
+            LedgerAccount::Reductions => "Reductions granted",
+        }
+    }
+}
+
+/// A part of a bill's receivable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    Levy,
+    Sewer,
+    Base,
+    Water,
+}
+
+impl Part {
+    /// Within a bill, payments settle parts in this order.
+    pub const ALLOCATION_ORDER: [Part; 4] = [Part::Levy, Part::Sewer, Part::Base, Part::Water];
+    /// A reduction is netted off the parts in this order.
+    pub const REDUCTION_ORDER: [Part; 4] = [Part::Water, Part::Base, Part::Sewer, Part::Levy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Levy => "levy",
+            Part::Sewer => "sewer",
+            Part::Base => "base",
+            Part::Water => "water",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Part> {
+        Self::ALLOCATION_ORDER.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// One line of an entry: positive debits, negative credits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Posting {
+    pub account: LedgerAccount,
+    /// Receivable postings: the bill and part.
+    pub bill_id: Option<i64>,
+    pub part: Option<Part>,
+    /// Receivable and customer-credit postings: the customer's account number.
+    pub party: Option<String>,
+    pub amount_krw: i64,
+}
+
+impl Posting {
+    fn plain(account: LedgerAccount, amount_krw: i64) -> Posting {
+        Posting {
+            account,
+            bill_id: None,
+            part: None,
+            party: None,
+            amount_krw,
+        }
+    }
+    fn receivable(party: &str, bill_id: i64, part: Part, amount_krw: i64) -> Posting {
+        Posting {
+            account: LedgerAccount::Receivable,
+            bill_id: Some(bill_id),
+            part: Some(part),
+            party: Some(party.to_string()),
+            amount_krw,
+        }
+    }
+    fn credit(party: &str, amount_krw: i64) -> Posting {
+        Posting {
+            account: LedgerAccount::CustomerCredit,
+            bill_id: None,
+            part: None,
+            party: Some(party.to_string()),
+            amount_krw,
+        }
+    }
+}
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Bill,
+    Payment,
+    Cancellation,
+    Rebill,
+    Adjustment,
+    Credit,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Bill => "bill",
+            Source::Payment => "payment",
+            Source::Cancellation => "cancellation",
+            Source::Rebill => "rebill",
+            Source::Adjustment => "adjustment",
+            Source::Credit => "credit",
+        }
+    }
+}
+
+/// An entry not yet posted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntryDraft {
+    pub source: Source,
+    /// Idempotency key: the same key with the same content returns the first
+    /// entry; with different content it is refused.
+    pub key: String,
+    /// What "same content" means: a hash of the request for payments, of the
+    /// postings otherwise.
+    pub content_hash: String,
+    pub bill_id: Option<i64>,
+    pub party: Option<String>,
+    pub effective_on: NaiveDate,
+    pub memo: String,
+    pub postings: Vec<Posting>,
+}
+
+impl EntryDraft {
+    /// An entry whose content is its postings (sorted: order is not content).
+    pub fn new(
+        source: Source,
+        key: String,
+        bill_id: Option<i64>,
+        party: Option<&str>,
+        effective_on: NaiveDate,
+        memo: String,
+        mut postings: Vec<Posting>,
+    ) -> EntryDraft {
+        postings.retain(|p| p.amount_krw != 0);
+        let mut sorted = postings.clone();
+        sorted.sort();
+        let content_hash = hash_of(&(source, bill_id, party, &sorted));
+        EntryDraft {
+            source,
+            key,
+            content_hash,
+            bill_id,
+            party: party.map(str::to_string),
+            effective_on,
+            memo,
+            postings,
+        }
+    }
+
+    pub fn balances(&self) -> bool {
+        self.postings.iter().map(|p| p.amount_krw).sum::<i64>() == 0
+    }
+}
+
+/// SHA-256 of a value's JSON, hex.
+pub fn hash_of(v: &impl Serialize) -> String {
+    hex::encode(Sha256::digest(serde_json::to_vec(v).unwrap_or_default()))
+}
+
+/// A bill's amounts as the ledger needs them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillAmounts {
+    pub bill_id: i64,
+    pub account_no: String,
+    pub period: Period,
+    pub water_krw: i64,
+    pub base_krw: i64,
+    pub sewer_krw: i64,
+    pub levy_krw: i64,
+    /// Zero or negative.
+    pub reduction_krw: i64,
+}
+
+impl BillAmounts {
+    pub fn total_krw(&self) -> i64 {
+        self.water_krw + self.base_krw + self.sewer_krw + self.levy_krw + self.reduction_krw
+    }
+
+    /// The bill's date: the first day after its period (ageing counts from it).
+    pub fn bill_date(&self) -> NaiveDate {
+        self.period.next().first_day()
+    }
+
+    /// The receivable per part, the reduction netted off in
+    /// [`Part::REDUCTION_ORDER`]; sums to the bill's total.
+    pub fn receivable_parts(&self) -> [(Part, i64); 4] {
+        let mut parts = [
+            (Part::Water, self.water_krw),
+            (Part::Base, self.base_krw),
+            (Part::Sewer, self.sewer_krw),
+            (Part::Levy, self.levy_krw),
+        ];
+        let mut left = -self.reduction_krw.min(0);
+        for (_, amount) in parts.iter_mut() {
+            let take = left.min((*amount).max(0));
+            *amount -= take;
+            left -= take;
+        }
+        // A reduction larger than the bill (never from the tariff engine)
+        // leaves water negative rather than losing a won.
+        parts[0].1 -= left;
+        parts
+    }
+}
+
+/// The entry a posted bill makes: receivable by part against water revenue,
+/// base revenue, sewer revenue and levy payable; a reduction is debited to
+/// "reductions granted".
+pub fn bill_entry(b: &BillAmounts, source: Source) -> EntryDraft {
+    let mut postings: Vec<Posting> = b
+        .receivable_parts()
+        .iter()
+        .map(|&(part, amount)| Posting::receivable(&b.account_no, b.bill_id, part, amount))
+        .collect();
+    postings.push(Posting::plain(LedgerAccount::WaterRevenue, -b.water_krw));
+    postings.push(Posting::plain(LedgerAccount::BaseRevenue, -b.base_krw));
+    postings.push(Posting::plain(LedgerAccount::SewerRevenue, -b.sewer_krw));
+    postings.push(Posting::plain(LedgerAccount::LevyPayable, -b.levy_krw));
+    postings.push(Posting::plain(LedgerAccount::Reductions, -b.reduction_krw));
+    EntryDraft::new(
+        source,
+        bill_key(b.bill_id),
+        Some(b.bill_id),
+        Some(&b.account_no),
+        b.bill_date(),
+        format!("bill {} {} {}", b.bill_id, b.period, b.account_no),
+        postings,
+    )
+}
+
+pub fn bill_key(bill_id: i64) -> String {
+    format!("bill:{bill_id}")
+}
+
+/// An open amount of one part of one bill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenItem {
+    pub bill_id: i64,
+    pub period: Period,
+    pub part: Part,
+    pub open_krw: i64,
+}
+
+fn part_rank(p: Part) -> usize {
+    Part::ALLOCATION_ORDER
+        .iter()
+        .position(|&q| q == p)
+        .unwrap_or(0)
+}
+
+/// Splits `amount_krw` over the open items: oldest bill first (period, then
+/// bill id), within a bill in [`Part::ALLOCATION_ORDER`]. Returns the
+/// allocations and what is left over.
+pub fn allocate(items: &[OpenItem], amount_krw: i64) -> (Vec<(OpenItem, i64)>, i64) {
+    let mut sorted: Vec<&OpenItem> = items.iter().filter(|i| i.open_krw > 0).collect();
+    sorted.sort_by_key(|i| (i.period, i.bill_id, part_rank(i.part)));
+    let mut left = amount_krw.max(0);
+    let mut out = Vec::new();
+    for item in sorted {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(item.open_krw);
+        out.push((item.clone(), take));
+        left -= take;
+    }
+    (out, left)
+}
+
+/// A payment as recorded (from the API or a bank file line).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    /// The bank's reference: the payment's idempotency key.
+    pub reference: String,
+    pub account_no: String,
+    pub amount_krw: i64,
+    pub paid_on: NaiveDate,
+}
+
+pub fn payment_key(reference: &str) -> String {
+    format!("payment:{reference}")
+}
+
+/// Cash against the customer's open receivables; the remainder to credit.
+pub fn payment_entry(p: &PaymentRequest, open: &[OpenItem]) -> EntryDraft {
+    let (alloc, left) = allocate(open, p.amount_krw);
+    let mut postings = vec![Posting::plain(LedgerAccount::Cash, p.amount_krw)];
+    for (item, take) in alloc {
+        postings.push(Posting::receivable(
+            &p.account_no,
+            item.bill_id,
+            item.part,
+            -take,
+        ));
+    }
+    postings.push(Posting::credit(&p.account_no, -left));
+    let mut e = EntryDraft::new(
+        Source::Payment,
+        payment_key(&p.reference),
+        None,
+        Some(&p.account_no),
+        p.paid_on,
+        format!("payment {} from {}", p.reference, p.account_no),
+        postings,
+    );
+    // The same request is the same payment, whatever the open items now.
+    e.content_hash = hash_of(p);
+    e
+}
+
+/// Applies a customer's credit to their open bills (oldest first); `None` when
+/// there is no credit or nothing open.
+pub fn credit_entry(
+    party: &str,
+    credit_krw: i64,
+    open: &[OpenItem],
+    key: String,
+    on: NaiveDate,
+) -> Option<EntryDraft> {
+    if credit_krw <= 0 {
+        return None;
+    }
+    let (alloc, left) = allocate(open, credit_krw);
+    let used = credit_krw - left;
+    if used == 0 {
+        return None;
+    }
+    let mut postings = vec![Posting::credit(party, used)];
+    for (item, take) in alloc {
+        postings.push(Posting::receivable(party, item.bill_id, item.part, -take));
+    }
+    Some(EntryDraft::new(
+        Source::Credit,
+        key,
+        None,
+        Some(party),
+        on,
+        format!("credit of {party} applied"),
+        postings,
+    ))
+}
+
+/// The exact mirror of an entry: every posting negated.
+pub fn reversal_entry(
+    original: &EntryDraft,
+    key: String,
+    on: NaiveDate,
+    memo: String,
+) -> EntryDraft {
+    let postings = original
+        .postings
+        .iter()
+        .map(|p| Posting {
+            amount_krw: -p.amount_krw,
+            ..p.clone()
+        })
+        .collect();
+    EntryDraft::new(
+        Source::Cancellation,
+        key,
+        original.bill_id,
+        original.party.as_deref(),
+        on,
+        memo,
+        postings,
+    )
+}
+
+/// After a cancelled bill's reversal, the parts already paid are negative
+/// receivables; this moves them to the customer's credit, closing the bill.
+pub fn paid_to_credit_entry(
+    party: &str,
+    bill_id: i64,
+    open_after_reversal: &[(Part, i64)],
+    key: String,
+    on: NaiveDate,
+) -> Option<EntryDraft> {
+    let mut postings = Vec::new();
+    let mut total = 0;
+    for &(part, open) in open_after_reversal {
+        if open < 0 {
+            postings.push(Posting::receivable(party, bill_id, part, -open));
+            total += -open;
+        }
+    }
+    if total == 0 {
+        return None;
+    }
+    postings.push(Posting::credit(party, -total));
+    Some(EntryDraft::new(
+        Source::Cancellation,
+        key,
+        Some(bill_id),
+        Some(party),
+        on,
+        format!("payments on cancelled bill {bill_id} kept as credit"),
+        postings,
+    ))
+}
+
+/// A clerk's adjustment of one part of a bill: positive raises the
+/// receivable (against "adjustments"), negative lowers it.
+pub fn adjustment_entry(
+    party: &str,
+    bill_id: i64,
+    part: Part,
+    amount_krw: i64,
+    key: String,
+    reason: &str,
+    on: NaiveDate,
+) -> EntryDraft {
+    EntryDraft::new(
+        Source::Adjustment,
+        key,
+        Some(bill_id),
+        Some(party),
+        on,
+        reason.to_string(),
+        vec![
+            Posting::receivable(party, bill_id, part, amount_krw),
+            Posting::plain(LedgerAccount::Adjustments, -amount_krw),
+        ],
+    )
+}
+
+/// Why the ledger refused something.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LedgerError {
+    #[error("idempotency key {0:?} was already used with different content")]
+    KeyConflict(String),
+    #[error("entry {0:?} does not balance")]
+    Unbalanced(String),
+    #[error("no bill {0}")]
+    NoBill(i64),
+    #[error("bill {0} is {1}, not issued")]
+    NotIssued(i64, String),
+    #[error("adjustment of bill {bill_id} {part}: {amount_krw} KRW would leave {open_krw} KRW open negative")]
+    OverAdjusted {
+        bill_id: i64,
+        part: &'static str,
+        amount_krw: i64,
+        open_krw: i64,
+    },
+    #[error("amount must be a positive number of KRW, not {0}")]
+    Amount(i64),
+    #[error("unknown account {0:?}")]
+    UnknownAccount(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A bill as the model tracks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelBill {
+    pub amounts: BillAmounts,
+    pub cancelled: bool,
+    pub rebill_of: Option<i64>,
+}
+
+/// The in-memory ledger the SQL implements: the same pure functions over
+/// state kept in vectors instead of tables.
+#[derive(Debug, Default, Clone)]
+pub struct Ledger {
+    pub entries: Vec<EntryDraft>,
+    keys: HashMap<String, usize>,
+    pub bills: BTreeMap<i64, ModelBill>,
+}
+
+impl Ledger {
+    /// Appends an entry unless its key is known: same content returns the
+    /// first entry's index (`false`: nothing new), different content is refused.
+    pub fn post(&mut self, e: EntryDraft) -> Result<(usize, bool), LedgerError> {
+        if !e.balances() {
+            return Err(LedgerError::Unbalanced(e.key));
+        }
+        if let Some(&i) = self.keys.get(&e.key) {
+            return if self.entries[i].content_hash == e.content_hash {
+                Ok((i, false))
+            } else {
+                Err(LedgerError::KeyConflict(e.key))
+            };
+        }
+        self.keys.insert(e.key.clone(), self.entries.len());
+        self.entries.push(e);
+        Ok((self.entries.len() - 1, true))
+    }
+
+    fn postings(&self) -> impl Iterator<Item = &Posting> {
+        self.entries.iter().flat_map(|e| e.postings.iter())
+    }
+
+    /// Balance per ledger account (debit positive).
+    pub fn trial_balance(&self) -> BTreeMap<LedgerAccount, i64> {
+        let mut tb: BTreeMap<LedgerAccount, i64> =
+            LedgerAccount::ALL.iter().map(|&a| (a, 0)).collect();
+        for p in self.postings() {
+            *tb.entry(p.account).or_default() += p.amount_krw;
+        }
+        tb
+    }
+
+    /// A customer's open items (non-zero receivable per bill and part).
+    pub fn open_items(&self, party: &str) -> Vec<OpenItem> {
+        let mut by: BTreeMap<(i64, Part), i64> = BTreeMap::new();
+        for p in self.postings() {
+            if p.account == LedgerAccount::Receivable && p.party.as_deref() == Some(party) {
+                if let (Some(b), Some(part)) = (p.bill_id, p.part) {
+                    *by.entry((b, part)).or_default() += p.amount_krw;
+                }
+            }
+        }
+        by.into_iter()
+            .filter(|(_, v)| *v != 0)
+            .filter_map(|((bill_id, part), open_krw)| {
+                Some(OpenItem {
+                    bill_id,
+                    period: self.bills.get(&bill_id)?.amounts.period,
+                    part,
+                    open_krw,
+                })
+            })
+            .collect()
+    }
+
+    /// Open receivable of one bill, per part.
+    pub fn bill_open(&self, bill_id: i64) -> Vec<(Part, i64)> {
+        let mut by: BTreeMap<Part, i64> = BTreeMap::new();
+        for p in self.postings() {
+            if p.account == LedgerAccount::Receivable && p.bill_id == Some(bill_id) {
+                if let Some(part) = p.part {
+                    *by.entry(part).or_default() += p.amount_krw;
+                }
+            }
+        }
+        by.into_iter().collect()
+    }
+
+    /// A customer's credit balance (what the city owes them).
+    pub fn credit(&self, party: &str) -> i64 {
+        -self
+            .postings()
+            .filter(|p| {
+                p.account == LedgerAccount::CustomerCredit && p.party.as_deref() == Some(party)
+            })
+            .map(|p| p.amount_krw)
+            .sum::<i64>()
+    }
+
+    fn apply_credit(&mut self, party: &str, key: String, on: NaiveDate) -> Result<(), LedgerError> {
+        let open = self.open_items(party);
+        if let Some(e) = credit_entry(party, self.credit(party), &open, key, on) {
+            self.post(e)?;
+        }
+        Ok(())
+    }
+
+    /// Posts an issued bill, then applies the customer's credit.
+    pub fn issue_bill(&mut self, b: BillAmounts, source: Source) -> Result<(), LedgerError> {
+        let id = b.bill_id;
+        let party = b.account_no.clone();
+        let on = b.bill_date();
+        self.post(bill_entry(&b, source))?;
+        self.bills.entry(id).or_insert(ModelBill {
+            amounts: b,
+            cancelled: false,
+            rebill_of: None,
+        });
+        self.apply_credit(&party, format!("credit:bill:{id}"), on)
+    }
+
+    /// Records a payment: allocated oldest bill first, the rest to credit.
+    pub fn pay(&mut self, p: &PaymentRequest) -> Result<bool, LedgerError> {
+        if p.amount_krw <= 0 {
+            return Err(LedgerError::Amount(p.amount_krw));
+        }
+        let open = self.open_items(&p.account_no);
+        Ok(self.post(payment_entry(p, &open))?.1)
+    }
+
+    /// Cancels an issued bill: the exact reversal of its entry, payments on it
+    /// moved to credit, and that credit applied to other open bills.
+    pub fn cancel(&mut self, bill_id: i64, on: NaiveDate) -> Result<(), LedgerError> {
+        let bill = self
+            .bills
+            .get(&bill_id)
+            .ok_or(LedgerError::NoBill(bill_id))?;
+        if bill.cancelled {
+            return Err(LedgerError::NotIssued(bill_id, "cancelled".into()));
+        }
+        let party = bill.amounts.account_no.clone();
+        let original = self
+            .keys
+            .get(&bill_key(bill_id))
+            .map(|&i| self.entries[i].clone())
+            .ok_or(LedgerError::NoBill(bill_id))?;
+        self.post(reversal_entry(
+            &original,
+            format!("cancel:{bill_id}"),
+            on,
+            format!("cancellation of bill {bill_id}"),
+        ))?;
+        let open = self.bill_open(bill_id);
+        if let Some(e) = paid_to_credit_entry(
+            &party,
+            bill_id,
+            &open,
+            format!("cancel:{bill_id}:credit"),
+            on,
+        ) {
+            self.post(e)?;
+        }
+        if let Some(b) = self.bills.get_mut(&bill_id) {
+            b.cancelled = true;
+        }
+        self.apply_credit(&party, format!("credit:cancel:{bill_id}"), on)
+    }
+
+    /// Cancels `old` and issues `new` in its place.
+    pub fn rebill(&mut self, old: i64, new: BillAmounts, on: NaiveDate) -> Result<(), LedgerError> {
+        self.cancel(old, on)?;
+        let id = new.bill_id;
+        self.issue_bill(new, Source::Rebill)?;
+        if let Some(b) = self.bills.get_mut(&id) {
+            b.rebill_of = Some(old);
+        }
+        Ok(())
+    }
+
+    /// Sum of open balances of bills not cancelled.
+    pub fn open_bills_total(&self) -> i64 {
+        self.bills
+            .keys()
+            .map(|&id| self.bill_open(id).iter().map(|(_, v)| v).sum::<i64>())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bill(id: i64, party: &str, period: &str, w: i64, r: i64) -> BillAmounts {
+        BillAmounts {
+            bill_id: id,
+            account_no: party.into(),
+            period: period.parse().unwrap(),
+            water_krw: w,
+            base_krw: 860,
+            sewer_krw: 4_000,
+            levy_krw: 1_700,
+            reduction_krw: r,
+        }
+    }
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()
+    }
+
+    fn pay(r: &str, party: &str, amount: i64) -> PaymentRequest {
+        PaymentRequest {
+            reference: r.into(),
+            account_no: party.into(),
+            amount_krw: amount,
+            paid_on: day(),
+        }
+    }
+
+    #[test]
+    fn a_bill_entry_balances_and_nets_the_reduction_off_water_first() {
+        let b = bill(1, "A", "2026-10", 5_000, -6_000);
+        let parts = b.receivable_parts();
+        assert_eq!(parts[0], (Part::Water, 0));
+        assert_eq!(parts[1], (Part::Base, 0));
+        assert_eq!(parts[2], (Part::Sewer, 4_000 - 140));
+        assert_eq!(parts.iter().map(|p| p.1).sum::<i64>(), b.total_krw());
+        let e = bill_entry(&b, Source::Bill);
+        assert!(e.balances());
+        assert!(e.postings.iter().all(|p| p.amount_krw != 0));
+    }
+
+    #[test]
+    fn payments_go_to_the_oldest_bill_first_levy_first_and_the_rest_to_credit() {
+        let mut l = Ledger::default();
+        l.issue_bill(bill(2, "A", "2026-11", 5_000, 0), Source::Bill)
+            .unwrap();
+        l.issue_bill(bill(1, "A", "2026-10", 5_000, 0), Source::Bill)
+            .unwrap();
+        // Partial: levy then sewer of the October bill.
+        l.pay(&pay("P1", "A", 2_000)).unwrap();
+        assert_eq!(
+            l.bill_open(1),
+            vec![
+                (Part::Levy, 0),
+                (Part::Sewer, 3_700),
+                (Part::Base, 860),
+                (Part::Water, 5_000)
+            ]
+        );
+        // Over-payment: both bills settled, 1,000 left as credit.
+        let due = l.open_bills_total();
+        l.pay(&pay("P2", "A", due + 1_000)).unwrap();
+        assert_eq!(l.open_bills_total(), 0);
+        assert_eq!(l.credit("A"), 1_000);
+        // The credit goes to the next bill.
+        l.issue_bill(bill(3, "A", "2026-12", 5_000, 0), Source::Bill)
+            .unwrap();
+        assert_eq!(l.credit("A"), 0);
+        assert_eq!(l.open_bills_total(), 11_560 - 1_000);
+        // Same key, same content: nothing new; different content: refused.
+        assert!(!l.pay(&pay("P2", "A", due + 1_000)).unwrap());
+        assert!(matches!(
+            l.pay(&pay("P2", "A", 5)),
+            Err(LedgerError::KeyConflict(_))
+        ));
+        assert_eq!(l.trial_balance().values().sum::<i64>(), 0);
+    }
+
+    #[test]
+    fn cancelling_a_paid_bill_leaves_the_payment_as_credit() {
+        let mut l = Ledger::default();
+        l.issue_bill(bill(1, "A", "2026-10", 5_000, 0), Source::Bill)
+            .unwrap();
+        l.pay(&pay("P1", "A", 11_560)).unwrap();
+        let before = l.trial_balance();
+        l.cancel(1, day()).unwrap();
+        assert_eq!(l.credit("A"), 11_560);
+        assert_eq!(l.open_bills_total(), 0);
+        // Rebill with the same amounts: the credit settles it; everything but
+        // nothing changed nets to zero.
+        l.rebill_after_cancel_for_test(bill(2, "A", "2026-10", 5_000, 0));
+        assert_eq!(l.trial_balance(), before);
+        assert_eq!(l.credit("A"), 0);
+    }
+
+    impl Ledger {
+        fn rebill_after_cancel_for_test(&mut self, b: BillAmounts) {
+            self.issue_bill(b, Source::Rebill).unwrap();
+        }
+    }
+}

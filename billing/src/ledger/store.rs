@@ -1,0 +1,421 @@
+//! The ledger in PostgreSQL: loads the state the pure core needs and appends
+//! its entries. Never updates or deletes a ledger row (the database refuses
+//! it anyway: see `migrations/0004_ledger.sql`).
+//!
+//! Every change to a customer's receivables or credit first takes that
+//! customer's transaction-scoped advisory lock, so two payments for one
+//! customer never allocate the same open amount twice.
+
+use super::{
+    bill_entry, credit_entry, BillAmounts, EntryDraft, LedgerAccount, LedgerError, OpenItem, Part,
+    Source,
+};
+use crate::period::Period;
+use crate::run::copy_field;
+use crate::BillingError;
+use chrono::NaiveDate;
+use sqlx::{PgConnection, Row};
+use std::fmt::Write;
+
+/// Who posts the entries a billing run makes.
+pub const RUN_ACTOR: &str = "billing-run";
+
+/// Serializes changes to one customer's receivables and credit until the
+/// transaction ends.
+pub async fn lock_party(conn: &mut PgConnection, party: &str) -> Result<(), BillingError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('billing-party:' || $1, 0))")
+        .bind(party)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Appends one entry with idempotency: `(entry_id, true)` when new,
+/// `(first entry_id, false)` when the key was used with the same content.
+pub async fn post_entry(
+    conn: &mut PgConnection,
+    e: &EntryDraft,
+    actor: &str,
+) -> Result<(i64, bool), BillingError> {
+    if !e.balances() {
+        return Err(LedgerError::Unbalanced(e.key.clone()).into());
+    }
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO billing.journal_entries \
+             (source, idem_key, content_hash, bill_id, party, effective_on, memo, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idem_key) DO NOTHING RETURNING entry_id",
+    )
+    .bind(e.source.as_str())
+    .bind(&e.key)
+    .bind(&e.content_hash)
+    .bind(e.bill_id)
+    .bind(&e.party)
+    .bind(e.effective_on)
+    .bind(&e.memo)
+    .bind(actor)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(id) = id else {
+        let (first, hash): (i64, String) = sqlx::query_as(
+            "SELECT entry_id, content_hash FROM billing.journal_entries WHERE idem_key = $1",
+        )
+        .bind(&e.key)
+        .fetch_one(&mut *conn)
+        .await?;
+        if hash != e.content_hash {
+            return Err(LedgerError::KeyConflict(e.key.clone()).into());
+        }
+        return Ok((first, false));
+    };
+    let p = &e.postings;
+    sqlx::query(
+        "INSERT INTO billing.postings (entry_id, ledger_account, bill_id, component, party, amount_krw) \
+         SELECT $1, * FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::text[], $6::int8[])",
+    )
+    .bind(id)
+    .bind(p.iter().map(|p| p.account.code()).collect::<Vec<_>>())
+    .bind(p.iter().map(|p| p.bill_id).collect::<Vec<_>>())
+    .bind(p.iter().map(|p| p.part.map(Part::as_str)).collect::<Vec<_>>())
+    .bind(p.iter().map(|p| p.party.clone()).collect::<Vec<_>>())
+    .bind(p.iter().map(|p| p.amount_krw).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok((id, true))
+}
+
+/// Appends many new entries with two COPYs (a billing run's bills). Their
+/// keys must be new: a duplicate fails the whole transaction.
+pub async fn post_new_entries(
+    conn: &mut PgConnection,
+    drafts: &[EntryDraft],
+    actor: &str,
+) -> Result<(), BillingError> {
+    if drafts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT nextval('billing.journal_entries_entry_id_seq') FROM generate_series(1, $1)",
+    )
+    .bind(drafts.len() as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut entries = String::with_capacity(drafts.len() * 160);
+    let mut postings = String::with_capacity(drafts.len() * 8 * 40);
+    let opt = |out: &mut String, v: Option<&str>| match v {
+        Some(v) => copy_field(out, v),
+        None => out.push_str("\\N"),
+    };
+    for (e, id) in drafts.iter().zip(&ids) {
+        if !e.balances() {
+            return Err(LedgerError::Unbalanced(e.key.clone()).into());
+        }
+        let _ = write!(entries, "{id}\t{}\t", e.source.as_str());
+        copy_field(&mut entries, &e.key);
+        let _ = write!(entries, "\t{}\t", e.content_hash);
+        match e.bill_id {
+            Some(b) => {
+                let _ = write!(entries, "{b}");
+            }
+            None => entries.push_str("\\N"),
+        }
+        entries.push('\t');
+        opt(&mut entries, e.party.as_deref());
+        let _ = write!(entries, "\t{}\t", e.effective_on);
+        copy_field(&mut entries, &e.memo);
+        entries.push('\t');
+        copy_field(&mut entries, actor);
+        entries.push('\n');
+        for p in &e.postings {
+            let _ = write!(postings, "{id}\t{}\t", p.account.code());
+            match p.bill_id {
+                Some(b) => {
+                    let _ = write!(postings, "{b}");
+                }
+                None => postings.push_str("\\N"),
+            }
+            postings.push('\t');
+            opt(&mut postings, p.part.map(Part::as_str));
+            postings.push('\t');
+            opt(&mut postings, p.party.as_deref());
+            let _ = writeln!(postings, "\t{}", p.amount_krw);
+        }
+    }
+    for (sql, text) in [
+        (
+            "COPY billing.journal_entries (entry_id, source, idem_key, content_hash, bill_id, party, \
+             effective_on, memo, created_by) FROM STDIN",
+            &entries,
+        ),
+        (
+            "COPY billing.postings (entry_id, ledger_account, bill_id, component, party, amount_krw) \
+             FROM STDIN",
+            &postings,
+        ),
+    ] {
+        let mut copy = conn.copy_in_raw(sql).await?;
+        for part in text.as_bytes().chunks(1 << 20) {
+            copy.send(part).await?;
+        }
+        copy.finish().await?;
+    }
+    Ok(())
+}
+
+/// A customer's open items, from the receivable postings.
+pub async fn open_items(
+    conn: &mut PgConnection,
+    party: &str,
+) -> Result<Vec<OpenItem>, BillingError> {
+    let rows = sqlx::query(
+        "SELECT p.bill_id, b.period, p.component, sum(p.amount_krw)::int8 \
+           FROM billing.postings p JOIN billing.bills b ON b.bill_id = p.bill_id \
+          WHERE p.party = $1 AND p.ledger_account = '1100' \
+          GROUP BY 1, 2, 3 HAVING sum(p.amount_krw) <> 0",
+    )
+    .bind(party)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let period: String = r.try_get(1)?;
+        let part: String = r.try_get(2)?;
+        let (Ok(period), Some(part)) = (period.parse::<Period>(), Part::parse(&part)) else {
+            continue;
+        };
+        out.push(OpenItem {
+            bill_id: r.try_get(0)?,
+            period,
+            part,
+            open_krw: r.try_get(3)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Open receivable of one bill, per part.
+pub async fn bill_open(
+    conn: &mut PgConnection,
+    bill_id: i64,
+) -> Result<Vec<(Part, i64)>, BillingError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT component, sum(amount_krw)::int8 FROM billing.postings \
+          WHERE bill_id = $1 AND ledger_account = '1100' GROUP BY 1 ORDER BY 1",
+    )
+    .bind(bill_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(c, v)| Some((Part::parse(&c)?, v)))
+        .collect())
+}
+
+/// A customer's credit balance (positive: the city owes the customer).
+pub async fn credit_balance(conn: &mut PgConnection, party: &str) -> Result<i64, BillingError> {
+    let v: i64 = sqlx::query_scalar(
+        "SELECT coalesce(-sum(amount_krw), 0)::int8 FROM billing.postings \
+          WHERE party = $1 AND ledger_account = '2200'",
+    )
+    .bind(party)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(v)
+}
+
+/// Applies the customer's credit to their open bills (the caller holds the
+/// customer's lock).
+pub async fn apply_credit(
+    conn: &mut PgConnection,
+    party: &str,
+    key: String,
+    on: NaiveDate,
+    actor: &str,
+) -> Result<(), BillingError> {
+    let credit = credit_balance(conn, party).await?;
+    if credit <= 0 {
+        return Ok(());
+    }
+    let open = open_items(conn, party).await?;
+    if let Some(e) = credit_entry(party, credit, &open, key, on) {
+        post_entry(conn, &e, actor).await?;
+    }
+    Ok(())
+}
+
+fn amounts_from_row(r: &sqlx::postgres::PgRow) -> Result<BillAmounts, BillingError> {
+    let period: String = r.try_get(2)?;
+    Ok(BillAmounts {
+        bill_id: r.try_get(0)?,
+        account_no: r.try_get(1)?,
+        period: period
+            .parse()
+            .map_err(|e: crate::period::PeriodError| BillingError::Task(e.to_string()))?,
+        water_krw: r.try_get(3)?,
+        base_krw: r.try_get(4)?,
+        sewer_krw: r.try_get(5)?,
+        levy_krw: r.try_get(6)?,
+        reduction_krw: r.try_get(7)?,
+    })
+}
+
+const AMOUNT_COLUMNS: &str =
+    "bill_id, account_no, period, water_krw, base_krw, sewer_krw, levy_krw, reduction_krw";
+
+/// A bill's amounts.
+pub async fn bill_amounts(
+    conn: &mut PgConnection,
+    bill_id: i64,
+) -> Result<BillAmounts, BillingError> {
+    let row = sqlx::query(&format!(
+        "SELECT {AMOUNT_COLUMNS} FROM billing.bills WHERE bill_id = $1"
+    ))
+    .bind(bill_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(LedgerError::NoBill(bill_id))?;
+    amounts_from_row(&row)
+}
+
+/// Posts the bills numbered `(first_no, last_no]` in `period` (a run's chunk,
+/// in the chunk's transaction), then applies credit of those customers who
+/// have some.
+pub async fn post_issued_chunk(
+    conn: &mut PgConnection,
+    period: &str,
+    first_no: i64,
+    last_no: i64,
+) -> Result<(), BillingError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {AMOUNT_COLUMNS} FROM billing.bills \
+          WHERE period = $1 AND bill_no > $2 AND bill_no <= $3 AND status = 'issued'"
+    ))
+    .bind(period)
+    .bind(first_no)
+    .bind(last_no)
+    .fetch_all(&mut *conn)
+    .await?;
+    let bills = rows
+        .iter()
+        .map(amounts_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let drafts: Vec<EntryDraft> = bills.iter().map(|b| bill_entry(b, Source::Bill)).collect();
+    post_new_entries(conn, &drafts, RUN_ACTOR).await?;
+    let parties: Vec<&str> = bills.iter().map(|b| b.account_no.as_str()).collect();
+    let with_credit: Vec<String> = sqlx::query_scalar(
+        "SELECT party FROM billing.postings WHERE ledger_account = '2200' AND party = ANY($1) \
+          GROUP BY party HAVING sum(amount_krw) < 0 ORDER BY party",
+    )
+    .bind(&parties)
+    .fetch_all(&mut *conn)
+    .await?;
+    for party in with_credit {
+        let Some(b) = bills.iter().find(|b| b.account_no == party) else {
+            continue;
+        };
+        lock_party(conn, &party).await?;
+        apply_credit(
+            conn,
+            &party,
+            format!("credit:bill:{}", b.bill_id),
+            b.bill_date(),
+            RUN_ACTOR,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Posts one issued bill (a released hold, a rebill) and applies credit.
+pub async fn post_bill(
+    conn: &mut PgConnection,
+    bill_id: i64,
+    source: Source,
+    actor: &str,
+) -> Result<(), BillingError> {
+    let b = bill_amounts(conn, bill_id).await?;
+    lock_party(conn, &b.account_no).await?;
+    post_entry(conn, &bill_entry(&b, source), actor).await?;
+    apply_credit(
+        conn,
+        &b.account_no,
+        format!("credit:bill:{bill_id}"),
+        b.bill_date(),
+        actor,
+    )
+    .await
+}
+
+/// The entry a bill was posted with, rebuilt from its rows.
+pub async fn posted_entry(
+    conn: &mut PgConnection,
+    key: &str,
+) -> Result<Option<EntryDraft>, BillingError> {
+    let Some(head) = sqlx::query(
+        "SELECT entry_id, source, content_hash, bill_id, party, effective_on, memo \
+           FROM billing.journal_entries WHERE idem_key = $1",
+    )
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let entry_id: i64 = head.try_get(0)?;
+    let rows = sqlx::query(
+        "SELECT ledger_account, bill_id, component, party, amount_krw FROM billing.postings \
+          WHERE entry_id = $1 ORDER BY posting_id",
+    )
+    .bind(entry_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut postings = Vec::with_capacity(rows.len());
+    for r in rows {
+        let code: String = r.try_get(0)?;
+        let part: Option<String> = r.try_get(2)?;
+        postings.push(super::Posting {
+            account: LedgerAccount::from_code(&code)
+                .ok_or_else(|| BillingError::Task(format!("unknown ledger account {code}")))?,
+            bill_id: r.try_get(1)?,
+            part: part.as_deref().and_then(Part::parse),
+            party: r.try_get(3)?,
+            amount_krw: r.try_get(4)?,
+        });
+    }
+    let source: String = head.try_get(1)?;
+    Ok(Some(EntryDraft {
+        source: match source.as_str() {
+            "bill" => Source::Bill,
+            "payment" => Source::Payment,
+            "cancellation" => Source::Cancellation,
+            "rebill" => Source::Rebill,
+            "adjustment" => Source::Adjustment,
+            _ => Source::Credit,
+        },
+        key: key.to_string(),
+        content_hash: head.try_get(2)?,
+        bill_id: head.try_get(3)?,
+        party: head.try_get(4)?,
+        effective_on: head.try_get(5)?,
+        memo: head.try_get(6)?,
+        postings,
+    }))
+}
+
+/// Posts every issued bill that has no entry yet (bills issued before the
+/// ledger existed). Returns how many were posted.
+pub async fn post_unposted_bills(pool: &sqlx::PgPool) -> Result<u64, BillingError> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT b.bill_id FROM billing.bills b \
+          WHERE b.status = 'issued' AND NOT EXISTS \
+                (SELECT 1 FROM billing.journal_entries e WHERE e.idem_key = 'bill:' || b.bill_id) \
+          ORDER BY b.bill_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    for id in &ids {
+        let mut tx = pool.begin().await?;
+        post_bill(&mut tx, *id, Source::Bill, RUN_ACTOR).await?;
+        tx.commit().await?;
+    }
+    Ok(ids.len() as u64)
+}
