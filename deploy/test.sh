@@ -48,6 +48,7 @@ psql_su() { psql "$PGHOST_URL/${1}" -v ON_ERROR_STOP=1 -qAtX "${@:2}"; }
 
 cleanup() {
   local rc=$?
+  trap - ERR
   set +e
   if [ $rc -ne 0 ]; then
     for c in "${CONTAINERS[@]}"; do podman logs "$c" >"$TMP/logs/container-$c" 2>&1; done
@@ -381,6 +382,7 @@ EOF
   if [ "$(psql_su "$DB" -c "SELECT to_regclass('billing.trial_balance') IS NOT NULL")" = t ]; then
     psql_su "$DB" -c "SELECT 'trial_balance', * FROM billing.trial_balance ORDER BY 2"
   fi
+  psql_su "$DB" -c "SELECT 'default_acl', defaclrole::regrole, defaclnamespace::regnamespace, defaclobjtype, defaclacl::text FROM pg_default_acl ORDER BY 2, 3, 4"
   psql_su "$DB" -c "SELECT 'acl', n.nspname, n.nspowner::regrole, coalesce(n.nspacl::text, '') FROM pg_namespace n WHERE nspname IN ('metering','billing') ORDER BY 2"
 }
 snapshot >"$TMP/before.txt"
@@ -391,7 +393,7 @@ dump=$(DATABASE_URL="$URL_BACKUP" BACKUP_DIR="$TMP/backup" sh $K8S/base/postgres
 ok "backup $(basename "$dump") $(du -h "$dump" | cut -f1) as ${ID}_backup"
 psql_su "$DB" -c "DROP SCHEMA metering CASCADE; DROP SCHEMA billing CASCADE" >/dev/null 2>&1
 [ "$(psql_su "$DB" -c "SELECT count(*) FROM pg_namespace WHERE nspname IN ('metering','billing')")" = 0 ] || fail "schemas not dropped"
-DATABASE_URL="$PGHOST_URL/$DB" sh $K8S/base/postgres/logical-restore.sh "$dump" >"$TMP/logs/restore" 2>&1 \
+DATABASE_URL="$PGHOST_URL/$DB" sh $K8S/base/postgres/logical-restore.sh "$dump" metering billing >"$TMP/logs/restore" 2>&1 \
   || { cat "$TMP/logs/restore"; fail "logical-restore.sh"; }
 snapshot >"$TMP/after.txt"
 diff -u "$TMP/before.txt" "$TMP/after.txt" || fail "restored database differs"
