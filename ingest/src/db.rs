@@ -33,6 +33,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), IngestError> {
             .execute(&mut *conn)
             .await?;
         MIGRATOR.run(&mut *conn).await?;
+        crate::timescale::setup_if_available(&mut conn).await?;
         Ok::<(), IngestError>(())
     }
     .await;
@@ -169,5 +170,6 @@ pub async fn drop_expired_partitions(
         .bind(cutoff)
         .execute(pool)
         .await?;
+    crate::timescale::drop_expired_chunks(pool, cutoff).await?;
     Ok(names.len() as u64)
 }

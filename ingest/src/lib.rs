@@ -9,6 +9,7 @@
 //! - [`db`]: migrations and day partitions; [`registry`]: the meter registry.
 //! - [`api`]: `/api/v1` (bearer roles), `/health`, `/ready`, `/metrics`.
 //! - [`copy`]: binary `COPY` encoding.
+//! - [`timescale`]: the TimescaleDB layout, used when the extension exists.
 //!
 //! Billing reads only the versioned SQL contract (`metering.readings_v1`,
 //! `metering.period_reads_v1`), documented in `ingest/README.md`.
@@ -20,6 +21,7 @@ pub mod consumer;
 pub mod copy;
 pub mod db;
 pub mod registry;
+pub mod timescale;
 pub mod vee;
 pub mod writer;
 
