@@ -14,7 +14,7 @@ use crate::ledger::store::{
     apply_credit, bill_open, lock_party, post_bill, post_entry, posted_entry,
 };
 use crate::ledger::{
-    adjustment_entry, bill_key, paid_to_credit_entry, reversal_entry, LedgerError, Part, Source,
+    adjustment_entry, bill_key, close_cancelled_entry, reversal_entry, LedgerError, Part, Source,
 };
 use crate::period::{kst, Period};
 use crate::run::{bill_account, PreparedBill, ReadSource, RunInputs};
@@ -161,11 +161,11 @@ async fn cancel_in(
     );
     post_entry(conn, &reversal, actor).await?;
     let open = bill_open(conn, bill_id).await?;
-    if let Some(e) = paid_to_credit_entry(
+    if let Some(e) = close_cancelled_entry(
         &party,
         bill_id,
         &open,
-        format!("cancel:{bill_id}:credit"),
+        format!("cancel:{bill_id}:close"),
         on,
     ) {
         post_entry(conn, &e, actor).await?;
@@ -189,7 +189,7 @@ async fn cancel_in(
 }
 
 /// Cancels an issued bill: an exact reversal of its entry; what was paid on
-/// it becomes the customer's credit.
+/// it becomes the customer's credit, adjustments made to it are reversed.
 pub async fn cancel_bill(
     pool: &PgPool,
     bill_id: i64,

@@ -78,7 +78,7 @@ impl BillingConfig {
 }
 
 #[derive(Clone)]
-struct AppState {
+pub(crate) struct AppState {
     pool: PgPool,
     book: Arc<TariffBook>,
     policy: HoldPolicy,
@@ -161,18 +161,56 @@ fn router(state: AppState, tokens: Arc<ApiTokens>) -> Router {
         tokens.clone(),
         Role::Viewer,
     );
+    let viewer = viewer.merge(require(
+        Router::new()
+            .route(
+                "/api/v1/ledger/trial-balance",
+                get(ledger_api::trial_balance),
+            )
+            .route("/api/v1/reports/ageing", get(ledger_api::ageing))
+            .route("/api/v1/reports/arrears", get(ledger_api::arrears))
+            .route("/api/v1/reports/run-summary", get(ledger_api::run_summary))
+            .route("/api/v1/bills/{id}/entries", get(ledger_api::bill_entries))
+            .route("/api/v1/audit", get(ledger_api::audit)),
+        tokens.clone(),
+        Role::Viewer,
+    ));
     let clerk = require(
         Router::new()
             .route("/api/v1/billing-runs", post(post_run))
-            .route("/api/v1/bills/{id}/release", post(release_bill)),
-        tokens,
+            .route("/api/v1/bills/{id}/release", post(release_bill))
+            .route("/api/v1/payments", post(ledger_api::post_payment))
+            .route(
+                "/api/v1/payments/import",
+                post(ledger_api::import_payments).layer(axum::extract::DefaultBodyLimit::max(
+                    crate::payments::MAX_IMPORT_BYTES,
+                )),
+            )
+            .route("/api/v1/bills/{id}/cancel", post(ledger_api::cancel))
+            .route("/api/v1/bills/{id}/rebill", post(ledger_api::rebill))
+            .route("/api/v1/bills/{id}/adjustments", post(ledger_api::adjust)),
+        tokens.clone(),
         Role::Clerk,
+    );
+    let admin = require(
+        Router::new()
+            .route("/api/v1/accounts", post(ledger_api::upsert_accounts))
+            .route(
+                "/api/v1/accounts/{no}/reductions",
+                axum::routing::put(ledger_api::set_reductions),
+            ),
+        tokens,
+        Role::Admin,
     );
     open.merge(viewer)
         .merge(clerk)
+        .merge(admin)
         .with_state(state)
         .merge(routes(ready))
 }
+
+#[path = "ledger_api.rs"]
+mod ledger_api;
 
 fn db_error(e: sqlx::Error) -> ApiError {
     ApiError::internal(e)
@@ -310,13 +348,14 @@ async fn get_bill(
 
 async fn release_bill(
     State(s): State<AppState>,
+    axum::Extension(caller): axum::Extension<waterworks_service::auth::Caller>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     use crate::run::ReleaseError;
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("bill id {id:?} is not a number")))?;
-    match crate::run::release_held(&s.pool, id).await {
+    match crate::run::release_held_by(&s.pool, id, &caller.name).await {
         Ok(_) => get_bill(State(s), UrlPath(id.to_string())).await,
         Err(BillingError::Release(e @ ReleaseError::NotFound(_))) => {
             Err(ApiError::NotFound(e.to_string()))

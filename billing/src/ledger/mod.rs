@@ -451,9 +451,11 @@ pub fn reversal_entry(
     )
 }
 
-/// After a cancelled bill's reversal, the parts already paid are negative
-/// receivables; this moves them to the customer's credit, closing the bill.
-pub fn paid_to_credit_entry(
+/// After a cancelled bill's reversal, what is left on the bill closes it:
+/// parts already paid are negative receivables and move to the customer's
+/// credit; parts still positive can only come from adjustments, which are
+/// reversed against "adjustments".
+pub fn close_cancelled_entry(
     party: &str,
     bill_id: i64,
     open_after_reversal: &[(Part, i64)],
@@ -461,24 +463,29 @@ pub fn paid_to_credit_entry(
     on: NaiveDate,
 ) -> Option<EntryDraft> {
     let mut postings = Vec::new();
-    let mut total = 0;
+    let (mut to_credit, mut adjusted) = (0, 0);
     for &(part, open) in open_after_reversal {
-        if open < 0 {
+        if open != 0 {
             postings.push(Posting::receivable(party, bill_id, part, -open));
-            total += -open;
+        }
+        if open < 0 {
+            to_credit += -open;
+        } else {
+            adjusted += open;
         }
     }
-    if total == 0 {
+    if postings.is_empty() {
         return None;
     }
-    postings.push(Posting::credit(party, -total));
+    postings.push(Posting::credit(party, -to_credit));
+    postings.push(Posting::plain(LedgerAccount::Adjustments, adjusted));
     Some(EntryDraft::new(
         Source::Cancellation,
         key,
         Some(bill_id),
         Some(party),
         on,
-        format!("payments on cancelled bill {bill_id} kept as credit"),
+        format!("cancelled bill {bill_id} closed: payments kept as credit"),
         postings,
     ))
 }
@@ -685,11 +692,11 @@ impl Ledger {
             format!("cancellation of bill {bill_id}"),
         ))?;
         let open = self.bill_open(bill_id);
-        if let Some(e) = paid_to_credit_entry(
+        if let Some(e) = close_cancelled_entry(
             &party,
             bill_id,
             &open,
-            format!("cancel:{bill_id}:credit"),
+            format!("cancel:{bill_id}:close"),
             on,
         ) {
             self.post(e)?;
@@ -709,6 +716,55 @@ impl Ledger {
             b.rebill_of = Some(old);
         }
         Ok(())
+    }
+
+    /// Adjusts one part of an issued bill (idempotent on `key`).
+    pub fn adjust(
+        &mut self,
+        bill_id: i64,
+        part: Part,
+        amount_krw: i64,
+        key: &str,
+        on: NaiveDate,
+    ) -> Result<bool, LedgerError> {
+        let bill = self
+            .bills
+            .get(&bill_id)
+            .ok_or(LedgerError::NoBill(bill_id))?;
+        if bill.cancelled {
+            return Err(LedgerError::NotIssued(bill_id, "cancelled".into()));
+        }
+        let party = bill.amounts.account_no.clone();
+        let key = format!("adjust:{key}");
+        if !self.keys.contains_key(&key) {
+            let open = self
+                .bill_open(bill_id)
+                .into_iter()
+                .find(|(p, _)| *p == part)
+                .map_or(0, |(_, v)| v);
+            if open + amount_krw < 0 {
+                return Err(LedgerError::OverAdjusted {
+                    bill_id,
+                    part: part.as_str(),
+                    amount_krw,
+                    open_krw: open,
+                });
+            }
+        }
+        let e = adjustment_entry(
+            &party,
+            bill_id,
+            part,
+            amount_krw,
+            key.clone(),
+            "adjustment",
+            on,
+        );
+        let (_, new) = self.post(e)?;
+        if new {
+            self.apply_credit(&party, format!("credit:{key}"), on)?;
+        }
+        Ok(new)
     }
 
     /// Sum of open balances of bills not cancelled.
@@ -810,16 +866,11 @@ mod tests {
         l.cancel(1, day()).unwrap();
         assert_eq!(l.credit("A"), 11_560);
         assert_eq!(l.open_bills_total(), 0);
-        // Rebill with the same amounts: the credit settles it; everything but
-        // nothing changed nets to zero.
-        l.rebill_after_cancel_for_test(bill(2, "A", "2026-10", 5_000, 0));
+        // Rebill with the same amounts: the credit settles it, and the
+        // books are as they were before the cancellation.
+        l.issue_bill(bill(2, "A", "2026-10", 5_000, 0), Source::Rebill)
+            .unwrap();
         assert_eq!(l.trial_balance(), before);
         assert_eq!(l.credit("A"), 0);
-    }
-
-    impl Ledger {
-        fn rebill_after_cancel_for_test(&mut self, b: BillAmounts) {
-            self.issue_bill(b, Source::Rebill).unwrap();
-        }
     }
 }
