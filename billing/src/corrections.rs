@@ -161,10 +161,19 @@ async fn cancel_in(
     );
     post_entry(conn, &reversal, actor).await?;
     let open = bill_open(conn, bill_id).await?;
+    let adjusted: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(p.amount_krw), 0)::int8 FROM billing.postings p \
+           JOIN billing.journal_entries e USING (entry_id) \
+          WHERE p.bill_id = $1 AND p.ledger_account = '1100' AND e.source = 'adjustment'",
+    )
+    .bind(bill_id)
+    .fetch_one(&mut *conn)
+    .await?;
     if let Some(e) = close_cancelled_entry(
         &party,
         bill_id,
         &open,
+        adjusted,
         format!("cancel:{bill_id}:close"),
         on,
     ) {

@@ -21,8 +21,24 @@ async fn http(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
+    http_text(
+        addr,
+        method,
+        path,
+        token,
+        body.map(|b| b.to_string()).unwrap_or_default(),
+    )
+    .await
+}
+
+async fn http_text(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: String,
+) -> (u16, Value) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
     let auth = token
         .map(|t| format!("authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -257,6 +273,355 @@ async fn quote_runs_and_bills_over_http(pool: PgPool) {
         (status, runs["runs"][0]["status"].as_str()),
         (200, Some("committed"))
     );
+
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
+
+const ADMIN: &str = "admin-token-0123456789";
+
+/// Ledger, payments, corrections and reports over HTTP; every change is
+/// refused without its role.
+#[sqlx::test(migrations = false)]
+async fn ledger_over_http_with_roles(pool: PgPool) {
+    let mut cfg = BillingConfig::new(
+        &database_url(&pool),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tariffs/daejeon.toml"),
+    );
+    cfg.http_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.tokens = [
+        ("clerk", Role::Clerk, CLERK),
+        ("viewer", Role::Viewer, VIEWER),
+        ("admin", Role::Admin, ADMIN),
+    ]
+    .into_iter()
+    .map(|(n, r, t)| TokenConfig {
+        name: n.into(),
+        role: r,
+        token: t.into(),
+    })
+    .collect();
+    let billing = Billing::build(cfg).await.unwrap();
+    let addr = billing.http_addr();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(billing.run_until_stopped(shutdown.clone()));
+    sqlx::query("CREATE SCHEMA metering")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE FUNCTION metering.period_reads_v1(period_start timestamptz, period_end timestamptz) \
+         RETURNS TABLE (meter_id text, start_ts timestamptz, start_volume_l bigint, end_ts timestamptz, \
+                        end_volume_l bigint, reads bigint) \
+         LANGUAGE sql STABLE AS $$ SELECT 'M1'::text, period_start, 0::bigint, period_end, 26500::bigint, 2976::bigint $$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // Accounts are the admin's.
+    let accounts = json!([{ "account_no": "A1", "customer": "홍길동", "address": "대전광역시 서구",
+        "usage_type": "household", "diameter_mm": 15, "households": 1, "sewer_connected": true,
+        "levy_exempt": false, "billing_group": "G",
+        "meters": [{ "meter_id": "M1", "installed_at": "2026-01-01T00:00:00Z", "removed_at": null }] }]);
+    for (token, want) in [
+        (None, 401),
+        (Some(VIEWER), 403),
+        (Some(CLERK), 403),
+        (Some(ADMIN), 200),
+    ] {
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/api/v1/accounts",
+            token,
+            Some(accounts.clone()),
+        )
+        .await;
+        assert_eq!(status, want, "{token:?}: {body}");
+    }
+    let reductions = json!({ "reductions": [] });
+    assert_eq!(
+        http(
+            addr,
+            "PUT",
+            "/api/v1/accounts/A1/reductions",
+            Some(CLERK),
+            Some(reductions.clone())
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        http(
+            addr,
+            "PUT",
+            "/api/v1/accounts/A1/reductions",
+            Some(ADMIN),
+            Some(reductions)
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, _) = http(
+        addr,
+        "POST",
+        "/api/v1/billing-runs",
+        Some(CLERK),
+        Some(json!({"period": "2026-10", "group": "G"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, list) = http(
+        addr,
+        "GET",
+        "/api/v1/bills?period=2026-10",
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    let id = list["bills"][0]["bill_id"].as_i64().unwrap();
+
+    // Every change refused without a token (401) and to a viewer (403).
+    let pay = json!({"reference": "API-1", "account_no": "A1", "amount_krw": 10000, "paid_on": "2026-11-20"});
+    let changes: Vec<(&str, String, Value)> = vec![
+        ("POST", "/api/v1/payments".into(), pay.clone()),
+        (
+            "POST",
+            "/api/v1/payments/import".into(),
+            json!("reference,account_no,amount_krw,paid_on"),
+        ),
+        (
+            "POST",
+            format!("/api/v1/bills/{id}/cancel"),
+            json!({"reason": "x"}),
+        ),
+        (
+            "POST",
+            format!("/api/v1/bills/{id}/rebill"),
+            json!({"reason": "x"}),
+        ),
+        (
+            "POST",
+            format!("/api/v1/bills/{id}/adjustments"),
+            json!({"part": "water", "amount_krw": -10, "reason": "x", "key": "k"}),
+        ),
+        ("POST", format!("/api/v1/bills/{id}/release"), json!({})),
+        (
+            "POST",
+            "/api/v1/billing-runs".into(),
+            json!({"period": "2026-10", "group": "G"}),
+        ),
+        ("POST", "/api/v1/accounts".into(), json!([])),
+        (
+            "PUT",
+            "/api/v1/accounts/A1/reductions".into(),
+            json!({"reductions": []}),
+        ),
+    ];
+    for (method, path, body) in &changes {
+        assert_eq!(
+            http(addr, method, path, None, Some(body.clone())).await.0,
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            http(addr, method, path, Some(VIEWER), Some(body.clone()))
+                .await
+                .0,
+            403,
+            "{path}"
+        );
+    }
+    // Nothing was changed by the refusals.
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM billing.journal_entries WHERE source <> 'bill'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(n, 0);
+
+    // A clerk records payments: idempotent on the reference, clashes refused.
+    let (status, out) = http(
+        addr,
+        "POST",
+        "/api/v1/payments",
+        Some(CLERK),
+        Some(pay.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, out["posted"].as_bool()),
+        (200, Some(true)),
+        "{out}"
+    );
+    let (status, out) = http(
+        addr,
+        "POST",
+        "/api/v1/payments",
+        Some(CLERK),
+        Some(pay.clone()),
+    )
+    .await;
+    assert_eq!((status, out["posted"].as_bool()), (200, Some(false)));
+    let mut clash = pay.clone();
+    clash["amount_krw"] = json!(1);
+    assert_eq!(
+        http(addr, "POST", "/api/v1/payments", Some(CLERK), Some(clash))
+            .await
+            .0,
+        409
+    );
+    let (status, out) = http_text(addr, "POST", "/api/v1/payments/import", Some(CLERK),
+        "reference,account_no,amount_krw,paid_on\nBANK-1,A1,5000,2026-11-21\nBANK-2,A1,five,2026-11-21\n".into()).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["posted"], 1);
+    assert_eq!(out["errors"][0]["line"], 3);
+
+    // Corrections.
+    let (status, out) = http(addr, "POST", &format!("/api/v1/bills/{id}/adjustments"), Some(CLERK),
+        Some(json!({"part": "water", "amount_krw": -460, "reason": "rounding goodwill", "key": "ADJ-1"}))).await;
+    assert_eq!(status, 200, "{out}");
+    let (status, re) = http(
+        addr,
+        "POST",
+        &format!("/api/v1/bills/{id}/rebill"),
+        Some(CLERK),
+        Some(json!({"reason": "reissue"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{re}");
+    assert_eq!(re["bill_no"], 2);
+    let new_id = re["bill_id"].as_i64().unwrap();
+    assert_eq!(
+        http(
+            addr,
+            "POST",
+            &format!("/api/v1/bills/{id}/cancel"),
+            Some(CLERK),
+            Some(json!({"reason": "again"}))
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        http(
+            addr,
+            "POST",
+            &format!("/api/v1/bills/{new_id}/cancel"),
+            Some(CLERK),
+            Some(json!({"reason": ""}))
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        http(
+            addr,
+            "POST",
+            "/api/v1/bills/999999/cancel",
+            Some(CLERK),
+            Some(json!({"reason": "x"}))
+        )
+        .await
+        .0,
+        404
+    );
+
+    // Reports, JSON and CSV, for a viewer.
+    let (status, tb) = http(
+        addr,
+        "GET",
+        "/api/v1/ledger/trial-balance",
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!((status, tb["net_krw"].as_i64()), (200, Some(0)));
+    let receivable = tb["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["code"] == "1100")
+        .unwrap();
+    // 29,460 billed, 460 adjusted off (then reversed by the rebill's
+    // cancellation), 15,000 paid.
+    assert_eq!(receivable["balance_krw"], 29_460 - 15_000);
+    let (_, csv) = http(
+        addr,
+        "GET",
+        "/api/v1/ledger/trial-balance?format=csv",
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert!(
+        csv.as_str().unwrap().starts_with("code,name,debit_krw"),
+        "{csv}"
+    );
+    for path in [
+        "/api/v1/reports/ageing?as_of=2027-01-15",
+        "/api/v1/reports/arrears?as_of=2027-01-15&min_days=30",
+        "/api/v1/reports/run-summary?period=2026-10&group=G",
+        "/api/v1/reports/ageing?as_of=2027-01-15&format=csv",
+    ] {
+        let (status, body) = http(addr, "GET", path, Some(VIEWER), None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (_, arrears) = http(
+        addr,
+        "GET",
+        "/api/v1/reports/arrears?as_of=2027-01-15&min_days=30",
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(arrears["rows"][0]["open_krw"], 29_460 - 15_000);
+    let (_, entries) = http(
+        addr,
+        "GET",
+        &format!("/api/v1/bills/{id}/entries"),
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    let sources: Vec<&str> = entries["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["source"].as_str().unwrap())
+        .collect();
+    assert!(
+        sources.contains(&"bill") && sources.contains(&"cancellation"),
+        "{sources:?}"
+    );
+    let (_, audit) = http(addr, "GET", "/api/v1/audit", Some(VIEWER), None).await;
+    let actions: Vec<(String, String)> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_string(),
+                r["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("rebill", "clerk"),
+        ("payment", "clerk"),
+        ("adjust_bill", "clerk"),
+        ("upsert_accounts", "admin"),
+    ] {
+        assert!(
+            actions.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} in {actions:?}"
+        );
+    }
 
     shutdown.cancel();
     server.await.unwrap().unwrap();

@@ -452,42 +452,36 @@ pub fn reversal_entry(
 }
 
 /// After a cancelled bill's reversal, what is left on the bill closes it:
-/// parts already paid are negative receivables and move to the customer's
-/// credit; parts still positive can only come from adjustments, which are
-/// reversed against "adjustments".
+/// the adjustments made to it (`adjusted_krw`, their receivable total) are
+/// reversed against "adjustments", and what was paid on it (payments and
+/// credit applied) moves to the customer's credit.
 pub fn close_cancelled_entry(
     party: &str,
     bill_id: i64,
     open_after_reversal: &[(Part, i64)],
+    adjusted_krw: i64,
     key: String,
     on: NaiveDate,
 ) -> Option<EntryDraft> {
     let mut postings = Vec::new();
-    let (mut to_credit, mut adjusted) = (0, 0);
+    let mut open_total = 0;
     for &(part, open) in open_after_reversal {
-        if open != 0 {
-            postings.push(Posting::receivable(party, bill_id, part, -open));
-        }
-        if open < 0 {
-            to_credit += -open;
-        } else {
-            adjusted += open;
-        }
+        postings.push(Posting::receivable(party, bill_id, part, -open));
+        open_total += open;
     }
-    if postings.is_empty() {
-        return None;
-    }
-    postings.push(Posting::credit(party, -to_credit));
-    postings.push(Posting::plain(LedgerAccount::Adjustments, adjusted));
-    Some(EntryDraft::new(
+    let paid = adjusted_krw - open_total;
+    postings.push(Posting::plain(LedgerAccount::Adjustments, adjusted_krw));
+    postings.push(Posting::credit(party, -paid));
+    let e = EntryDraft::new(
         Source::Cancellation,
         key,
         Some(bill_id),
         Some(party),
         on,
-        format!("cancelled bill {bill_id} closed: payments kept as credit"),
+        format!("cancelled bill {bill_id} closed: adjustments reversed, payments kept as credit"),
         postings,
-    ))
+    );
+    (!e.postings.is_empty()).then_some(e)
 }
 
 /// A clerk's adjustment of one part of a bill: positive raises the
@@ -692,10 +686,19 @@ impl Ledger {
             format!("cancellation of bill {bill_id}"),
         ))?;
         let open = self.bill_open(bill_id);
+        let adjusted: i64 = self
+            .entries
+            .iter()
+            .filter(|e| e.source == Source::Adjustment)
+            .flat_map(|e| e.postings.iter())
+            .filter(|p| p.account == LedgerAccount::Receivable && p.bill_id == Some(bill_id))
+            .map(|p| p.amount_krw)
+            .sum();
         if let Some(e) = close_cancelled_entry(
             &party,
             bill_id,
             &open,
+            adjusted,
             format!("cancel:{bill_id}:close"),
             on,
         ) {
