@@ -4,8 +4,14 @@
 //!   calculator), `GET /api/v1/openapi.json`;
 //! - viewer: `GET /api/v1/bills?period=YYYY-MM[&account_no&status&after_id&limit]`,
 //!   `GET /api/v1/bills/{id}`, `GET /api/v1/billing-runs?period=`;
+//!   ledger and reports: `GET /api/v1/ledger/trial-balance`,
+//!   `GET /api/v1/reports/{ageing,arrears,run-summary}` (`?format=csv`),
+//!   `GET /api/v1/bills/{id}/entries`, `GET /api/v1/audit`;
 //! - clerk: `POST /api/v1/billing-runs` (`{"period","group","dry_run"}`),
-//!   `POST /api/v1/bills/{id}/release` (issue a held bill after review).
+//!   `POST /api/v1/bills/{id}/release` (issue a held bill after review),
+//!   `POST /api/v1/payments`, `POST /api/v1/payments/import` (a bank file),
+//!   `POST /api/v1/bills/{id}/{cancel,rebill,adjustments}`;
+//! - admin: `POST /api/v1/accounts`, `PUT /api/v1/accounts/{no}/reductions`.
 
 use crate::period::Period;
 use crate::run::{run_billing_with, RunRequest, SqlReads};
@@ -102,6 +108,11 @@ impl Billing {
             .connect(&config.database_url)
             .await?;
         crate::migrate(&pool).await?;
+        // Bills issued before the ledger existed get their entries now.
+        let posted = crate::ledger::store::post_unposted_bills(&pool).await?;
+        if posted > 0 {
+            tracing::warn!(posted, "posted bills that had no ledger entry");
+        }
         let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
         let addr = listener.local_addr()?;
         let state = AppState {
@@ -422,6 +433,48 @@ async fn openapi() -> Json<serde_json::Value> {
                     { "name": "account_no", "in": "query" }, { "name": "status", "in": "query" },
                     { "name": "after_id", "in": "query" }, { "name": "limit", "in": "query" }] } },
             "/api/v1/bills/{id}": { "get": { "summary": "One bill with its legs and explained lines (viewer)",
+                "security": [{ "bearer": [] }] } },
+            "/api/v1/bills/{id}/entries": { "get": { "summary": "Ledger entries naming a bill (viewer)",
+                "security": [{ "bearer": [] }] } },
+            "/api/v1/bills/{id}/release": { "post": { "summary": "Issue a held bill after review (clerk)",
+                "security": [{ "bearer": [] }] } },
+            "/api/v1/bills/{id}/cancel": { "post": { "summary": "Cancel an issued bill: exact reversal, payments kept as credit (clerk)",
+                "security": [{ "bearer": [] }],
+                "requestBody": { "content": { "application/json": { "example": { "reason": "meter misread" } } } } } },
+            "/api/v1/bills/{id}/rebill": { "post": { "summary": "Cancel and reissue with corrected reads / current tariff (clerk)",
+                "security": [{ "bearer": [] }],
+                "requestBody": { "content": { "application/json": { "example": { "reason": "customer read",
+                    "reads": [{ "meter_id": "M1", "start_ts": "2026-09-30T15:00:00Z", "start_volume_l": 0,
+                        "end_ts": "2026-10-31T14:45:00Z", "end_volume_l": 30000, "reads": 2976 }] } } } } } },
+            "/api/v1/bills/{id}/adjustments": { "post": { "summary": "Adjust one part of a bill (clerk)",
+                "security": [{ "bearer": [] }],
+                "requestBody": { "content": { "application/json": { "example":
+                    { "part": "water", "amount_krw": -460, "reason": "goodwill", "key": "ADJ-1" } } } } } },
+            "/api/v1/payments": { "post": { "summary": "Record a payment, idempotent on reference (clerk)",
+                "security": [{ "bearer": [] }],
+                "requestBody": { "content": { "application/json": { "example":
+                    { "reference": "KB-1", "account_no": "AC00001", "amount_krw": 12960, "paid_on": "2026-11-20" } } } } } },
+            "/api/v1/payments/import": { "post": { "summary": "Import a bank/collection file (docs/payments-format.md) (clerk)",
+                "security": [{ "bearer": [] }],
+                "requestBody": { "content": { "text/csv": { "example":
+                    "reference,account_no,amount_krw,paid_on\nKB-1,AC00001,12960,2026-11-20\n" } } } } },
+            "/api/v1/ledger/trial-balance": { "get": { "summary": "Trial balance (viewer); ?format=csv",
+                "security": [{ "bearer": [] }] } },
+            "/api/v1/reports/ageing": { "get": { "summary": "Receivables ageing 0-30/31-60/61-90/90+ (viewer)",
+                "security": [{ "bearer": [] }],
+                "parameters": [{ "name": "as_of", "in": "query" }, { "name": "format", "in": "query" }] } },
+            "/api/v1/reports/arrears": { "get": { "summary": "Arrears list (viewer)",
+                "security": [{ "bearer": [] }],
+                "parameters": [{ "name": "as_of", "in": "query" }, { "name": "min_days", "in": "query" },
+                    { "name": "format", "in": "query" }] } },
+            "/api/v1/reports/run-summary": { "get": { "summary": "Billing run summary by usage type and component (viewer)",
+                "security": [{ "bearer": [] }],
+                "parameters": [{ "name": "period", "in": "query", "required": true }, { "name": "group", "in": "query" },
+                    { "name": "format", "in": "query" }] } },
+            "/api/v1/audit": { "get": { "summary": "Audit log, newest first (viewer)", "security": [{ "bearer": [] }],
+                "parameters": [{ "name": "target", "in": "query" }, { "name": "limit", "in": "query" }] } },
+            "/api/v1/accounts": { "post": { "summary": "Create or update accounts (admin)", "security": [{ "bearer": [] }] } },
+            "/api/v1/accounts/{no}/reductions": { "put": { "summary": "Grant or withdraw reductions (admin)",
                 "security": [{ "bearer": [] }] } }
         }
     }))
