@@ -204,6 +204,16 @@ async fn main() {
         .duration_trunc(Duration::minutes(15))
         .unwrap();
     let start = end - Duration::minutes(15 * rounds as i64);
+    // Day partitions of the month exist before the clock starts, in both
+    // databases (in production the maintenance task creates them ahead; the
+    // floor below gets them too).
+    let month: Vec<_> = (0..=(rounds as i64 / 96 + 1))
+        .map(|d| (start + Duration::days(d)).date_naive())
+        .collect();
+    ingest::db::Partitions::default()
+        .ensure(&pool, &month)
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await; // subscribed
 
     let all: Vec<Vec<ReadingBatch>> = gw_ids

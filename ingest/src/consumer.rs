@@ -3,14 +3,14 @@
 //! commits each batch and only then acknowledges its messages.
 //!
 //! ```text
-//! broker --> mqtt task --(inbound, max_inflight)--> collector --(1 batch)--> writer --> PostgreSQL
-//!               ^                                                              |
-//!               +------------------------- acks after commit ------------------+
+//! broker --> mqtt task --(inbound, by gateway)--> collector --(1 batch)--> writer --> PostgreSQL
+//!               ^              (one per lane)                                      |
+//!               +------------------------- acks after commit ----------------------+
 //! ```
 //!
-//! Bounds: the inbound channel holds `max_inflight` messages (when full, the
-//! event loop is not polled: TCP backpressure); one batch waits for the
-//! writer while another is written. Nothing is acknowledged before commit, so
+//! Bounds: the inbound channels hold `max_inflight` messages in all (when
+//! full, the event loop is not polled: TCP backpressure); per lane one batch
+//! waits for the writer while another is written. Nothing is acknowledged before commit, so
 //! a crash anywhere loses nothing: the broker redelivers.
 
 use crate::config::{BatchConfig, IngestConfig};
