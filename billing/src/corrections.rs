@@ -164,9 +164,11 @@ async fn cancel_in(
     let adjusted: i64 = sqlx::query_scalar(
         "SELECT coalesce(sum(p.amount_krw), 0)::int8 FROM billing.postings p \
            JOIN billing.journal_entries e USING (entry_id) \
-          WHERE p.bill_id = $1 AND p.ledger_account = '1100' AND e.source = 'adjustment'",
+          WHERE p.party = $2 AND p.bill_id = $1 AND p.ledger_account = '1100' \
+            AND e.source = 'adjustment'",
     )
     .bind(bill_id)
+    .bind(&party)
     .fetch_one(&mut *conn)
     .await?;
     if let Some(e) = close_cancelled_entry(

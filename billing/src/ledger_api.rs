@@ -156,8 +156,9 @@ pub(crate) async fn bill_entries(
         "SELECT e.entry_id, e.source, e.idem_key, e.effective_on, e.memo, e.created_by, e.created_at, \
                 p.ledger_account, p.component, p.amount_krw \
            FROM billing.journal_entries e JOIN billing.postings p USING (entry_id) \
-          WHERE e.entry_id IN (SELECT entry_id FROM billing.postings WHERE bill_id = $1) \
-          ORDER BY e.entry_id, p.posting_id LIMIT 1000",
+          WHERE e.entry_id IN (SELECT entry_id FROM billing.postings \
+                 WHERE party = (SELECT account_no FROM billing.bills WHERE bill_id = $1) AND bill_id = $1) \
+          ORDER BY e.entry_id, p.ledger_account LIMIT 1000",
     )
     .bind(id)
     .fetch_all(&s.pool)

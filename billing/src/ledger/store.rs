@@ -199,7 +199,8 @@ pub async fn bill_open(
 ) -> Result<Vec<(Part, i64)>, BillingError> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT component, sum(amount_krw)::int8 FROM billing.postings \
-          WHERE bill_id = $1 AND ledger_account = '1100' GROUP BY 1 ORDER BY 1",
+          WHERE party = (SELECT account_no FROM billing.bills WHERE bill_id = $1) \
+            AND ledger_account = '1100' AND bill_id = $1 GROUP BY 1 ORDER BY 1",
     )
     .bind(bill_id)
     .fetch_all(&mut *conn)
@@ -363,7 +364,7 @@ pub async fn posted_entry(
     let entry_id: i64 = head.try_get(0)?;
     let rows = sqlx::query(
         "SELECT ledger_account, bill_id, component, party, amount_krw FROM billing.postings \
-          WHERE entry_id = $1 ORDER BY posting_id",
+          WHERE entry_id = $1",
     )
     .bind(entry_id)
     .fetch_all(&mut *conn)
