@@ -54,9 +54,14 @@ cleanup() {
     for c in "${CONTAINERS[@]}"; do podman logs "$c" >"$TMP/logs/container-$c" 2>&1; done
   fi
   if [ -n "$KUBE_YAML" ]; then podman kube down "$KUBE_YAML" >/dev/null 2>&1; fi
-  for c in "${CONTAINERS[@]}"; do podman rm -f -t 2 "$c" >/dev/null 2>&1; done
+  for c in "${CONTAINERS[@]}"; do podman rm -f -v -t 2 "$c" >/dev/null 2>&1; done
+  podman pod ls --format '{{.Name}}' 2>/dev/null | grep "^$ID-" | xargs -r podman pod rm -f >/dev/null 2>&1
+  podman volume ls --format '{{.Name}}' 2>/dev/null | grep "^$ID-" | xargs -r podman volume rm -f >/dev/null 2>&1
   podman rmi -f "$IMG_INGEST" "$IMG_BILLING" "$IMG_GATEWAY" >/dev/null 2>&1
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for d in "$TMP/pgbase/src" "$TMP/pgbase/copy"; do
+    if [ -f "$d/postmaster.pid" ]; then runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1; fi
+  done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
   if psql_su postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB'" 2>/dev/null | grep -q 1; then
     psql_su postgres -c "DROP DATABASE \"$DB\" WITH (FORCE)" >/dev/null 2>&1
@@ -401,6 +406,52 @@ rows=$(awk '$1 ~ /^metering.readings$/ {print $2}' "$TMP/before.txt")
 ok "$(grep -c '^[a-z]*\.' "$TMP/before.txt") tables identical after restore (row counts and content digests; metering.readings $rows rows), owners and grants too"
 psql "$URL_BILLING" -qAtX -v ON_ERROR_STOP=1 -c "SELECT count(*) FROM metering.period_reads_v1(now() - interval '1 day', now())" >/dev/null \
   || fail "billing role lost its read grant in the restore"
+
+step "restore drill, new cluster + physical: logical dump into a fresh server, pg_basebackup of it, started"
+# Losing the whole cluster: a fresh server (initdb, private port), roles.sql,
+# the logical dump restored. Then CloudNativePG's method, a physical base
+# backup (pg_basebackup -X stream), started as a server of its own. The
+# shared server allows no replication connections, hence the private one.
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+PB=$TMP/pgbase
+mkdir -p "$PB"; chown postgres "$PB"
+pg_server() { # DATADIR PORT start|stop
+  if [ "$3" = start ]; then
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$1" -l "$PB/server-$2.log" -w -t 60 \
+      -o "-p $2 -k $PB -c listen_addresses=127.0.0.1 -c shared_buffers=32MB -c max_connections=30" start >/dev/null
+  else
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$1" -m fast -w stop >/dev/null
+  fi
+}
+runuser -u postgres -- "$PGBIN/initdb" -D "$PB/src" -U postgres -A trust --no-sync >"$TMP/logs/initdb" 2>&1 || fail "initdb"
+printf "local all all trust\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n" >"$PB/src/pg_hba.conf"
+SPORT=$(free_port)
+pg_server "$PB/src" "$SPORT" start || fail "private server"
+SAVED_URL=$PGHOST_URL
+PGHOST_URL="postgres://postgres@127.0.0.1:$SPORT"
+psql_su postgres -c "CREATE DATABASE \"$DB\"" >/dev/null
+psql_su "$DB" -f "$TMP/roles.sql" >/dev/null
+psql_su "$DB" -c "DROP SCHEMA metering; DROP SCHEMA billing" >/dev/null
+DATABASE_URL="$PGHOST_URL/$DB" sh $K8S/base/postgres/logical-restore.sh "$dump" >"$TMP/logs/restore-new" 2>&1 \
+  || { cat "$TMP/logs/restore-new"; fail "logical-restore.sh into a fresh server"; }
+snapshot >"$TMP/after-new-cluster.txt"
+diff -u "$TMP/before.txt" "$TMP/after-new-cluster.txt" || fail "the fresh server's restore differs"
+ok "fresh server: roles.sql + dump give identical tables, owners and grants"
+pg_basebackup -d "$PGHOST_URL/postgres" -D "$PB/copy" -X stream -c fast --no-sync >"$TMP/logs/basebackup" 2>&1 \
+  || fail "pg_basebackup"
+"$PGBIN/pg_verifybackup" -n "$PB/copy" >/dev/null 2>&1 || fail "pg_verifybackup"
+chown -R postgres "$PB/copy"; chmod 700 "$PB/copy"
+pg_server "$PB/src" "$SPORT" stop
+CPORT=$(free_port)
+pg_server "$PB/copy" "$CPORT" start || fail "the base backup does not start as a server"
+PGHOST_URL="postgres://postgres@127.0.0.1:$CPORT"
+snapshot >"$TMP/after-physical.txt"
+pg_server "$PB/copy" "$CPORT" stop
+PGHOST_URL=$SAVED_URL
+diff -u "$TMP/before.txt" "$TMP/after-physical.txt" || fail "the physical copy differs"
+ok "base backup ($(du -sh "$PB/copy" | cut -f1)) verified and started as a server: identical"
+rm -rf "$PB"
+
 start_services restored "$ID-ingest-r"
 wait_http "http://127.0.0.1:$ING_PORT/ready" 60 "ingest on the restored database"
 wait_http "http://127.0.0.1:$BIL_PORT/ready" 60 "billing on the restored database"

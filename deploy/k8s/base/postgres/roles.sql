@@ -29,6 +29,12 @@ CREATE SCHEMA IF NOT EXISTS billing AUTHORIZATION waterworks_billing;
 GRANT CONNECT ON DATABASE waterworks TO waterworks_ingest, waterworks_billing;
 GRANT CREATE ON DATABASE waterworks TO waterworks_ingest, waterworks_billing;
 
+-- Ingest's start-up reads current_setting('shared_preload_libraries') (its
+-- TimescaleDB detection, ingest/src/timescale.rs), which PostgreSQL reserves
+-- to superusers and pg_read_all_settings. Read-only; drop once ingest reads it
+-- only when the extension is available.
+GRANT pg_read_all_settings TO waterworks_ingest;
+
 -- Billing reads metering's contract (readings_v1, period_reads_v1, meters,
 -- daily, gaps) read-only; tables ingest's migrations create later included.
 GRANT USAGE ON SCHEMA metering TO waterworks_billing;
