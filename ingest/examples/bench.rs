@@ -55,7 +55,7 @@ impl Broker {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\n"
+                 max_queued_messages 0\nmax_inflight_messages 5000\n"
             ),
         )
         .unwrap();

@@ -42,12 +42,14 @@ pub const ATTEMPTS_BEFORE_ISOLATING: u32 = 3;
 /// event loop. The event loop is the only thing that drains it, and it takes
 /// at most one request per poll while a network read brings up to ten
 /// publishes; and it is not polled at all while the pipeline is full. With a
-/// small bound, acks of committed batches could fill the channel, block the
-/// writer, stall the pipeline, stop polling: a deadlock (seen with an
-/// unlimited broker window). An ack request is a few dozen bytes, so the
-/// bound is generous; the acks queued here are always of committed batches,
-/// and if it ever filled the writer would wait (messages stay unacknowledged,
-/// the broker redelivers them after a reconnect: no loss, no duplicate).
+/// small bound, acks of committed batches filled the channel, blocked the
+/// writer, stalled the pipeline and so the polling: a deadlock (seen with an
+/// unlimited broker window; `tests/faults.rs` has the regression test). The
+/// acks queued here never exceed the broker's in-flight window
+/// (`max_inflight_messages`, 5000 in deploy/mosquitto), far below this bound;
+/// an ack request is a few dozen bytes. If it ever filled, the writer would
+/// wait (messages stay unacknowledged and are redelivered after a
+/// reconnect: no loss, no duplicate).
 pub const ACK_CHANNEL_CAPACITY: usize = 1 << 20;
 /// Independent writers, each with its own collector, batches, transaction
 /// and connection. Messages are routed by gateway, so one gateway's batches
@@ -502,5 +504,23 @@ async fn ack_all(client: &AsyncClient, publishes: &[Publish]) {
             tracing::debug!(error = %e, "ack not sent");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_keeps_one_lane_for_readings_and_status() {
+        for gw in ["gw-1", "gw-2", "north-17", "x"] {
+            for lanes in 1..5 {
+                let r = lane_of(&format!("waterworks/v1/{gw}/readings"), lanes);
+                let s = lane_of(&format!("waterworks/v1/{gw}/status"), lanes);
+                assert_eq!(r, s);
+                assert!(r < lanes);
+            }
+        }
+        assert_eq!(lane_of("junk", 2), lane_of("junk", 2));
     }
 }

@@ -224,3 +224,35 @@ async fn postgres_crash_under_load_then_restart_stores_exactly_the_published_set
     pool.close().await;
     drop(pg);
 }
+
+/// Regression: with an unlimited broker window, acknowledgements of committed
+/// batches used to fill rumqttc's request channel while the event loop was
+/// not polled (pipeline full), and the replica stalled for good. A narrow
+/// pipeline and small batches make many acks per second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_with_an_unlimited_broker_window_never_stalls_the_acks() {
+    let broker = Mosquitto::start();
+    let db = fresh_database().await;
+    let gws: Vec<String> = (0..4).map(|_| unique("gwf")).collect();
+    let mut cfg = config(&db, &unique("grp"), &unique("ingf"));
+    cfg.mqtt.url = broker.url();
+    cfg.mqtt.max_inflight = 8;
+    cfg.batch.max_readings = 40;
+    let replica = start(cfg).await;
+    let mut set = Vec::new();
+    let mut pubs = Vec::new();
+    for gw in &gws {
+        let (batches, ids, s) = load(gw, 4, 300);
+        register(&replica.pool, gw, &ids, None).await;
+        set.extend(s);
+        pubs.push(publish_paced(broker.url(), batches, Duration::ZERO));
+    }
+    for p in pubs {
+        p.await.unwrap();
+    }
+    let pool = PgPool::connect(&db).await.unwrap();
+    assert_stored_exactly(&pool, &set, 30).await;
+    replica.stop().await;
+    pool.close().await;
+    drop_database(&db).await;
+}
