@@ -10,8 +10,9 @@
 //! (fsync), so a gateway that dies in between gets it again from the broker
 //! (persistent session) instead of losing it.
 //!
-//! Bounds: a source buffers at most `uplink.batch_max_readings` messages, and
-//! for at most [`LINGER`] of real time, before it spools them as one batch
+//! Bounds: a source buffers at most `uplink.batch_max_readings` messages, for
+//! at most [`LINGER`] of real time and no longer than a pause of
+//! [`IDLE_FLUSH`] in the messages, before it spools them as one batch
 //! and acknowledges them (in the order received, as MQTT requires); while it
 //! writes, it reads nothing more, so the broker holds the rest. A message over
 //! [`MAX_MESSAGE_BYTES`] or one that does not map (bad JSON, a missing or
@@ -19,8 +20,16 @@
 //! `gateway_mqtt_messages_total{outcome}`, logged with its reason (at most one
 //! line per [`BAD_LOG_INTERVAL`] per source, with the number left unlogged)
 //! and acknowledged: it would be just as wrong next time. A reading equal in
-//! meter and timestamp to the meter's last one (a redelivery) is dropped as a
-//! duplicate.
+//! meter and timestamp to one of the meter's last [`RECENT_TS_PER_METER`]
+//! (a redelivery) is dropped as a duplicate.
+//!
+//! Acknowledgements reach rumqttc's event loop through its request channel,
+//! which it reads one request per turn while it reads up to ten packets per
+//! turn from the network; under a flood (a broker resending a backlog, which
+//! Mosquitto does without its in-flight window) they queue in order in the
+//! source, up to [`MAX_UNSENT_ACK_BUFFERS`] buffers; past that the connection
+//! is dropped and opened again, and the broker resends what was not
+//! acknowledged (already spooled: dropped as duplicates).
 
 use crate::config::{parse_uplink_url, GatewayConfig, JsonMapping, Transport};
 use crate::poll::MAX_PLAUSIBLE_VOLUME_L;
@@ -29,7 +38,7 @@ use chrono::{DateTime, Timelike, Utc};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode};
 use rust_decimal::prelude::*;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -43,11 +52,21 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 /// Longest real time a received reading waits for others before its batch is spooled.
 pub const LINGER: Duration = Duration::from_millis(200);
+/// A pause this long in the messages spools what was received at once: the
+/// broker sends only its window of unacknowledged messages (Mosquitto's
+/// `max_inflight_messages`, 20 by default) and then waits for our acks.
+pub const IDLE_FLUSH: Duration = Duration::from_millis(5);
 /// At most one log line about bad messages per source in this time.
 pub const BAD_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause before reconnecting to the meters' broker; doubles up to [`RECONNECT_MAX`].
 pub const RECONNECT_MIN: Duration = Duration::from_millis(250);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// Acknowledgements waiting for the event loop, in buffers' worth
+/// (`batch_max_readings` each), before the connection is dropped and started
+/// again (the broker then resends what was not acknowledged).
+pub const MAX_UNSENT_ACK_BUFFERS: usize = 16;
+/// Timestamps remembered per meter to drop redelivered readings.
+pub const RECENT_TS_PER_METER: usize = 8;
 /// How long a stopping source waits for its last acknowledgements to leave.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -235,6 +254,29 @@ fn number(v: &Value) -> Result<Decimal, String> {
     }
 }
 
+/// The last few timestamps of each meter: a reading seen again (the broker
+/// redelivers what was spooled but not yet acknowledged when a connection
+/// drops) is dropped instead of spooled twice.
+#[derive(Default)]
+struct RecentReadings {
+    by_meter: HashMap<MeterId, VecDeque<DateTime<Utc>>>,
+}
+
+impl RecentReadings {
+    /// Whether (meter, ts) was seen lately; remembers it if not.
+    fn seen(&mut self, meter: &MeterId, ts: DateTime<Utc>) -> bool {
+        let recent = self.by_meter.entry(meter.clone()).or_default();
+        if recent.contains(&ts) {
+            return true;
+        }
+        if recent.len() == RECENT_TS_PER_METER {
+            recent.pop_front();
+        }
+        recent.push_back(ts);
+        false
+    }
+}
+
 /// Meters sharing one broker and topic filter: one subscription.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -308,7 +350,7 @@ pub(crate) async fn run_source(
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
     let mut pause = RECONNECT_MIN;
-    let mut last_ts: HashMap<MeterId, DateTime<Utc>> = HashMap::new();
+    let mut recent = RecentReadings::default();
     let mut bad_log = BadLog {
         last: None,
         suppressed: 0,
@@ -320,7 +362,7 @@ pub(crate) async fn run_source(
             &source,
             &client_id,
             &spooler,
-            &mut last_ts,
+            &mut recent,
             &mut bad_log,
             &shutdown,
         )
@@ -345,7 +387,7 @@ async fn session(
     source: &Source,
     client_id: &str,
     spooler: &Spooler,
-    last_ts: &mut HashMap<MeterId, DateTime<Utc>>,
+    recent: &mut RecentReadings,
     bad_log: &mut BadLog,
     shutdown: &CancellationToken,
 ) -> Result<SessionEnd, GatewayError> {
@@ -357,14 +399,30 @@ async fn session(
     o.set_clean_session(false);
     o.set_manual_acks(true);
     o.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
-    // Room for one buffer's acknowledgements plus the subscription.
+    // The client's request channel carries our acknowledgements to the event
+    // loop, which takes them only between the network reads it is also
+    // doing: acknowledgements wait in `unsent` (in order) for room in it.
     let (client, mut events) = AsyncClient::new(o, max_buffered + 16);
+    let max_unsent = MAX_UNSENT_ACK_BUFFERS * max_buffered;
     let mut readings: Vec<Reading> = Vec::with_capacity(max_buffered.min(1024));
     let mut acks: Vec<Publish> = Vec::new();
+    let mut unsent: VecDeque<Publish> = VecDeque::new();
     let mut first_at: Option<Instant> = None;
+    let mut last_at = Instant::now();
     let mut was_up = false;
     loop {
-        let linger = first_at.map(|t| t + LINGER);
+        while let Some(p) = unsent.front() {
+            if client.try_ack(p).is_err() {
+                break;
+            }
+            unsent.pop_front();
+        }
+        if unsent.len() > max_unsent {
+            tracing::warn!(source = source.index, unsent = unsent.len(),
+                "MQTT meter source: acknowledgements are not leaving (a broker without an in-flight window?); reconnecting, the broker resends");
+            return Ok(SessionEnd::Failed { was_up });
+        }
+        let linger = first_at.map(|t| (t + LINGER).min(last_at + IDLE_FLUSH));
         let flush_now = tokio::select! {
             ev = events.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -386,10 +444,9 @@ async fn session(
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let outcome = match map_message(&source.mapping, Some(&source.meters), &p.payload) {
                         Ok(r) => {
-                            if last_ts.get(&r.meter_id) == Some(&r.ts) {
+                            if recent.seen(&r.meter_id, r.ts) {
                                 "duplicate"
                             } else {
-                                last_ts.insert(r.meter_id.clone(), r.ts);
                                 readings.push(r);
                                 "ok"
                             }
@@ -401,7 +458,8 @@ async fn session(
                     };
                     metrics::counter!("gateway_mqtt_messages_total", "outcome" => outcome).increment(1);
                     acks.push(p);
-                    first_at.get_or_insert_with(Instant::now);
+                    last_at = Instant::now();
+                    first_at.get_or_insert(last_at);
                     acks.len() >= max_buffered
                 }
                 Ok(_) => false,
@@ -417,11 +475,23 @@ async fn session(
             _ = sleep_until_opt(linger) => true,
             _ = shutdown.cancelled() => {
                 spooler.write(std::mem::take(&mut readings)).await?;
-                for p in acks.drain(..) {
-                    let _ = client.try_ack(&p);
-                }
-                let _ = client.try_disconnect();
+                unsent.extend(acks.drain(..));
+                // Best effort: what is not acknowledged comes again next time.
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                    loop {
+                        while let Some(p) = unsent.front() {
+                            if client.try_ack(p).is_err() {
+                                break;
+                            }
+                            unsent.pop_front();
+                        }
+                        if unsent.is_empty() && client.try_disconnect().is_ok() {
+                            break;
+                        }
+                        if events.poll().await.is_err() {
+                            break;
+                        }
+                    }
                     loop {
                         match events.poll().await {
                             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
@@ -436,12 +506,7 @@ async fn session(
         if flush_now {
             spooler.write(std::mem::take(&mut readings)).await?;
             first_at = None;
-            for p in acks.drain(..) {
-                if let Err(e) = client.try_ack(&p) {
-                    tracing::warn!(error = %e, "cannot queue an acknowledgement; reconnecting (the broker resends)");
-                    return Ok(SessionEnd::Failed { was_up });
-                }
-            }
+            unsent.extend(acks.drain(..));
         }
     }
 }

@@ -17,10 +17,12 @@ async fn two_gateways_cannot_share_a_spool_folder() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::Manual(ManualClock::new(t("2026-10-01T00:00:00Z")));
     let gw = unique("gw-lock");
-    // No meters and no broker needed: the spool is opened first.
+    // No meters needed: the spool is opened first. The shared broker only
+    // lets the first gateway stop at once (an uplink that is down waits out
+    // its flush timeout at shutdown).
     std::fs::write(
         dir.path().join("gw.toml"),
-        config_text(&gw, &[], 1, &dir.path().join("spool")),
+        config_text(&gw, &[], MQTT_PORT, &dir.path().join("spool")),
     )
     .unwrap();
     let config = gateway::load_config(&dir.path().join("gw.toml")).unwrap();
