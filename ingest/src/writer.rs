@@ -571,7 +571,8 @@ async fn record_statuses(
 }
 
 /// Backfilled readings inside an open `meter_reads` gap close it; what is
-/// still missing between the stored reads of its span opens again.
+/// still missing between the stored reads (hot or compacted) of its span
+/// opens again.
 async fn refill_meter_gaps(
     tx: &mut Transaction<'_, Postgres>,
     backfill: &[(String, DateTime<Utc>)],
@@ -590,8 +591,8 @@ async fn refill_meter_gaps(
              SELECT c.meter_id, c.gateway_id, r.ts,
                     lag(r.ts) OVER (PARTITION BY c.id ORDER BY r.ts) AS prev_ts
                FROM closed c
-               JOIN metering.readings r
-                 ON r.meter_id = c.meter_id AND r.ts >= c.from_ts AND r.ts <= c.to_ts) x
+               JOIN LATERAL metering.readings_in(c.from_ts, c.to_ts) r
+                 ON r.meter_id = c.meter_id) x
           WHERE prev_ts IS NOT NULL AND ts - prev_ts > make_interval(secs => $3)",
     )
     .bind(&m)

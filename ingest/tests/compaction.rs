@@ -57,11 +57,14 @@ async fn compaction_keeps_reads_identical_and_late_readings_land_once() {
     register(&r.pool, &gw, &meters, Some(1_000.0)).await;
     let mut p = Publisher::connect(&unique("pub")).await;
     const ROUNDS: i64 = 150; // 37.5 hours: two UTC days
+    const MISSING: [i64; 2] = [40, 41]; // a meter_reads gap 39..42 per meter
     for k in 0..ROUNDS {
-        p.publish(&varied(&gw, k as u64 + 1, &meters, k)).await;
+        if !MISSING.contains(&k) {
+            p.publish(&varied(&gw, k as u64 + 1, &meters, k)).await;
+        }
     }
     p.flush().await;
-    let total = 3 * ROUNDS;
+    let total = 3 * (ROUNDS - MISSING.len() as i64);
     wait_for(
         &r.pool,
         "SELECT count(*) FROM metering.readings_v1",
@@ -153,6 +156,29 @@ async fn compaction_keeps_reads_identical_and_late_readings_land_once() {
         .await,
         total + 1
     );
+
+    // Round 40 arrives late into the compacted day: the gap 39..42 closes
+    // and what is still missing (40..42, 30 min) opens again, found between
+    // the hot late reading and its compacted neighbour.
+    p.publish(&varied(&gw, 501, &meters, 40)).await;
+    p.flush().await;
+    wait_for(
+        &r.pool,
+        "SELECT count(*) FROM metering.readings_v1",
+        total + 4,
+        20,
+    )
+    .await;
+    let open: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT meter_id, from_ts, to_ts FROM metering.gaps
+          WHERE kind = 'meter_reads' AND filled_at IS NULL ORDER BY meter_id",
+    )
+    .fetch_all(&r.pool)
+    .await
+    .unwrap();
+    let t = |k: i64| base_ts() + Duration::minutes(15 * k);
+    let want: Vec<_> = meters.iter().map(|m| (m.clone(), t(40), t(42))).collect();
+    assert_eq!(open, want);
 
     p.close().await;
     r.stop().await;
