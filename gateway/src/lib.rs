@@ -183,7 +183,7 @@ pub async fn start(
                     r
                 };
                 let sourced = futures::future::join_all(sources.into_iter().map(|src| {
-                    let client_id = format!("waterworks-gw-{gateway_id}-mqtt{}", src.index);
+                    let client_id = src.client_id(&gateway_id);
                     let (spooler, stop, stop_all) =
                         (spooler.clone(), stop.clone(), stop_all.clone());
                     async move {

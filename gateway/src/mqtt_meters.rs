@@ -2,8 +2,8 @@
 //! readings to a (local) broker instead of being polled.
 //!
 //! Meters sharing a broker and a topic filter form one *source*: one MQTT
-//! connection (client id `waterworks-gw-{gateway_id}-mqtt{n}`, persistent
-//! session, QoS 1 subscription, manual acknowledgements). Each message is
+//! connection (client id [`Source::client_id`], persistent session, QoS 1
+//! subscription, manual acknowledgements). Each message is
 //! mapped to a [`Reading`] by JSON pointers ([`map_message`]); the readings go
 //! through the same spool and uplink as polled ones. A message is
 //! acknowledged to the meters' broker only after its reading is in the spool
@@ -286,6 +286,20 @@ pub struct Source {
     pub topic: String,
     pub mapping: JsonMapping,
     pub meters: HashSet<MeterId>,
+}
+
+impl Source {
+    /// The MQTT client id of this source's persistent session:
+    /// `waterworks-gw-{gateway_id}-mqtt-{crc32 of broker and topic, hex}`, so
+    /// it stays the same when the config's meters are reordered (a new id
+    /// would strand what the broker queued for the old one).
+    pub fn client_id(&self, gateway_id: &waterworks_wire::GatewayId) -> String {
+        let key = format!("{}:{} {}", self.host, self.port, self.topic);
+        format!(
+            "waterworks-gw-{gateway_id}-mqtt-{:08x}",
+            crc32fast::hash(key.as_bytes())
+        )
+    }
 }
 
 /// The sources of a (validated) config, in the order of their first meter.
