@@ -86,8 +86,51 @@ async fn mqtt_native_meters_through_the_spool() {
     let handle = gateway::start(config.clone(), clock.clone(), shutdown.clone())
         .await
         .unwrap();
-    // Let the gateway's subscription settle before the first publication.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A bad message, then a probe reading (a day before the run) published
+    // until it comes out upstream: then the gateway's subscription is in place.
+    let poke = {
+        use rumqttc::{AsyncClient, MqttOptions, QoS};
+        let (c, mut el) =
+            AsyncClient::new(MqttOptions::new(unique("poke"), MQTT_HOST, broker.port), 8);
+        tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        let probe = format!(
+            r#"{{"meter_id":"{}","ts":"2026-09-30T00:00:00Z","volume_l":1}}"#,
+            id(0)
+        );
+        let mut seen = false;
+        for _ in 0..50 {
+            c.publish(
+                reading_topic(&prefix, &id(0)),
+                QoS::AtLeastOnce,
+                false,
+                "{not json",
+            )
+            .await
+            .unwrap();
+            c.publish(
+                reading_topic(&prefix, &id(0)),
+                QoS::AtLeastOnce,
+                false,
+                probe.clone(),
+            )
+            .await
+            .unwrap();
+            if let Ok(Some((_, payload, _))) =
+                tokio::time::timeout(Duration::from_millis(200), upstream.recv()).await
+            {
+                let b = ReadingBatch::decode(&payload).unwrap();
+                assert!(b.readings.iter().all(|r| r.ts == t("2026-09-30T00:00:00Z")));
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen, "the probe reading never came out upstream");
+        // Later copies of the probe are dropped as duplicates; drain what came.
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(300), upstream.recv()).await
+        {}
+        c
+    };
 
     let stop_sim = CancellationToken::new();
     let sim = tokio::spawn(run_mqtt(
@@ -104,26 +147,21 @@ async fn mqtt_native_meters_through_the_spool() {
         stop_sim.clone(),
     ));
 
-    // A bad message and a reading of a meter the gateway does not serve,
-    // among the good ones.
-    let poke = {
-        use rumqttc::{AsyncClient, MqttOptions, QoS};
-        let (c, mut el) =
-            AsyncClient::new(MqttOptions::new(unique("poke"), MQTT_HOST, broker.port), 8);
-        c.publish(
-            reading_topic(&prefix, &id(0)),
-            QoS::AtLeastOnce,
-            false,
-            "{not json",
-        )
-        .await
-        .unwrap();
-        tokio::spawn(async move { while el.poll().await.is_ok() {} });
-        c
+    // The probe (dated before the run) is left out of the comparison.
+    let parse_batch = |p: &[u8]| {
+        ReadingBatch::decode(p)
+            .unwrap()
+            .readings
+            .into_iter()
+            .filter(|r| r.ts >= start)
+            .collect()
     };
-
-    let parse_batch = |p: &[u8]| ReadingBatch::decode(p).unwrap().readings;
-    let parse_reading = |p: &[u8]| serde_json::from_slice::<Reading>(p).into_iter().collect();
+    let parse_reading = |p: &[u8]| {
+        serde_json::from_slice::<Reading>(p)
+            .into_iter()
+            .filter(|r| r.ts >= start)
+            .collect()
+    };
     let mut got: BTreeMap<Key, Reading> = BTreeMap::new();
     let mut sent: BTreeMap<Key, Reading> = BTreeMap::new();
     let healthy = configured - 1; // meter 3 is dead
