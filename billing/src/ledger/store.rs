@@ -7,8 +7,8 @@
 //! customer never allocate the same open amount twice.
 
 use super::{
-    bill_entry, credit_entry, BillAmounts, EntryDraft, LedgerAccount, LedgerError, OpenItem, Part,
-    Source,
+    bill_entry, credit_entry, expand_open, BillAmounts, EntryDraft, LedgerAccount, LedgerError,
+    OpenItem, Part, Source,
 };
 use crate::period::Period;
 use crate::run::copy_field;
@@ -161,54 +161,97 @@ pub async fn post_new_entries(
     Ok(())
 }
 
+/// Receivable sums of a customer's bills (optionally one bill) by part
+/// (`None`: whole-bill postings), with the bills' amounts, expanded per part.
+async fn open_by_bill(
+    conn: &mut PgConnection,
+    party: &str,
+    bill_id: Option<i64>,
+) -> Result<Vec<(BillAmounts, [(Part, i64); 4])>, BillingError> {
+    let rows = sqlx::query(
+        "SELECT b.bill_id, b.account_no, b.period, b.water_krw, b.base_krw, b.sewer_krw, \
+                b.levy_krw, b.reduction_krw, p.component, sum(p.amount_krw)::int8 \
+           FROM billing.postings p JOIN billing.bills b ON b.bill_id = p.bill_id \
+          WHERE p.party = $1 AND p.ledger_account = '1100' AND ($2::int8 IS NULL OR p.bill_id = $2) \
+          GROUP BY b.bill_id, p.component HAVING sum(p.amount_krw) <> 0 ORDER BY b.bill_id",
+    )
+    .bind(party)
+    .bind(bill_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: Vec<(BillAmounts, i64, Vec<(Part, i64)>)> = Vec::new();
+    for r in rows {
+        let b = amounts_from_row(&r)?;
+        let part: Option<String> = r.try_get(8)?;
+        let sum: i64 = r.try_get(9)?;
+        if out
+            .last()
+            .is_none_or(|(last, _, _)| last.bill_id != b.bill_id)
+        {
+            out.push((b, 0, Vec::new()));
+        }
+        let Some((_, whole, by_part)) = out.last_mut() else {
+            continue;
+        };
+        match part.as_deref().map(Part::parse) {
+            None => *whole += sum,
+            Some(Some(p)) => by_part.push((p, sum)),
+            Some(None) => {
+                return Err(BillingError::Task(format!(
+                    "unknown receivable part {part:?}"
+                )));
+            }
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(b, whole, by_part)| {
+            let open = expand_open(&b, whole, &by_part);
+            (b, open)
+        })
+        .collect())
+}
+
 /// A customer's open items, from the receivable postings.
 pub async fn open_items(
     conn: &mut PgConnection,
     party: &str,
 ) -> Result<Vec<OpenItem>, BillingError> {
-    let rows = sqlx::query(
-        "SELECT p.bill_id, b.period, p.component, sum(p.amount_krw)::int8 \
-           FROM billing.postings p JOIN billing.bills b ON b.bill_id = p.bill_id \
-          WHERE p.party = $1 AND p.ledger_account = '1100' \
-          GROUP BY 1, 2, 3 HAVING sum(p.amount_krw) <> 0",
-    )
-    .bind(party)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let period: String = r.try_get(1)?;
-        let part: String = r.try_get(2)?;
-        let (Ok(period), Some(part)) = (period.parse::<Period>(), Part::parse(&part)) else {
-            continue;
-        };
-        out.push(OpenItem {
-            bill_id: r.try_get(0)?,
-            period,
-            part,
-            open_krw: r.try_get(3)?,
-        });
+    let mut out = Vec::new();
+    for (b, open) in open_by_bill(conn, party, None).await? {
+        for (part, open_krw) in open {
+            if open_krw != 0 {
+                out.push(OpenItem {
+                    bill_id: b.bill_id,
+                    period: b.period,
+                    part,
+                    open_krw,
+                });
+            }
+        }
     }
     Ok(out)
 }
 
-/// Open receivable of one bill, per part.
+/// Open receivable of one bill, per part (all four, in allocation order;
+/// empty for a bill without postings).
 pub async fn bill_open(
     conn: &mut PgConnection,
     bill_id: i64,
 ) -> Result<Vec<(Part, i64)>, BillingError> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT component, sum(amount_krw)::int8 FROM billing.postings \
-          WHERE party = (SELECT account_no FROM billing.bills WHERE bill_id = $1) \
-            AND ledger_account = '1100' AND bill_id = $1 GROUP BY 1 ORDER BY 1",
-    )
-    .bind(bill_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(c, v)| Some((Part::parse(&c)?, v)))
-        .collect())
+    let party: Option<String> =
+        sqlx::query_scalar("SELECT account_no FROM billing.bills WHERE bill_id = $1")
+            .bind(bill_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(party) = party else {
+        return Ok(Vec::new());
+    };
+    Ok(open_by_bill(conn, &party, Some(bill_id))
+        .await?
+        .pop()
+        .map(|(_, open)| open.to_vec())
+        .unwrap_or_default())
 }
 
 /// A customer's credit balance (positive: the city owes the customer).
