@@ -10,7 +10,6 @@ use super::{
     bill_entry, credit_entry, expand_open, BillAmounts, EntryDraft, LedgerAccount, LedgerError,
     OpenItem, Part, Source,
 };
-use crate::period::Period;
 use crate::run::copy_field;
 use crate::BillingError;
 use chrono::NaiveDate;
@@ -179,7 +178,9 @@ async fn open_by_bill(
     .bind(bill_id)
     .fetch_all(&mut *conn)
     .await?;
-    let mut out: Vec<(BillAmounts, i64, Vec<(Part, i64)>)> = Vec::new();
+    // Per bill: its amounts, the whole-bill sum, the sums naming a part.
+    type Sums = (BillAmounts, i64, Vec<(Part, i64)>);
+    let mut out: Vec<Sums> = Vec::new();
     for r in rows {
         let b = amounts_from_row(&r)?;
         let part: Option<String> = r.try_get(8)?;
