@@ -37,6 +37,7 @@ PIDS=()
 CONTAINERS=()
 ROLES=("${ID}_ingest" "${ID}_billing" "${ID}_backup")
 KUBE_YAML=""
+declare -A DUMP_OF=()
 IMG_INGEST=localhost/waterworks-ingest:$ID
 IMG_BILLING=localhost/waterworks-billing:$ID
 IMG_GATEWAY=localhost/waterworks-gateway:$ID
@@ -63,9 +64,11 @@ cleanup() {
     if [ -f "$d/postmaster.pid" ]; then runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1; fi
   done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  if psql_su postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB'" 2>/dev/null | grep -q 1; then
-    psql_su postgres -c "DROP DATABASE \"$DB\" WITH (FORCE)" >/dev/null 2>&1
-  fi
+  for d in "$DB" "${DB}_demo"; do
+    if psql_su postgres -c "SELECT 1 FROM pg_database WHERE datname = '$d'" 2>/dev/null | grep -q 1; then
+      psql_su postgres -c "DROP DATABASE \"$d\" WITH (FORCE)" >/dev/null 2>&1
+    fi
+  done
   for r in "${ROLES[@]}"; do psql_su postgres -c "DROP ROLE IF EXISTS \"$r\"" >/dev/null 2>&1; done
   if [ $rc -ne 0 ] && [ -d "$TMP/logs" ]; then
     for f in "$TMP"/logs/*; do
@@ -250,8 +253,8 @@ ok "gw-01 cannot publish as gw-02 (nor under gw-01x); anonymous cannot publish; 
 # ---------------------------------------------------------------- 4. smoke
 step "database: private database, per-service roles (roles.sql)"
 psql_su postgres -c "CREATE DATABASE \"$DB\"" >/dev/null
-sed -e "s/waterworks_ingest/${ID}_ingest/g" -e "s/waterworks_billing/${ID}_billing/g" \
-    -e "s/waterworks_backup/${ID}_backup/g" -e "s/DATABASE waterworks /DATABASE \"$DB\" /g" \
+sed -e "s/svc_ingest/${ID}_ingest/g" -e "s/svc_billing/${ID}_billing/g" \
+    -e "s/svc_backup/${ID}_backup/g" -e "s/DATABASE waterworks /DATABASE \"$DB\" /g" \
     $K8S/base/postgres/roles.sql >"$TMP/roles.sql"
 psql_su "$DB" -f "$TMP/roles.sql" >/dev/null || fail "roles.sql"
 URL_INGEST="postgres://${ID}_ingest@127.0.0.1:5432/$DB"
@@ -374,8 +377,10 @@ podman stop -t 10 "$ID-gateway" >/dev/null
 
 # ---------------------------------------------------------------- 6. restore drill
 step "restore drill: logical-backup.sh, drop schemas, logical-restore.sh"
-snapshot() {
-  psql_su "$DB" -F ' ' <<'EOF'
+# Two databases: the smoke test's (per-service roles, grants) and a month of
+# the demo (waterworks demo: readings, bills, the ledger's postings).
+snapshot() { # DB
+  psql_su "$1" -F ' ' <<'EOF'
 SELECT format('SELECT %L, count(*), md5(coalesce(string_agg(t::text, %L ORDER BY t::text), %L)) FROM %I.%I t;',
               n.nspname || '.' || c.relname, '|', '', n.nspname, c.relname)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -383,27 +388,38 @@ SELECT format('SELECT %L, count(*), md5(coalesce(string_agg(t::text, %L ORDER BY
  ORDER BY 1
 \gexec
 EOF
-  # the ledger's trial balance, once billing exposes it
-  if [ "$(psql_su "$DB" -c "SELECT to_regclass('billing.trial_balance') IS NOT NULL")" = t ]; then
-    psql_su "$DB" -c "SELECT 'trial_balance', * FROM billing.trial_balance ORDER BY 2"
+  # the ledger's trial balance (billing/src/reports.rs): per account, and the total
+  if [ "$(psql_su "$1" -c "SELECT to_regclass('billing.postings') IS NOT NULL")" = t ]; then
+    psql_su "$1" -F ' ' -c "SELECT 'trial_balance', coalesce(ledger_account, 'total'),
+        coalesce(sum(amount_krw) FILTER (WHERE amount_krw > 0), 0) AS debit,
+        coalesce(-sum(amount_krw) FILTER (WHERE amount_krw < 0), 0) AS credit
+      FROM billing.postings GROUP BY ROLLUP (ledger_account) ORDER BY 2"
   fi
-  psql_su "$DB" -c "SELECT 'default_acl', defaclrole::regrole, defaclnamespace::regnamespace, defaclobjtype, defaclacl::text FROM pg_default_acl ORDER BY 2, 3, 4"
-  psql_su "$DB" -c "SELECT 'acl', n.nspname, n.nspowner::regrole, coalesce(n.nspacl::text, '') FROM pg_namespace n WHERE nspname IN ('metering','billing') ORDER BY 2"
+  psql_su "$1" -F ' ' -c "SELECT 'default_acl', defaclrole::regrole, defaclnamespace::regnamespace, defaclobjtype, defaclacl::text FROM pg_default_acl ORDER BY 2, 3, 4"
+  psql_su "$1" -F ' ' -c "SELECT 'acl', n.nspname, n.nspowner::regrole, coalesce(n.nspacl::text, '') FROM pg_namespace n WHERE nspname IN ('metering','billing') ORDER BY 2"
 }
-snapshot >"$TMP/before.txt"
+DEMO_DB=${DB}_demo
+psql_su postgres -c "CREATE DATABASE \"$DEMO_DB\"" >/dev/null
+"$BIN/waterworks" demo --meters 10 --gateways 1 --database-url "$PGHOST_URL/$DEMO_DB" --state-dir "$TMP/demo" \
+  >"$TMP/logs/demo" 2>&1 || fail "waterworks demo (drill data)"
 mkdir -p "$TMP/backup"
 chmod 777 "$TMP/backup"
-dump=$(DATABASE_URL="$URL_BACKUP" BACKUP_DIR="$TMP/backup" sh $K8S/base/postgres/logical-backup.sh) \
-  || fail "logical-backup.sh as the backup role"
-ok "backup $(basename "$dump") $(du -h "$dump" | cut -f1) as ${ID}_backup"
-psql_su "$DB" -c "DROP SCHEMA metering CASCADE; DROP SCHEMA billing CASCADE" >/dev/null 2>&1
-[ "$(psql_su "$DB" -c "SELECT count(*) FROM pg_namespace WHERE nspname IN ('metering','billing')")" = 0 ] || fail "schemas not dropped"
-DATABASE_URL="$PGHOST_URL/$DB" sh $K8S/base/postgres/logical-restore.sh "$dump" metering billing >"$TMP/logs/restore" 2>&1 \
-  || { cat "$TMP/logs/restore"; fail "logical-restore.sh"; }
-snapshot >"$TMP/after.txt"
-diff -u "$TMP/before.txt" "$TMP/after.txt" || fail "restored database differs"
-rows=$(awk '$1 ~ /^metering.readings$/ {print $2}' "$TMP/before.txt")
-ok "$(grep -c '^[a-z]*\.' "$TMP/before.txt") tables identical after restore (row counts and content digests; metering.readings $rows rows), owners and grants too"
+for d in "$DB" "$DEMO_DB"; do
+  snapshot "$d" >"$TMP/before-$d.txt"
+  dump=$(DATABASE_URL="postgres://${ID}_backup@127.0.0.1:5432/$d" BACKUP_DIR="$TMP/backup" \
+    sh $K8S/base/postgres/logical-backup.sh) || fail "logical-backup.sh as the backup role ($d)"
+  psql_su "$d" -c "DROP SCHEMA metering CASCADE; DROP SCHEMA billing CASCADE" >/dev/null 2>&1
+  [ "$(psql_su "$d" -c "SELECT count(*) FROM pg_namespace WHERE nspname IN ('metering','billing')")" = 0 ] || fail "schemas not dropped"
+  DATABASE_URL="$PGHOST_URL/$d" sh $K8S/base/postgres/logical-restore.sh "$dump" metering billing >"$TMP/logs/restore" 2>&1 \
+    || { cat "$TMP/logs/restore"; fail "logical-restore.sh ($d)"; }
+  snapshot "$d" >"$TMP/after-$d.txt"
+  diff -u "$TMP/before-$d.txt" "$TMP/after-$d.txt" || fail "restored database $d differs"
+  rows=$(awk '$1 == "metering.readings" {print $2}' "$TMP/before-$d.txt")
+  tb=$(awk '$1 == "trial_balance" && $2 == "total" {print "debit " $3 " = credit " $4}' "$TMP/before-$d.txt")
+  ok "$d: dump $(du -h "$dump" | cut -f1); $(grep -c '^[a-z_]*\.' "$TMP/before-$d.txt") tables identical (counts, content digests; readings $rows), trial balance identical (${tb:-no postings}), owners and grants too"
+  DUMP_OF[$d]=$dump
+done
+dump=${DUMP_OF[$DB]}
 psql "$URL_BILLING" -qAtX -v ON_ERROR_STOP=1 -c "SELECT count(*) FROM metering.period_reads_v1(now() - interval '1 day', now())" >/dev/null \
   || fail "billing role lost its read grant in the restore"
 
@@ -434,8 +450,8 @@ psql_su "$DB" -f "$TMP/roles.sql" >/dev/null
 psql_su "$DB" -c "DROP SCHEMA metering; DROP SCHEMA billing" >/dev/null
 DATABASE_URL="$PGHOST_URL/$DB" sh $K8S/base/postgres/logical-restore.sh "$dump" >"$TMP/logs/restore-new" 2>&1 \
   || { cat "$TMP/logs/restore-new"; fail "logical-restore.sh into a fresh server"; }
-snapshot >"$TMP/after-new-cluster.txt"
-diff -u "$TMP/before.txt" "$TMP/after-new-cluster.txt" || fail "the fresh server's restore differs"
+snapshot "$DB" >"$TMP/after-new-cluster.txt"
+diff -u "$TMP/before-$DB.txt" "$TMP/after-new-cluster.txt" || fail "the fresh server's restore differs"
 ok "fresh server: roles.sql + dump give identical tables, owners and grants"
 pg_basebackup -d "$PGHOST_URL/postgres" -D "$PB/copy" -X stream -c fast --no-sync >"$TMP/logs/basebackup" 2>&1 \
   || fail "pg_basebackup"
@@ -445,10 +461,10 @@ pg_server "$PB/src" "$SPORT" stop
 CPORT=$(free_port)
 pg_server "$PB/copy" "$CPORT" start || fail "the base backup does not start as a server"
 PGHOST_URL="postgres://postgres@127.0.0.1:$CPORT"
-snapshot >"$TMP/after-physical.txt"
+snapshot "$DB" >"$TMP/after-physical.txt"
 pg_server "$PB/copy" "$CPORT" stop
 PGHOST_URL=$SAVED_URL
-diff -u "$TMP/before.txt" "$TMP/after-physical.txt" || fail "the physical copy differs"
+diff -u "$TMP/before-$DB.txt" "$TMP/after-physical.txt" || fail "the physical copy differs"
 ok "base backup ($(du -sh "$PB/copy" | cut -f1)) verified and started as a server: identical"
 rm -rf "$PB"
 

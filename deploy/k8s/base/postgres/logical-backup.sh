@@ -5,7 +5,7 @@
 # or one table into a live database without a point-in-time recovery of the
 # whole cluster. Run by the CronJob waterworks-logical-backup (this file is
 # its ConfigMap) and by deploy/test.sh's restore drill.
-#   DATABASE_URL  role with pg_read_all_data (waterworks_backup)
+#   DATABASE_URL  role with pg_read_all_data (svc_backup)
 #   BACKUP_DIR    where dumps go (default /backup)
 #   KEEP_DAYS     dumps older than this are deleted (default 35)
 set -eu
