@@ -30,6 +30,7 @@ T0=$(date +%s)
 ID="wwd$$"
 DB="ww_deploy_$$"
 PGHOST_URL="postgres://postgres@127.0.0.1:5432"
+SHARED_URL=$PGHOST_URL   # the machine's server; PGHOST_URL points elsewhere during the drills
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cargo-target/waterworks}
 TMP=$(mktemp -d /tmp/ww-deploy.XXXXXX)
 chmod 755 "$TMP"
@@ -64,6 +65,7 @@ cleanup() {
     if [ -f "$d/postmaster.pid" ]; then runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1; fi
   done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  PGHOST_URL=$SHARED_URL
   for d in "$DB" "${DB}_demo"; do
     if psql_su postgres -c "SELECT 1 FROM pg_database WHERE datname = '$d'" 2>/dev/null | grep -q 1; then
       psql_su postgres -c "DROP DATABASE \"$d\" WITH (FORCE)" >/dev/null 2>&1
