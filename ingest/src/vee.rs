@@ -8,7 +8,7 @@
 //! before the high-water mark, against what is already stored).
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use waterworks_wire::reading::{Alarm, Reading, ReadingBatch};
 use waterworks_wire::topic::{self, Topic};
 
@@ -455,6 +455,166 @@ pub fn resolve_late(
     out
 }
 
+/// What the store knows around the late candidates, read under their meters'
+/// row locks: see [`resolve_late_checked`].
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LateContext {
+    /// Per meter, the stored readings (hot or compacted) `ts → volume_l` in
+    /// the window fetched around the late candidates (it covers their keys).
+    pub stored: HashMap<String, BTreeMap<DateTime<Utc>, i64>>,
+    /// Per meter, a stored reading before the window (the last of an earlier
+    /// day, from `metering.daily`), when the window holds none before.
+    pub before: HashMap<String, (DateTime<Utc>, i64)>,
+    /// Per meter, a stored reading after the window (the first of a later day).
+    pub after: HashMap<String, (DateTime<Utc>, i64)>,
+    /// `(meter_id, ts, volume_l)` already in quarantine.
+    pub quarantined: HashSet<(String, DateTime<Utc>, i64)>,
+}
+
+impl LateContext {
+    fn prev(&self, id: &str, ts: DateTime<Utc>) -> Option<(DateTime<Utc>, i64)> {
+        self.stored
+            .get(id)
+            .and_then(|m| m.range(..ts).next_back().map(|(t, v)| (*t, *v)))
+            .or_else(|| self.before.get(id).copied().filter(|b| b.0 < ts))
+    }
+
+    fn next(&self, id: &str, ts: DateTime<Utc>) -> Option<(DateTime<Utc>, i64)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.stored
+            .get(id)
+            .and_then(|m| {
+                m.range((Excluded(ts), Unbounded))
+                    .next()
+                    .map(|(t, v)| (*t, *v))
+            })
+            .or_else(|| self.after.get(id).copied().filter(|a| a.0 > ts))
+    }
+}
+
+/// Decides the late candidates (at or before their meter's high-water mark)
+/// against the store: a stored key is a duplicate (same volume) or a
+/// conflict; a reading already quarantined with the same volume is a
+/// duplicate (a replay changes nothing); anything else is checked against
+/// its stored neighbours like a fresh reading against the mark: `backwards`
+/// below the previous stored read or above the next one (totalizers do not
+/// roll over), `spike` by the implied flow since the previous one. What
+/// passes is backfilled and is a neighbour for the rest of the batch.
+pub fn resolve_late_checked(
+    mut late: Vec<Candidate>,
+    ctx: &LateContext,
+    meters: &HashMap<String, MeterState>,
+) -> Resolved {
+    let mut out = Resolved::default();
+    // Stable: readings of one key keep their receive order.
+    late.sort_by(|a, b| {
+        (a.reading.meter_id.as_str(), a.reading.ts)
+            .cmp(&(b.reading.meter_id.as_str(), b.reading.ts))
+    });
+    // What this batch has backfilled or quarantined so far.
+    let mut ctx_now = LateContext::default();
+    for c in late {
+        let id = c.reading.meter_id.as_str();
+        let ts = c.reading.ts;
+        let volume = c.reading.volume_l as i64;
+        let qkey = (id.to_string(), ts, volume);
+        if ctx.quarantined.contains(&qkey) || ctx_now.quarantined.contains(&qkey) {
+            out.duplicates += 1;
+            continue;
+        }
+        let stored = ctx
+            .stored
+            .get(id)
+            .and_then(|m| m.get(&ts))
+            .or_else(|| ctx_now.stored.get(id).and_then(|m| m.get(&ts)));
+        if let Some(&v) = stored {
+            if v == volume {
+                out.duplicates += 1;
+            } else {
+                ctx_now.quarantined.insert(qkey);
+                out.quarantine.push(refuse(
+                    &c,
+                    Reason::Conflict,
+                    format!("stored volume_l is {v}, received {volume} for the same meter and ts"),
+                ));
+            }
+            continue;
+        }
+        let prev = [ctx.prev(id, ts), ctx_now.prev(id, ts)]
+            .into_iter()
+            .flatten()
+            .max_by_key(|p| p.0);
+        let next = [ctx.next(id, ts), ctx_now.next(id, ts)]
+            .into_iter()
+            .flatten()
+            .min_by_key(|n| n.0);
+        let verdict = check_against(
+            volume,
+            ts,
+            prev,
+            next,
+            meters.get(id).and_then(|m| m.max_flow_lph),
+        );
+        if let Some((reason, detail)) = verdict {
+            ctx_now.quarantined.insert(qkey);
+            out.quarantine.push(refuse(&c, reason, detail));
+            continue;
+        }
+        ctx_now
+            .stored
+            .entry(id.to_string())
+            .or_default()
+            .insert(ts, volume);
+        out.backfill.push(Row::from_candidate(&c));
+    }
+    out
+}
+
+/// The totalizer and flow checks of one reading against its neighbours.
+fn check_against(
+    volume: i64,
+    ts: DateTime<Utc>,
+    prev: Option<(DateTime<Utc>, i64)>,
+    next: Option<(DateTime<Utc>, i64)>,
+    max_flow_lph: Option<f64>,
+) -> Option<(Reason, String)> {
+    if let Some((pts, pvol)) = prev {
+        if volume < pvol {
+            return Some((
+                Reason::Backwards,
+                format!("totalizer {volume} L is below the previous {pvol} L at {pts}"),
+            ));
+        }
+    }
+    if let Some((nts, nvol)) = next {
+        if volume > nvol {
+            return Some((
+                Reason::Backwards,
+                format!("totalizer {volume} L is above the next stored {nvol} L at {nts}"),
+            ));
+        }
+    }
+    if let (Some((pts, pvol)), Some(max)) = (prev, max_flow_lph) {
+        let hours = (ts - pts).num_milliseconds() as f64 / 3_600_000.0;
+        let flow = (volume - pvol) as f64 / hours;
+        if flow > max * SPIKE_MARGIN {
+            return Some((
+                Reason::Spike,
+                format!(
+                    "implied flow {flow:.1} L/h since {pts} exceeds {max} L/h × {SPIKE_MARGIN}"
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// The `(meter_id, ts, volume_l)` of a quarantined reading, when it has all three.
+pub fn quarantine_key(q: &Quarantined) -> Option<(String, DateTime<Utc>, i64)> {
+    let vol = q.reading.as_ref()?.get("volume_l")?.as_i64()?;
+    Some((q.meter_id.clone()?, q.ts?, vol))
+}
+
 /// One meter-day of accepted rows, merged into `metering.daily`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DayAgg {
@@ -717,6 +877,46 @@ mod tests {
         assert_eq!(r.quarantine[0].reason, Reason::Conflict);
         assert_eq!(r.backfill.len(), 1);
         assert_eq!(r.backfill[0].ts, t(-30));
+    }
+
+    #[test]
+    fn late_readings_are_checked_against_their_stored_neighbours() {
+        let mut ctx = LateContext::default();
+        ctx.stored.insert(
+            "m1".into(),
+            [(t(-15), 90), (t(0), 100)].into_iter().collect(),
+        );
+        ctx.before.insert("m1".into(), (t(-46), 0));
+        let batch = vec![
+            cand("m1", 0, 100),  // duplicate of the stored
+            cand("m1", -15, 91), // conflict
+            cand("m1", -10, 50), // backwards: below the previous 90
+            cand("m1", -5, 120), // backwards: above the next 100
+            cand("m1", -45, 75), // spike: 75 L in a minute since the day's last
+            cand("m1", -30, 80), // backfill
+            cand("m1", -10, 50), // the same backwards reading again
+            cand("m1", -20, 85), // backwards: below -25 backfilled in this batch
+            cand("m1", -25, 86), // backfill, between -30 (this batch) and -15
+        ];
+        let r = resolve_late_checked(batch.clone(), &ctx, &meters());
+        let mut reasons: Vec<_> = r.quarantine.iter().map(|q| q.reason.as_str()).collect();
+        reasons.sort();
+        assert_eq!(
+            reasons,
+            vec!["backwards", "backwards", "backwards", "conflict", "spike"]
+        );
+        assert_eq!(r.duplicates, 2);
+        let ts: Vec<_> = r.backfill.iter().map(|b| b.ts).collect();
+        assert_eq!(ts, vec![t(-30), t(-25)]);
+
+        // Replayed: nothing is stored or quarantined again.
+        for b in &r.backfill {
+            ctx.stored.get_mut("m1").unwrap().insert(b.ts, b.volume_l);
+        }
+        ctx.quarantined = r.quarantine.iter().filter_map(quarantine_key).collect();
+        let again = resolve_late_checked(batch.clone(), &ctx, &meters());
+        assert!(again.backfill.is_empty() && again.quarantine.is_empty());
+        assert_eq!(again.duplicates, batch.len() as u64);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::vee::{
 use crate::IngestError;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgPool, Postgres, Row as _, Transaction};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A batch ready to write: the messages' metadata and their decoded content.
 #[derive(Debug, Default)]
@@ -100,9 +100,29 @@ pub async fn write_batch(
     let mut rows: Vec<Row> = v.fresh;
     out.stored = rows.len() as u64;
     let mut backfill: Vec<(String, DateTime<Utc>)> = Vec::new();
+    // A replay must change nothing: readings already quarantined with the
+    // same volume are duplicates, neither stored nor quarantined again.
+    let mut keys: Vec<(String, DateTime<Utc>)> = quarantine
+        .iter()
+        .filter_map(|q| vee::quarantine_key(q).map(|k| (k.0, k.1)))
+        .chain(
+            v.late
+                .iter()
+                .map(|c| (c.reading.meter_id.to_string(), c.reading.ts)),
+        )
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let quarantined = already_quarantined(&mut tx, &keys).await?;
+    if !quarantined.is_empty() {
+        let before = quarantine.len();
+        quarantine.retain(|q| vee::quarantine_key(q).is_none_or(|k| !quarantined.contains(&k)));
+        out.duplicates += (before - quarantine.len()) as u64;
+    }
     if !v.late.is_empty() {
-        let stored = stored_volumes(&mut tx, &v.late).await?;
-        let r = vee::resolve_late(v.late, &stored);
+        let mut ctx = late_context(&mut tx, &v.late).await?;
+        ctx.quarantined = quarantined;
+        let r = vee::resolve_late_checked(v.late, &ctx, &meters);
         out.duplicates += r.duplicates;
         out.backfilled = r.backfill.len() as u64;
         quarantine.extend(r.quarantine);
@@ -204,26 +224,30 @@ async fn lock_meters(
     Ok(out)
 }
 
-/// Stored volumes of the late readings' keys, hot or compacted. In the hot
-/// table `ts = ANY(..)` becomes one BRIN probe per distinct timestamp (a
-/// replayed batch has one per round); compacted rows are found by primary
-/// key (meter, day) and only those meter-days are unpacked.
-async fn stored_volumes(
+/// How far around the late readings their stored neighbours are fetched
+/// (more than one read interval, so a meter keeping its cadence has both in
+/// the window); beyond it the nearest day's first or last read stands in.
+pub const LATE_NEIGHBOUR_WINDOW_S: i64 = vee::MAX_READ_GAP_S;
+
+/// What the store holds around the late readings, hot or compacted: every
+/// stored reading of their meters within [`LATE_NEIGHBOUR_WINDOW_S`] of the
+/// oldest and newest late ts (so their own keys too), and from
+/// `metering.daily` the nearest stored read before and after that window.
+/// In the hot table this is one BRIN range scan; compacted meter-days are
+/// found by primary key and only those are unpacked.
+async fn late_context(
     tx: &mut Transaction<'_, Postgres>,
     late: &[Candidate],
-) -> Result<HashMap<(String, DateTime<Utc>), i64>, IngestError> {
-    let ts: Vec<DateTime<Utc>> = late
-        .iter()
-        .map(|c| c.reading.ts)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let days: Vec<NaiveDate> = ts
-        .iter()
-        .map(|t| t.date_naive())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+) -> Result<vee::LateContext, IngestError> {
+    let mut ctx = vee::LateContext::default();
+    let (Some(min), Some(max)) = (
+        late.iter().map(|c| c.reading.ts).min(),
+        late.iter().map(|c| c.reading.ts).max(),
+    ) else {
+        return Ok(ctx);
+    };
+    let lo = min - chrono::Duration::seconds(LATE_NEIGHBOUR_WINDOW_S);
+    let hi = max + chrono::Duration::seconds(LATE_NEIGHBOUR_WINDOW_S);
     let ids: Vec<String> = late
         .iter()
         .map(|c| c.reading.meter_id.to_string())
@@ -232,25 +256,91 @@ async fn stored_volumes(
         .collect();
     let rows = sqlx::query(
         "SELECT meter_id, ts, volume_l FROM metering.readings
-          WHERE ts = ANY($1) AND meter_id = ANY($2)
+          WHERE ts >= $1 AND ts <= $2 AND meter_id = ANY($3)
          UNION ALL
          SELECT c.meter_id, u.ts, u.volume_l
            FROM metering.readings_compact c,
                 LATERAL metering.unpack_day(c.first_ts, c.first_volume_l, c.dts_us,
                                             c.dvolume_l, c.flow_lph, c.alarms) u
-          WHERE c.meter_id = ANY($2) AND c.day = ANY($3) AND u.ts = ANY($1)",
+          WHERE c.meter_id = ANY($3) AND c.day >= $4 AND c.day <= $5
+            AND u.ts >= $1 AND u.ts <= $2",
     )
-    .bind(&ts)
+    .bind(lo)
+    .bind(hi)
     .bind(&ids)
-    .bind(&days)
+    .bind(lo.date_naive())
+    .bind(hi.date_naive())
     .fetch_all(&mut **tx)
     .await?;
-    let mut out = HashMap::with_capacity(rows.len());
     for r in rows {
-        out.insert(
-            (r.try_get("meter_id")?, r.try_get("ts")?),
-            r.try_get("volume_l")?,
-        );
+        ctx.stored
+            .entry(r.try_get("meter_id")?)
+            .or_default()
+            .insert(r.try_get("ts")?, r.try_get("volume_l")?);
+    }
+    let rows = sqlx::query(
+        "SELECT m.id, p.last_ts, p.last_volume_l, n.first_ts, n.first_volume_l
+           FROM unnest($1::text[]) AS m(id)
+           LEFT JOIN LATERAL (SELECT d.last_ts, d.last_volume_l FROM metering.daily d
+                               WHERE d.meter_id = m.id AND d.day <= $2 AND d.last_ts < $3
+                               ORDER BY d.day DESC LIMIT 1) p ON true
+           LEFT JOIN LATERAL (SELECT d.first_ts, d.first_volume_l FROM metering.daily d
+                               WHERE d.meter_id = m.id AND d.day >= $4 AND d.first_ts > $5
+                               ORDER BY d.day LIMIT 1) n ON true",
+    )
+    .bind(&ids)
+    .bind(lo.date_naive())
+    .bind(lo)
+    .bind(hi.date_naive())
+    .bind(hi)
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in rows {
+        let id: String = r.try_get("id")?;
+        let p: Option<(DateTime<Utc>, i64)> = r
+            .try_get::<Option<DateTime<Utc>>, _>("last_ts")?
+            .zip(r.try_get::<Option<i64>, _>("last_volume_l")?);
+        let n: Option<(DateTime<Utc>, i64)> = r
+            .try_get::<Option<DateTime<Utc>>, _>("first_ts")?
+            .zip(r.try_get::<Option<i64>, _>("first_volume_l")?);
+        if let Some(p) = p {
+            ctx.before.insert(id.clone(), p);
+        }
+        if let Some(n) = n {
+            ctx.after.insert(id, n);
+        }
+    }
+    Ok(ctx)
+}
+
+/// Which of these `(meter_id, ts)` keys are in quarantine, with the volume
+/// they were refused with (by `quarantine_meter_ts`).
+async fn already_quarantined(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[(String, DateTime<Utc>)],
+) -> Result<HashSet<(String, DateTime<Utc>, i64)>, IngestError> {
+    let mut out = HashSet::new();
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    let ids: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let ts: Vec<DateTime<Utc>> = keys.iter().map(|k| k.1).collect();
+    let rows = sqlx::query(
+        "SELECT q.meter_id, q.ts, q.reading->>'volume_l' AS vol
+           FROM metering.quarantine q
+           JOIN unnest($1::text[], $2::timestamptz[]) AS k(meter_id, ts)
+             ON q.meter_id = k.meter_id AND q.ts = k.ts
+          WHERE q.reading IS NOT NULL",
+    )
+    .bind(&ids)
+    .bind(&ts)
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in rows {
+        let vol: Option<String> = r.try_get("vol")?;
+        if let Some(vol) = vol.and_then(|v| v.parse::<i64>().ok()) {
+            out.insert((r.try_get("meter_id")?, r.try_get("ts")?, vol));
+        }
     }
     Ok(out)
 }
