@@ -52,7 +52,11 @@ fn varied(gw: &str, seq: u64, meters: &[String], r: i64) -> ReadingBatch {
 async fn compaction_keeps_reads_identical_and_late_readings_land_once() {
     let db = fresh_database().await;
     let gw = unique("gwc");
-    let r = start(config(&db, &unique("grp"), &unique("ingc"))).await;
+    let r = start(config_for(&db, &unique("grp"), &unique("ingc"), &gw)).await;
+    let quarantined = format!(
+        "SELECT count(*) FROM metering.quarantine WHERE gateway_id IN ({})",
+        own(&[&gw])
+    );
     let meters: Vec<String> = (0..3).map(|i| format!("{gw}-m{i}")).collect();
     register(&r.pool, &gw, &meters, Some(1_000.0)).await;
     let mut p = Publisher::connect(&unique("pub")).await;
@@ -118,7 +122,7 @@ async fn compaction_keeps_reads_identical_and_late_readings_land_once() {
     late.readings[2].volume_l += 3;
     p.publish(&late).await;
     p.flush().await;
-    wait_for(&r.pool, "SELECT count(*) FROM metering.quarantine", 1, 20).await;
+    wait_for(&r.pool, &quarantined, 1, 20).await;
     wait_for(
         &r.pool,
         "SELECT count(*) FROM metering.readings_v1",
@@ -126,10 +130,12 @@ async fn compaction_keeps_reads_identical_and_late_readings_land_once() {
         20,
     )
     .await;
-    let reason: String = sqlx::query_scalar("SELECT reason FROM metering.quarantine")
-        .fetch_one(&r.pool)
-        .await
-        .unwrap();
+    let reason: String =
+        sqlx::query_scalar("SELECT reason FROM metering.quarantine WHERE gateway_id = $1")
+            .bind(&gw)
+            .fetch_one(&r.pool)
+            .await
+            .unwrap();
     assert_eq!(reason, "conflict");
 
     let mut want = before.clone();
@@ -171,8 +177,9 @@ async fn compaction_keeps_reads_identical_and_late_readings_land_once() {
     .await;
     let open: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
         "SELECT meter_id, from_ts, to_ts FROM metering.gaps
-          WHERE kind = 'meter_reads' AND filled_at IS NULL ORDER BY meter_id",
+          WHERE kind = 'meter_reads' AND filled_at IS NULL AND gateway_id = $1 ORDER BY meter_id",
     )
+    .bind(&gw)
     .fetch_all(&r.pool)
     .await
     .unwrap();

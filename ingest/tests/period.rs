@@ -26,7 +26,7 @@ async fn reads(pool: &PgPool, f: &str, from: DateTime<Utc>, to: DateTime<Utc>) -
 async fn period_reads_on_daily_equal_the_reference_scan() {
     let db = fresh_database().await;
     let gw = unique("gwr");
-    let r = start(config(&db, &unique("grp"), &unique("ingr"))).await;
+    let r = start(config_for(&db, &unique("grp"), &unique("ingr"), &gw)).await;
     let meters: Vec<String> = (0..4).map(|i| format!("{gw}-m{i}")).collect();
     register(&r.pool, &gw, &meters, None).await;
     let mut p = Publisher::connect(&unique("pub")).await;

@@ -17,7 +17,10 @@ async fn stores_each_reading_once_and_quarantines_the_rest() {
     let db = fresh_database().await;
     let gw = unique("gw");
     let other_gw = unique("gwo");
-    let r = start(config(&db, &unique("grp"), &unique("ing"))).await;
+    let r = start(config_for(&db, &unique("grp"), &unique("ing"), &gw)).await;
+    let mine = own(&[&gw, &other_gw]);
+    let quarantined =
+        format!("SELECT count(*) FROM metering.quarantine WHERE gateway_id IN ({mine})");
     let meters: Vec<String> = (0..5).map(|i| format!("{gw}-m{i}")).collect();
     register(&r.pool, &gw, &meters, Some(1_000.0)).await;
     register(&r.pool, &other_gw, &[format!("{other_gw}-m0")], None).await;
@@ -66,11 +69,12 @@ async fn stores_each_reading_once_and_quarantines_the_rest() {
     p.publish_raw(&topic, good_and_bad.into_bytes()).await;
     p.flush().await;
 
-    wait_for(&r.pool, "SELECT count(*) FROM metering.quarantine", 10, 20).await;
+    wait_for(&r.pool, &quarantined, 10, 20).await;
     wait_for(&r.pool, READINGS, 51, 20).await;
-    let reasons: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT reason, count(*) FROM metering.quarantine GROUP BY reason ORDER BY reason",
-    )
+    let reasons: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "SELECT reason, count(*) FROM metering.quarantine WHERE gateway_id IN ({mine})
+          GROUP BY reason ORDER BY reason"
+    ))
     .fetch_all(&r.pool)
     .await
     .unwrap();
@@ -94,8 +98,10 @@ async fn stores_each_reading_once_and_quarantines_the_rest() {
         "no key stored twice"
     );
     let whole: Option<Vec<u8>> = sqlx::query_scalar(
-        "SELECT payload FROM metering.quarantine WHERE reason = 'malformed' AND payload IS NOT NULL",
+        "SELECT payload FROM metering.quarantine
+          WHERE reason = 'malformed' AND payload IS NOT NULL AND gateway_id = $1",
     )
+    .bind(&gw)
     .fetch_one(&r.pool)
     .await
     .unwrap();

@@ -78,6 +78,31 @@ pub fn config(db: &str, group: &str, client_id: &str) -> IngestConfig {
     c
 }
 
+/// [`config`] subscribed only to the readings of the test's own gateways
+/// (the broker is shared: other tests publish on it at the same time).
+pub fn config_for(db: &str, group: &str, client_id: &str, gw: &str) -> IngestConfig {
+    let mut c = config(db, group, client_id);
+    c.mqtt.subscription = format!(
+        "$share/{group}/{}",
+        waterworks_wire::topic::readings(&GatewayId::parse(gw).unwrap())
+    );
+    c
+}
+
+/// A SQL list literal of the test's own gateway ids (`'a', 'b'`), to keep
+/// counts on the shared broker's traffic to the test's own rows.
+pub fn own(gws: &[&str]) -> String {
+    gws.iter()
+        .map(|g| {
+            assert!(g
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+            format!("'{g}'")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub struct Replica {
     pub addr: SocketAddr,
     pub pool: PgPool,
