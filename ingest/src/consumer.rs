@@ -139,6 +139,7 @@ pub async fn run(
             STATUS_SUBSCRIPTION.to_string(),
         ],
         mqtt_stop.clone(),
+        shutdown.clone(),
     ));
     let window = WindowCfg {
         retention_days: cfg.retention_days,
@@ -199,6 +200,7 @@ async fn mqtt_loop(
     shared: Arc<Shared>,
     subscriptions: Vec<String>,
     stop: CancellationToken,
+    shutdown: CancellationToken,
 ) {
     let mut backoff_ms = RETRY_MIN_MS;
     loop {
@@ -233,6 +235,15 @@ async fn mqtt_loop(
                 }
             }
             Ok(_) => {}
+            Err(e) if shutdown.is_cancelled() => {
+                // Our own disconnect (or a loss while draining): no reconnect,
+                // nothing to warn about. Unacknowledged messages are
+                // redelivered to the next session.
+                shared.broker_connected.store(false, Ordering::Relaxed);
+                tracing::info!(error = %e, "broker connection closed on shutdown");
+                stop.cancelled().await;
+                break;
+            }
             Err(e) => {
                 shared.broker_connected.store(false, Ordering::Relaxed);
                 tracing::warn!(error = %e, backoff_ms, "broker connection lost; reconnecting");
