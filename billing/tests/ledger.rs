@@ -964,3 +964,48 @@ async fn new_bills(pool: &PgPool, model: &Ledger) -> Vec<BillAmounts> {
         })
         .collect()
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_held_bill_posts_when_released(pool: PgPool) {
+    migrate(&pool).await.unwrap();
+    let book = daejeon();
+    upsert_accounts(
+        &pool,
+        &[account("A0", "A", false), account("A1", "A", false)],
+    )
+    .await
+    .unwrap();
+    // A1's meter sent nothing and it has no history: its bill is held.
+    run(
+        &pool,
+        &book,
+        "2026-10",
+        "A",
+        &[read("A0", p("2026-10"), 0, 12_000)],
+    )
+    .await;
+    let (held, status): (i64, String) =
+        sqlx::query_as("SELECT bill_id, status FROM billing.bills WHERE account_no = 'A1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "held");
+    let entries = format!("SELECT count(*) FROM billing.journal_entries WHERE bill_id = {held}");
+    assert_eq!(count(&pool, &entries).await, 0);
+    let before = trial_balance(&pool).await.unwrap();
+    billing::run::release_held_by(&pool, held, "clerk-1")
+        .await
+        .unwrap();
+    assert_eq!(count(&pool, &entries).await, 1);
+    let total: i64 = sqlx::query_scalar("SELECT total_krw FROM billing.bills WHERE bill_id = $1")
+        .bind(held)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let after = trial_balance(&pool).await.unwrap();
+    assert_eq!(
+        after.balance(LedgerAccount::Receivable) - before.balance(LedgerAccount::Receivable),
+        total
+    );
+    assert_books_sound(&pool).await;
+}
