@@ -13,17 +13,34 @@ use super::{
 use crate::run::copy_field;
 use crate::BillingError;
 use chrono::NaiveDate;
+use sha2::Digest;
 use sqlx::{PgConnection, Row};
 use std::fmt::Write;
 
 /// Who posts the entries a billing run makes.
 pub const RUN_ACTOR: &str = "billing-run";
 
+/// Customer locks are advisory transaction locks on one of this many buckets
+/// (a bound: a run applying credit to thousands of customers in one chunk
+/// holds at most this many locks; customers sharing a bucket merely wait for
+/// each other).
+pub const PARTY_LOCK_BUCKETS: u32 = 256;
+/// The first key of the two-key advisory locks ("le", ledger).
+const PARTY_LOCK_SPACE: i32 = 0x6c65;
+
+/// The lock bucket of a customer. Whoever locks several customers in one
+/// transaction takes their buckets in ascending order (no deadlocks).
+pub fn party_bucket(party: &str) -> u32 {
+    let d = sha2::Sha256::digest(party.as_bytes());
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % PARTY_LOCK_BUCKETS
+}
+
 /// Serializes changes to one customer's receivables and credit until the
 /// transaction ends.
 pub async fn lock_party(conn: &mut PgConnection, party: &str) -> Result<(), BillingError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('billing-party:' || $1, 0))")
-        .bind(party)
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(PARTY_LOCK_SPACE)
+        .bind(party_bucket(party) as i32)
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -346,15 +363,19 @@ pub async fn post_issued_chunk(
     let drafts: Vec<EntryDraft> = bills.iter().map(|b| bill_entry(b, Source::Bill)).collect();
     post_new_entries(conn, &drafts, RUN_ACTOR).await?;
     let parties: Vec<&str> = bills.iter().map(|b| b.account_no.as_str()).collect();
-    let with_credit: Vec<String> = sqlx::query_scalar(
+    let mut with_credit: Vec<String> = sqlx::query_scalar(
         "SELECT party FROM billing.postings WHERE ledger_account = '2200' AND party = ANY($1) \
           GROUP BY party HAVING sum(amount_krw) < 0 ORDER BY party",
     )
     .bind(&parties)
     .fetch_all(&mut *conn)
     .await?;
+    // Buckets in ascending order: no deadlock with imports or other runs.
+    with_credit.sort_by_key(|p| (party_bucket(p), p.clone()));
+    let by_party: std::collections::HashMap<&str, &BillAmounts> =
+        bills.iter().map(|b| (b.account_no.as_str(), b)).collect();
     for party in with_credit {
-        let Some(b) = bills.iter().find(|b| b.account_no == party) else {
+        let Some(b) = by_party.get(party.as_str()) else {
             continue;
         };
         lock_party(conn, &party).await?;
