@@ -396,10 +396,17 @@ impl Spooler {
         if dropped > 0 {
             tracing::warn!(dropped, "spool bound reached: oldest batches dropped");
         }
-        self.progress.send_modify(|p| {
-            p.spooled_seq = last_seq;
-            p.pending_batches = pending;
-        });
+        // Publish under the spool's lock, from its state now: the uplink may
+        // have acknowledged batches since `pending` was counted, and a stale
+        // count published after its update would never be corrected.
+        {
+            let s = self.spool.lock().expect("spool lock");
+            self.progress.send_modify(|p| {
+                p.spooled_seq = last_seq.max(s.last_seq());
+                p.pending_batches = s.pending_batches();
+            });
+        }
+        let _ = pending;
         self.spooled.notify_one();
         Ok(())
     }

@@ -285,12 +285,17 @@ impl Uplink {
         let before = self.progress.borrow().acked_seq;
         metrics::counter!("gateway_uplink_batches_acked_total")
             .increment(done.saturating_sub(before));
+        // Publish under the spool's lock, from its state now (the poller may
+        // have spooled more since); see Spooler::write.
+        let s = self.spool.lock().expect("spool lock");
+        let (done, pending) = (s.done_seq().max(done), s.pending_batches());
         self.progress.send_if_modified(|p| {
             let changed = p.acked_seq != done || p.pending_batches != pending;
             p.acked_seq = done;
             p.pending_batches = pending;
             changed
         });
+        drop(s);
         Ok(())
     }
 }
