@@ -38,6 +38,9 @@ pub const READ_INTERVAL_MIN: i64 = 15;
 /// How long the demo waits for ingest to store what was published, once the
 /// stored count stops rising, before it reports a shortfall.
 const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Longest a gateway may take to poll and spool one round before the demo
+/// gives up and says which gateway stalled (a round takes milliseconds).
+const ROUND_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -329,10 +332,24 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     let mut progress: Vec<_> = handles.iter().map(|h| h.progress.clone()).collect();
     while slot <= to {
         manual.set(slot);
-        for p in progress.iter_mut() {
-            p.wait_for(|g| g.last_round.is_some_and(|r| r >= slot))
+        for (i, p) in progress.iter_mut().enumerate() {
+            let round = p.wait_for(|g| g.last_round.is_some_and(|r| r >= slot));
+            let outcome = tokio::time::timeout(ROUND_LIMIT, round)
                 .await
-                .context("a gateway stopped before the month was read")?;
+                .map(|r| r.is_ok());
+            match outcome {
+                Ok(true) => {}
+                Ok(false) => bail!(
+                    "gateway {} stopped before the month was read",
+                    fleet.gateways[i]
+                ),
+                Err(_) => bail!(
+                    "gateway {} did not finish the round of {slot} within {} s (progress {:?})",
+                    fleet.gateways[i],
+                    ROUND_LIMIT.as_secs(),
+                    *p.borrow()
+                ),
+            }
         }
         rounds += 1;
         if opts.verbose && slot.format("%H:%M").to_string() == "15:00" {
@@ -353,10 +370,24 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
         eprintln!();
     }
     // Every batch handed to the broker, then every reading stored.
-    for p in progress.iter_mut() {
-        p.wait_for(|g| g.pending_batches == 0 && g.acked_seq >= g.spooled_seq)
+    for (i, p) in progress.iter_mut().enumerate() {
+        let drained = p.wait_for(|g| g.pending_batches == 0 && g.acked_seq >= g.spooled_seq);
+        let outcome = tokio::time::timeout(STALL_LIMIT, drained)
             .await
-            .context("a gateway stopped before its spool drained")?;
+            .map(|r| r.is_ok());
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => bail!(
+                "gateway {} stopped before its spool drained",
+                fleet.gateways[i]
+            ),
+            Err(_) => bail!(
+                "gateway {}'s spool did not drain to the broker within {} s (progress {:?})",
+                fleet.gateways[i],
+                STALL_LIMIT.as_secs(),
+                *p.borrow()
+            ),
+        }
     }
     let simulate_secs = sim_started.elapsed().as_secs_f64();
     let ingest_started = Instant::now();
