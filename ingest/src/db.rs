@@ -20,30 +20,8 @@ pub const MAX_NEW_PARTITIONS_PER_BATCH: usize = 64;
 /// Applies the migrations; idempotent, and safe when replicas start at once
 /// (an advisory lock serializes them).
 pub async fn migrate(pool: &PgPool) -> Result<(), IngestError> {
-    let mut conn = pool.acquire().await?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(MIGRATE_LOCK_KEY)
-        .execute(&mut *conn)
-        .await?;
-    let result = async {
-        sqlx::query("CREATE SCHEMA IF NOT EXISTS metering")
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("SET search_path TO metering")
-            .execute(&mut *conn)
-            .await?;
-        MIGRATOR.run(&mut *conn).await?;
-        crate::timescale::setup_if_available(&mut conn).await?;
-        Ok::<(), IngestError>(())
-    }
-    .await;
-    // The connection goes back to the pool: leave it as it came.
-    let _ = sqlx::query("RESET search_path").execute(&mut *conn).await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(MIGRATE_LOCK_KEY)
-        .execute(&mut *conn)
-        .await;
-    result
+    waterworks_service::db::migrate_schema(pool, "metering", &MIGRATOR, MIGRATE_LOCK_KEY).await?;
+    Ok(())
 }
 
 /// Day partitions known to exist (created by this process or seen).

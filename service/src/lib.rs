@@ -5,11 +5,13 @@
 //! - [`ops`]: `/health`, `/ready` and Prometheus `/metrics`.
 //! - [`error`]: the JSON error body; internals are logged, never sent.
 //! - [`telemetry`] and [`shutdown`]: tracing set-up and the SIGTERM/SIGINT token.
+//! - [`db`]: each service's schema migrations, history kept in its schema.
 //! - [`serve`]: an axum server that drains in-flight requests on shutdown.
 //!
 //! It must never hold domain logic: that lives in the service crates.
 
 pub mod auth;
+pub mod db;
 pub mod error;
 pub mod ops;
 pub mod shutdown;
