@@ -163,7 +163,8 @@ fn router(state: AppState, tokens: Arc<ApiTokens>) -> Router {
     });
     let open = Router::new()
         .route("/api/v1/quote", post(post_quote))
-        .route("/api/v1/openapi.json", get(openapi));
+        .route("/api/v1/openapi.json", get(openapi))
+        .merge(waterworks_service::auth::whoami(tokens.clone()));
     let viewer = require(
         Router::new()
             .route("/api/v1/bills", get(list_bills))

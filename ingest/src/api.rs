@@ -32,6 +32,7 @@ pub fn router(shared: S, tokens: Arc<ApiTokens>) -> Router {
         .route("/api/v1/gaps", get(gaps));
     let operator = Router::new().route("/api/v1/quarantine", get(quarantine));
     let api = require(viewer, tokens.clone(), Role::Viewer)
+        .merge(waterworks_service::auth::whoami(tokens.clone()))
         .merge(require(operator, tokens, Role::Operator))
         .route(
             "/api/v1/openapi.json",

@@ -127,6 +127,23 @@ pub fn require<S: Clone + Send + Sync + 'static>(
     router.route_layer(axum::middleware::from_fn_with_state((tokens, role), check))
 }
 
+/// `GET /api/v1/whoami` for any valid token (viewer and up): `{"name", "role"}`
+/// of the caller, so a front end (the console) can learn who signed in
+/// without being told any token's role itself. Both services mount it.
+pub fn whoami<S: Clone + Send + Sync + 'static>(tokens: Arc<ApiTokens>) -> axum::Router<S> {
+    require(
+        axum::Router::new().route("/api/v1/whoami", axum::routing::get(whoami_handler)),
+        tokens,
+        Role::Viewer,
+    )
+}
+
+async fn whoami_handler(
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "name": caller.name, "role": caller.role }))
+}
+
 async fn check(
     State((tokens, role)): State<(Arc<ApiTokens>, Role)>,
     mut req: Request,
@@ -211,6 +228,30 @@ mod tests {
             status(&app, Some("admin-token-00000")).await,
             StatusCode::OK
         );
+    }
+
+    #[tokio::test]
+    async fn whoami_names_the_caller() {
+        let app: axum::Router = whoami(tokens());
+        let resp = app
+            .clone()
+            .oneshot(
+                Request::get("/api/v1/whoami")
+                    .header("authorization", "Bearer clerk-token-00000")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v, serde_json::json!({"name": "c", "role": "clerk"}));
+        let anon = app
+            .oneshot(Request::get("/api/v1/whoami").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
     }
 
     #[test]

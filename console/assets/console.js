@@ -1,0 +1,40 @@
+// The console's own script: draws every <figure data-chart> with uPlot (the
+// data is JSON in the attribute, so the pages need no inline script), also
+// in fragments swapped in by htmx. Nothing else.
+(function () {
+  "use strict";
+  function draw(el) {
+    if (el.dataset.drawn || typeof uPlot === "undefined") return;
+    var spec;
+    try { spec = JSON.parse(el.dataset.chart); } catch (e) { return; }
+    el.dataset.drawn = "1";
+    var palette = ["#1f6fb2", "#d9534f", "#5cb85c", "#f0ad4e", "#6f42c1", "#20c997", "#795548"];
+    var series = [{}];
+    var data = [spec.x];
+    (spec.series || []).forEach(function (s, i) {
+      var color = palette[i % palette.length];
+      var def = { label: s.label, stroke: color, width: 1.5 };
+      if (spec.bars) {
+        def.fill = color + "99";
+        def.paths = uPlot.paths.bars({ size: [0.7, 60] });
+        def.points = { show: false };
+      }
+      series.push(def);
+      data.push(s.values);
+    });
+    var width = Math.max(320, Math.min(el.clientWidth || 900, 1100));
+    new uPlot({
+      width: width,
+      height: 220,
+      series: series,
+      axes: [{}, { label: spec.unit || "" }],
+      scales: { x: { time: true } },
+    }, data, el);
+  }
+  function drawAll(root) {
+    (root || document).querySelectorAll("figure[data-chart]").forEach(draw);
+  }
+  document.addEventListener("DOMContentLoaded", function () { drawAll(); });
+  document.addEventListener("htmx:afterSwap", function (e) { drawAll(e.target); });
+  window.addEventListener("load", function () { drawAll(); });
+})();
