@@ -11,6 +11,9 @@
 //!   `POST /api/v1/bills/{id}/release` (issue a held bill after review),
 //!   `POST /api/v1/payments`, `POST /api/v1/payments/import` (a bank file),
 //!   `POST /api/v1/bills/{id}/{cancel,rebill,adjustments}`;
+//! - viewer, for the console ([`console_api`]): `GET /api/v1/accounts?q=`,
+//!   `GET /api/v1/accounts/{no}`, `GET /api/v1/bills/search?q=`,
+//!   `GET /api/v1/bills/{id}/notice`, `GET /api/v1/billing-runs/{id}`;
 //! - admin: `POST /api/v1/accounts`, `PUT /api/v1/accounts/{no}/reductions`.
 
 use crate::period::Period;
@@ -187,6 +190,7 @@ fn router(state: AppState, tokens: Arc<ApiTokens>) -> Router {
         tokens.clone(),
         Role::Viewer,
     ));
+    let viewer = viewer.merge(console_api::routes(tokens.clone()));
     let clerk = require(
         Router::new()
             .route("/api/v1/billing-runs", post(post_run))
@@ -221,6 +225,8 @@ fn router(state: AppState, tokens: Arc<ApiTokens>) -> Router {
         .merge(routes(ready))
 }
 
+#[path = "console_api.rs"]
+pub mod console_api;
 #[path = "ledger_api.rs"]
 mod ledger_api;
 
@@ -474,7 +480,20 @@ async fn openapi() -> Json<serde_json::Value> {
                     { "name": "format", "in": "query" }] } },
             "/api/v1/audit": { "get": { "summary": "Audit log, newest first (viewer)", "security": [{ "bearer": [] }],
                 "parameters": [{ "name": "target", "in": "query" }, { "name": "limit", "in": "query" }] } },
-            "/api/v1/accounts": { "post": { "summary": "Create or update accounts (admin)", "security": [{ "bearer": [] }] } },
+            "/api/v1/accounts": { "post": { "summary": "Create or update accounts (admin)", "security": [{ "bearer": [] }] },
+                "get": { "summary": "Search accounts by number, meter id (exact or prefix), customer or address (viewer)",
+                    "security": [{ "bearer": [] }],
+                    "parameters": [{ "name": "q", "in": "query", "required": true }, { "name": "limit", "in": "query" }] } },
+            "/api/v1/accounts/{no}": { "get": { "summary": "An account, its meters, balance and last 12 live bills (viewer)",
+                "security": [{ "bearer": [] }] } },
+            "/api/v1/bills/search": { "get": { "summary": "Bills by bill number, account, customer or address (viewer)",
+                "security": [{ "bearer": [] }],
+                "parameters": [{ "name": "q", "in": "query", "required": true }, { "name": "period", "in": "query" },
+                    { "name": "status", "in": "query" }, { "name": "limit", "in": "query" }] } },
+            "/api/v1/bills/{id}/notice": { "get": { "summary": "What the bill notice (고지서) shows: bill, account, 12-month history, open amount, due date (viewer)",
+                "security": [{ "bearer": [] }] } },
+            "/api/v1/billing-runs/{id}": { "get": { "summary": "One run with its progress (viewer)",
+                "security": [{ "bearer": [] }] } },
             "/api/v1/accounts/{no}/reductions": { "put": { "summary": "Grant or withdraw reductions (admin)",
                 "security": [{ "bearer": [] }] } }
         }
