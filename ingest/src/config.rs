@@ -44,9 +44,31 @@ pub struct MqttConfig {
     /// Broker URL, `mqtt://host:port` (port defaults to 1883).
     pub url: String,
     /// Client id: stable per replica (e.g. the StatefulSet pod name), because
-    /// the session is persistent (clean_session = false): messages that
-    /// arrive while the replica is down wait for it at the broker.
+    /// the session is persistent (MQTT 5 `clean_start = false` with a session
+    /// expiry interval; 3.1.1 `clean_session = false`): messages that arrive
+    /// while the replica is down wait for it at the broker.
     pub client_id: String,
+    /// Protocol of the session: `"v5"` (default: MQTT 5, shared
+    /// subscription, session expiry, Receive Maximum) or `"v311"` (MQTT
+    /// 3.1.1, for brokers without a usable MQTT 5 listener; the broker then
+    /// bounds its window by its own setting, e.g. Mosquitto
+    /// `max_inflight_messages`).
+    #[serde(default)]
+    pub protocol: MqttProtocol,
+    /// MQTT 5 session expiry interval in seconds (default 604 800, a week):
+    /// how long the broker keeps the session, its subscription and its
+    /// queued messages while this replica is away. Ignored with `v311`.
+    #[serde(default = "default_session_expiry_s")]
+    pub session_expiry_s: u32,
+    /// MQTT 5 Receive Maximum (default 5000, at most 65 535): QoS 1 messages
+    /// the broker may have sent to this replica and not yet seen
+    /// acknowledged. Every message stays unacknowledged until its batch
+    /// commits, so this must cover the batches in flight (two per writer
+    /// lane, `batch.max_readings` readings each) plus `max_inflight`;
+    /// the broker's own window (Mosquitto `max_inflight_messages`) caps it
+    /// further. Ignored with `v311`.
+    #[serde(default = "default_receive_maximum")]
+    pub receive_maximum: u16,
     /// Subscription filter (default `$share/ingest/waterworks/v1/+/readings`).
     #[serde(default = "default_subscription")]
     pub subscription: String,
@@ -67,11 +89,26 @@ impl MqttConfig {
         Self {
             url: url.into(),
             client_id: client_id.into(),
+            protocol: MqttProtocol::default(),
+            session_expiry_s: default_session_expiry_s(),
+            receive_maximum: default_receive_maximum(),
             subscription: default_subscription(),
             keep_alive_s: default_keep_alive_s(),
             max_inflight: default_max_inflight(),
         }
     }
+}
+
+/// The MQTT protocol version of ingest's session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum MqttProtocol {
+    /// MQTT 5.0 (rumqttc's `v5` client).
+    #[default]
+    #[serde(rename = "v5")]
+    V5,
+    /// MQTT 3.1.1 (rumqttc's v4 client).
+    #[serde(rename = "v311")]
+    V311,
 }
 
 /// A batch closes on whichever comes first: `max_readings`, `max_bytes` of
@@ -132,6 +169,12 @@ fn default_max_future_skew_s() -> u64 {
 fn default_subscription() -> String {
     waterworks_wire::topic::SHARED_READINGS_FILTER.to_string()
 }
+fn default_session_expiry_s() -> u32 {
+    7 * 24 * 3600
+}
+fn default_receive_maximum() -> u16 {
+    5000
+}
 fn default_keep_alive_s() -> u64 {
     30
 }
@@ -164,6 +207,20 @@ mod tests {
             waterworks_wire::topic::SHARED_READINGS_FILTER
         );
         assert_eq!(c.batch.max_readings, 20_000);
+        assert_eq!(c.mqtt.protocol, MqttProtocol::V5);
+        assert_eq!(c.mqtt.receive_maximum, 5000);
+    }
+
+    #[test]
+    fn protocol_is_v5_or_v311() {
+        let c = toml_like(
+            r#"{"database_url":"x","mqtt":{"url":"u","client_id":"c","protocol":"v311"}}"#,
+        );
+        assert_eq!(c.mqtt.protocol, MqttProtocol::V311);
+        let r: Result<IngestConfig, _> = serde_json::from_str(
+            r#"{"database_url":"x","mqtt":{"url":"u","client_id":"c","protocol":"v4"}}"#,
+        );
+        assert!(r.is_err());
     }
 
     #[test]

@@ -13,13 +13,14 @@
 //! waits for the writer while another is written. Nothing is acknowledged before commit, so
 //! a crash anywhere loses nothing: the broker redelivers.
 
-use crate::config::{BatchConfig, IngestConfig};
+use crate::config::{BatchConfig, IngestConfig, MqttProtocol};
 use crate::db::Partitions;
 use crate::vee::{self, MsgMeta, Window};
 use crate::writer::{self, BatchInput};
 use crate::IngestError;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use rumqttc::v5;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -62,42 +63,216 @@ pub const WRITER_LANES: usize = 2;
 /// Status topics are subscribed without sharing (every replica records them).
 pub const STATUS_SUBSCRIPTION: &str = waterworks_wire::topic::STATUS_FILTER;
 
+/// One received publish: its topic, payload and what acknowledges it.
+pub(crate) struct Message {
+    topic: String,
+    payload: Bytes,
+    ack: AckToken,
+}
+
+/// What a PUBACK needs: the packet id, and whether the message wants one
+/// (QoS 1; the subscription is QoS 1, so the broker sends nothing higher).
+#[derive(Debug, Clone, Copy)]
+struct AckToken {
+    pkid: u16,
+    qos1: bool,
+}
+
 struct Inbound {
-    publish: Publish,
+    message: Message,
     received_at: DateTime<Utc>,
 }
 
 struct Batch {
     input: BatchInput,
-    publishes: Vec<Publish>,
+    messages: Vec<Message>,
 }
 
-pub fn mqtt_options(cfg: &crate::config::MqttConfig) -> Result<MqttOptions, IngestError> {
-    let rest = cfg
-        .url
+/// `(host, port)` of an `mqtt://host[:port]` URL.
+fn broker_address(url: &str) -> Result<(String, u16), IngestError> {
+    let rest = url
         .strip_prefix("mqtt://")
-        .or_else(|| cfg.url.strip_prefix("tcp://"))
-        .ok_or_else(|| {
-            IngestError::Config(format!("mqtt url {:?} must start with mqtt://", cfg.url))
-        })?;
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| IngestError::Config(format!("mqtt url {url:?} must start with mqtt://")))?;
     let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
+    match rest.rsplit_once(':') {
+        Some((h, p)) => Ok((
+            h.to_string(),
             p.parse::<u16>()
-                .map_err(|_| IngestError::Config(format!("bad port in mqtt url {:?}", cfg.url)))?,
-        ),
-        None => (rest, 1883),
-    };
-    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
+                .map_err(|_| IngestError::Config(format!("bad port in mqtt url {url:?}")))?,
+        )),
+        None => Ok((rest.to_string(), 1883)),
+    }
+}
+
+/// Largest packet ingest accepts: one full gateway batch plus headers.
+const MAX_PACKET_BYTES: usize = waterworks_wire::reading::MAX_PAYLOAD_BYTES + 4096;
+
+/// The MQTT 3.1.1 session: persistent (`clean_session = false`), manual acks.
+pub fn mqtt_options(cfg: &crate::config::MqttConfig) -> Result<rumqttc::MqttOptions, IngestError> {
+    let (host, port) = broker_address(&cfg.url)?;
+    let mut o = rumqttc::MqttOptions::new(cfg.client_id.clone(), host, port);
     o.set_clean_session(false)
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(5)))
-        .set_max_packet_size(
-            waterworks_wire::reading::MAX_PAYLOAD_BYTES + 4096,
-            64 * 1024,
-        );
+        .set_max_packet_size(MAX_PACKET_BYTES, 64 * 1024);
     Ok(o)
+}
+
+/// The MQTT 5 session: `clean_start = false` with a session expiry interval
+/// (persistent), manual acks, and a Receive Maximum bounding what the broker
+/// sends before it sees acknowledgements. No topic aliases (every publish
+/// carries its topic).
+pub fn mqtt5_options(cfg: &crate::config::MqttConfig) -> Result<v5::MqttOptions, IngestError> {
+    let (host, port) = broker_address(&cfg.url)?;
+    if cfg.receive_maximum == 0 {
+        return Err(IngestError::Config(
+            "mqtt.receive_maximum must be at least 1".into(),
+        ));
+    }
+    let mut o = v5::MqttOptions::new(cfg.client_id.clone(), host, port);
+    o.set_clean_start(false)
+        .set_session_expiry_interval(Some(cfg.session_expiry_s))
+        .set_receive_maximum(Some(cfg.receive_maximum))
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(5)))
+        .set_max_packet_size(Some(MAX_PACKET_BYTES as u32));
+    Ok(o)
+}
+
+/// Checks the MQTT settings without connecting.
+pub fn check_mqtt(cfg: &crate::config::MqttConfig) -> Result<(), IngestError> {
+    match cfg.protocol {
+        MqttProtocol::V5 => mqtt5_options(cfg).map(|_| ()),
+        MqttProtocol::V311 => mqtt_options(cfg).map(|_| ()),
+    }
+}
+
+/// rumqttc's client handle, either protocol: subscribes, acknowledges,
+/// disconnects.
+#[derive(Clone)]
+enum Client {
+    V311(rumqttc::AsyncClient),
+    V5(v5::AsyncClient),
+}
+
+/// rumqttc's event loop, either protocol.
+enum Events {
+    V311(Box<rumqttc::EventLoop>),
+    V5(Box<v5::EventLoop>),
+}
+
+/// What the pipeline cares about in an event.
+enum Event {
+    Connected { session_present: bool },
+    Publish(Message),
+    Other,
+    Lost(String),
+}
+
+impl Client {
+    fn new(cfg: &crate::config::MqttConfig, cap: usize) -> Result<(Client, Events), IngestError> {
+        Ok(match cfg.protocol {
+            MqttProtocol::V311 => {
+                let (c, e) = rumqttc::AsyncClient::new(mqtt_options(cfg)?, cap);
+                (Client::V311(c), Events::V311(Box::new(e)))
+            }
+            MqttProtocol::V5 => {
+                let (c, e) = v5::AsyncClient::new(mqtt5_options(cfg)?, cap);
+                (Client::V5(c), Events::V5(Box::new(e)))
+            }
+        })
+    }
+
+    fn try_subscribe(&self, filter: &str) -> Result<(), String> {
+        match self {
+            Client::V311(c) => c
+                .try_subscribe(filter, rumqttc::QoS::AtLeastOnce)
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_subscribe(filter, v5::mqttbytes::QoS::AtLeastOnce)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn ack(&self, m: &Message) -> Result<(), String> {
+        if !m.ack.qos1 {
+            return Ok(());
+        }
+        match self {
+            Client::V311(c) => {
+                let mut p = rumqttc::Publish::new("", rumqttc::QoS::AtLeastOnce, Vec::new());
+                p.pkid = m.ack.pkid;
+                c.ack(&p).await.map_err(|e| e.to_string())
+            }
+            Client::V5(c) => {
+                let mut p = v5::mqttbytes::v5::Publish::new(
+                    "",
+                    v5::mqttbytes::QoS::AtLeastOnce,
+                    Vec::new(),
+                    None,
+                );
+                p.pkid = m.ack.pkid;
+                c.ack(&p).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn try_disconnect(&self) {
+        let _ = match self {
+            Client::V311(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
+        };
+    }
+}
+
+impl Events {
+    async fn poll(&mut self) -> Event {
+        match self {
+            Events::V311(e) => {
+                use rumqttc::{Event as E, Packet as P};
+                match e.poll().await {
+                    Ok(E::Incoming(P::ConnAck(a))) => Event::Connected {
+                        session_present: a.session_present,
+                    },
+                    Ok(E::Incoming(P::Publish(p))) => Event::Publish(Message {
+                        ack: AckToken {
+                            pkid: p.pkid,
+                            qos1: p.qos == rumqttc::QoS::AtLeastOnce,
+                        },
+                        topic: p.topic,
+                        payload: p.payload,
+                    }),
+                    Ok(_) => Event::Other,
+                    Err(e) => Event::Lost(e.to_string()),
+                }
+            }
+            Events::V5(e) => {
+                use v5::mqttbytes::v5::Packet as P;
+                use v5::Event as E;
+                match e.poll().await {
+                    Ok(E::Incoming(P::ConnAck(a))) => Event::Connected {
+                        session_present: a.session_present,
+                    },
+                    Ok(E::Incoming(P::Publish(p))) => Event::Publish(Message {
+                        ack: AckToken {
+                            pkid: p.pkid,
+                            qos1: p.qos == v5::mqttbytes::QoS::AtLeastOnce,
+                        },
+                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                        payload: p.payload,
+                    }),
+                    Ok(E::Incoming(P::Disconnect(d))) => {
+                        // The connection error that follows reconnects.
+                        tracing::warn!(reason = ?d.reason_code, "the broker sent DISCONNECT");
+                        Event::Other
+                    }
+                    Ok(_) => Event::Other,
+                    Err(e) => Event::Lost(e.to_string()),
+                }
+            }
+        }
+    }
 }
 
 pub struct Shared {
@@ -113,11 +288,10 @@ pub async fn run(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
-    let opts = mqtt_options(&cfg.mqtt)?;
-    let (client, eventloop) = AsyncClient::new(
-        opts,
+    let (client, eventloop) = Client::new(
+        &cfg.mqtt,
         ACK_CHANNEL_CAPACITY.max(cfg.mqtt.max_inflight * 2 + 64),
-    );
+    )?;
     let lanes = WRITER_LANES.max(1);
     let per_lane = (cfg.mqtt.max_inflight / lanes).max(1);
     let mut in_txs = Vec::with_capacity(lanes);
@@ -176,7 +350,7 @@ pub async fn run(
     }
     // Give the event loop a moment to send the last acks, then leave.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let _ = client.try_disconnect();
+    client.try_disconnect();
     tokio::time::sleep(Duration::from_millis(50)).await;
     mqtt_stop.cancel();
     let _ = mqtt.await;
@@ -194,8 +368,8 @@ fn lane_of(topic: &str, lanes: usize) -> usize {
 }
 
 async fn mqtt_loop(
-    mut eventloop: EventLoop,
-    client: AsyncClient,
+    mut eventloop: Events,
+    client: Client,
     txs: Vec<mpsc::Sender<Inbound>>,
     shared: Arc<Shared>,
     subscriptions: Vec<String>,
@@ -209,33 +383,33 @@ async fn mqtt_loop(
             ev = eventloop.poll() => ev,
         };
         match ev {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+            Event::Connected { session_present } => {
                 backoff_ms = RETRY_MIN_MS;
                 shared.broker_connected.store(true, Ordering::Relaxed);
-                tracing::info!(session_present = ack.session_present, "connected to broker");
+                tracing::info!(session_present, "connected to broker");
                 for s in &subscriptions {
-                    if let Err(e) = client.try_subscribe(s.clone(), QoS::AtLeastOnce) {
+                    if let Err(e) = client.try_subscribe(s) {
                         tracing::error!(error = %e, subscription = %s, "subscribe failed");
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
+            Event::Publish(message) => {
                 metrics::counter!("ingest_messages_total").increment(1);
                 let inbound = Inbound {
-                    publish: p,
+                    message,
                     received_at: Utc::now(),
                 };
                 // When the pipeline is full this waits: the socket is not read
                 // (backpressure). After shutdown the receiver is gone and the
                 // message is left unacknowledged for the broker to redeliver.
-                let tx = &txs[lane_of(&inbound.publish.topic, txs.len())];
+                let tx = &txs[lane_of(&inbound.message.topic, txs.len())];
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tx.send(inbound) => {}
                 }
             }
-            Ok(_) => {}
-            Err(e) if shutdown.is_cancelled() => {
+            Event::Other => {}
+            Event::Lost(e) if shutdown.is_cancelled() => {
                 // Our own disconnect (or a loss while draining): no reconnect,
                 // nothing to warn about. Unacknowledged messages are
                 // redelivered to the next session.
@@ -244,7 +418,7 @@ async fn mqtt_loop(
                 stop.cancelled().await;
                 break;
             }
-            Err(e) => {
+            Event::Lost(e) => {
                 shared.broker_connected.store(false, Ordering::Relaxed);
                 tracing::warn!(error = %e, backoff_ms, "broker connection lost; reconnecting");
                 metrics::counter!("ingest_broker_errors_total").increment(1);
@@ -276,12 +450,12 @@ async fn collect(
         let deadline = started + Duration::from_millis(cfg.max_wait_ms);
         let mut batch = Batch {
             input: BatchInput::default(),
-            publishes: Vec::new(),
+            messages: Vec::new(),
         };
         let (mut readings, mut bytes) = (0usize, 0usize);
         let mut next = Some(first);
         while let Some(m) = next.take() {
-            bytes += m.publish.payload.len();
+            bytes += m.message.payload.len();
             add(&mut batch, m);
             readings = batch.input.readings();
             if readings >= cfg.max_readings || bytes >= cfg.max_bytes {
@@ -307,13 +481,13 @@ async fn collect(
 fn add(batch: &mut Batch, m: Inbound) {
     let idx = batch.input.metas.len();
     let mut meta = MsgMeta {
-        topic: m.publish.topic.clone(),
+        topic: m.message.topic.clone(),
         received_at: m.received_at,
         gateway_id: None,
         batch_seq: None,
     };
-    if let Some(Topic::Status(gw)) = topic::parse(&m.publish.topic) {
-        let status = String::from_utf8_lossy(&m.publish.payload)
+    if let Some(Topic::Status(gw)) = topic::parse(&m.message.topic) {
+        let status = String::from_utf8_lossy(&m.message.payload)
             .chars()
             .take(32)
             .collect::<String>();
@@ -325,11 +499,11 @@ fn add(batch: &mut Batch, m: Inbound) {
         batch.input.metas.push(meta);
         batch.input.decoded.push(vee::Decoded::default());
     } else {
-        let decoded = vee::decode_message(idx, &mut meta, &m.publish.payload);
+        let decoded = vee::decode_message(idx, &mut meta, &m.message.payload);
         batch.input.metas.push(meta);
         batch.input.decoded.push(decoded);
     }
-    batch.publishes.push(m.publish);
+    batch.messages.push(m.message);
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -350,7 +524,7 @@ impl WindowCfg {
 
 async fn write_loop(
     mut rx: mpsc::Receiver<Batch>,
-    client: AsyncClient,
+    client: Client,
     shared: Arc<Shared>,
     window: WindowCfg,
     shutdown: CancellationToken,
@@ -359,17 +533,17 @@ async fn write_loop(
         let mut parts = vec![batch];
         while let Some(b) = parts.pop() {
             match write_with_retry(&shared, &b.input, window, &shutdown).await {
-                WriteResult::Done => ack_all(&client, &b.publishes).await,
+                WriteResult::Done => ack_all(&client, &b.messages).await,
                 WriteResult::Isolate => {
-                    if b.publishes.len() > 1 {
+                    if b.messages.len() > 1 {
                         tracing::warn!(
-                            messages = b.publishes.len(),
+                            messages = b.messages.len(),
                             "batch keeps failing; writing its messages one by one"
                         );
                         parts.extend(split(b).into_iter().rev());
                     } else {
                         refuse_whole(&shared, &b, window).await;
-                        ack_all(&client, &b.publishes).await;
+                        ack_all(&client, &b.messages).await;
                     }
                 }
                 WriteResult::Stopped => return Ok(()),
@@ -439,13 +613,13 @@ async fn write_with_retry(
 }
 
 fn split(b: Batch) -> Vec<Batch> {
-    let Batch { input, publishes } = b;
+    let Batch { input, messages } = b;
     let mut statuses = input.statuses.into_iter();
     input
         .metas
         .into_iter()
         .zip(input.decoded)
-        .zip(publishes)
+        .zip(messages)
         .map(|((meta, mut decoded), p)| {
             for c in &mut decoded.readings {
                 c.msg = 0;
@@ -463,7 +637,7 @@ fn split(b: Batch) -> Vec<Batch> {
                     decoded: vec![decoded],
                     statuses: st,
                 },
-                publishes: vec![p],
+                messages: vec![p],
             }
         })
         .collect()
@@ -474,7 +648,7 @@ fn split(b: Batch) -> Vec<Batch> {
 async fn refuse_whole(shared: &Shared, b: &Batch, window: WindowCfg) {
     let meta = b.input.metas.first().cloned();
     let payload = b
-        .publishes
+        .messages
         .first()
         .map(|p| p.payload.to_vec())
         .unwrap_or_default();
@@ -507,8 +681,8 @@ async fn refuse_whole(shared: &Shared, b: &Batch, window: WindowCfg) {
         .increment(1);
 }
 
-async fn ack_all(client: &AsyncClient, publishes: &[Publish]) {
-    for p in publishes {
+async fn ack_all(client: &Client, messages: &[Message]) {
+    for p in messages {
         if let Err(e) = client.ack(p).await {
             // The event loop is gone (shutdown): the broker redelivers, and
             // the readings are already stored, so the replay changes nothing.

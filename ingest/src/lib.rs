@@ -25,7 +25,7 @@ pub mod timescale;
 pub mod vee;
 pub mod writer;
 
-pub use config::{BatchConfig, IngestConfig, MqttConfig};
+pub use config::{BatchConfig, IngestConfig, MqttConfig, MqttProtocol};
 pub use db::migrate;
 
 use sqlx::postgres::PgPoolOptions;
@@ -96,7 +96,7 @@ pub struct Ingest {
 impl Ingest {
     /// Connects to PostgreSQL, applies the migrations, binds the HTTP listener.
     pub async fn build(config: IngestConfig) -> Result<Ingest, IngestError> {
-        consumer::mqtt_options(&config.mqtt)?;
+        consumer::check_mqtt(&config.mqtt)?;
         let tokens = Arc::new(ApiTokens::new(&config.tokens)?);
         let pool = PgPoolOptions::new()
             .max_connections(config.max_db_connections.max(2))

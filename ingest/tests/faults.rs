@@ -237,6 +237,8 @@ async fn a_flood_with_an_unlimited_broker_window_never_stalls_the_acks() {
     let mut cfg = config(&db, &unique("grp"), &unique("ingf"));
     cfg.mqtt.url = broker.url();
     cfg.mqtt.max_inflight = 8;
+    // MQTT 5: the largest window a client can grant (the broker's is unlimited).
+    cfg.mqtt.receive_maximum = u16::MAX;
     cfg.batch.max_readings = 40;
     let replica = start(cfg).await;
     let mut set = Vec::new();
