@@ -18,7 +18,10 @@ pub struct MeterRegistration {
 pub const REGISTER_CHUNK: usize = 10_000;
 
 /// Inserts or updates registrations; the ingest state of a known meter
-/// (its newest reading) is kept.
+/// (its newest reading) is kept. One transaction: it first takes the lock of
+/// every gateway involved (the meters' current ones and the new ones, as the
+/// writers do: `writer::lock_gateways`), so a meter never moves between
+/// gateways while a writer of either is deciding about its readings.
 pub async fn register_meters(
     pool: &PgPool,
     meters: &[MeterRegistration],
@@ -27,6 +30,25 @@ pub async fn register_meters(
     // Row locks are taken in meter order everywhere (no deadlock with ingest).
     sorted.sort_by(|a, b| a.meter_id.cmp(&b.meter_id));
     sorted.dedup_by(|a, b| a.meter_id == b.meter_id);
+    if sorted.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    let all_ids: Vec<&str> = sorted.iter().map(|m| m.meter_id.as_str()).collect();
+    let current: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT gateway_id FROM metering.meters WHERE meter_id = ANY($1)",
+    )
+    .bind(&all_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let gateways: Vec<&str> = sorted
+        .iter()
+        .map(|m| m.gateway_id.as_str())
+        .chain(current.iter().map(String::as_str))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    crate::writer::lock_gateways(&mut tx, &gateways).await?;
     for chunk in sorted.chunks(REGISTER_CHUNK) {
         let ids: Vec<&str> = chunk.iter().map(|m| m.meter_id.as_str()).collect();
         let gws: Vec<&str> = chunk.iter().map(|m| m.gateway_id.as_str()).collect();
@@ -47,8 +69,9 @@ pub async fn register_meters(
         .bind(&gws)
         .bind(&profiles)
         .bind(&flows)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
     }
+    tx.commit().await?;
     Ok(())
 }

@@ -1,13 +1,19 @@
-//! One batch, one transaction: lock the batch's meters (in meter order), run
-//! the VEE rules against their high-water marks, look up only the late
-//! readings in the store, `COPY` the accepted rows, merge daily usage, move
-//! the high-water marks, record gateways, gaps and quarantine, commit.
+//! One batch, one transaction: lock the batch's sending gateways (in gateway
+//! order), read their meters' high-water marks, run the VEE rules, look up
+//! only the late readings in the store, `COPY` the accepted rows, merge daily
+//! usage, move the high-water marks, record gateways, gaps and quarantine,
+//! commit.
 //!
 //! Exactly-once without a unique index: every stored reading of a meter has
-//! `ts <= meters.last_ts`, and all writers hold the meter's row lock while
-//! they decide and write. A reading newer than `last_ts` cannot be stored
-//! yet; one at or before it is checked against the store. So the readings
-//! table needs no `(meter_id, ts)` index (see README: COPY rate).
+//! `ts <= meters.last_ts`, and a meter's readings, mark and daily rows are
+//! only written by a transaction holding the lock of the meter's gateway
+//! ([`lock_gateways`]; a gateway speaks only for its own meters: a
+//! reading sent by another gateway is quarantined, never stored; the
+//! registry takes the old and the new gateway's locks to move a meter). A
+//! reading newer than `last_ts` cannot be stored yet; one at or before it is
+//! checked against the store. So the readings table needs no `(meter_id, ts)`
+//! index (see README: COPY rate), and a batch takes a handful of gateway
+//! locks instead of one row lock per meter.
 
 use crate::db::Partitions;
 use crate::vee::{
@@ -75,14 +81,24 @@ pub async fn write_batch(
     clock.mark("partitions");
 
     let mut tx = pool.begin().await?;
-    let meter_ids: Vec<String> = candidates
+    let senders: Vec<&str> = input
+        .decoded
         .iter()
-        .map(|c| c.reading.meter_id.to_string())
+        .filter_map(|d| d.header.as_ref().map(|h| h.0.as_str()))
+        .chain(input.statuses.iter().map(|s| s.0.as_str()))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let meters = lock_meters(&mut tx, &meter_ids).await?;
+    lock_gateways(&mut tx, &senders).await?;
     clock.mark("lock");
+    let meter_ids: Vec<&str> = candidates
+        .iter()
+        .map(|c| c.reading.meter_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let meters = read_meters(&mut tx, &meter_ids).await?;
+    clock.mark("meters");
     let gateways: Vec<Option<String>> = input
         .metas
         .iter()
@@ -193,17 +209,46 @@ impl PhaseClock {
     }
 }
 
-async fn lock_meters(
+/// Namespace of the gateway locks (`pg_advisory_xact_lock(space, key)`;
+/// billing's ledger uses another space on the same server).
+pub const GATEWAY_LOCK_SPACE: i32 = 0x6777;
+
+/// Takes the transaction-scoped lock of each of these gateways (a hash of
+/// its id, in ascending key order, so lockers never deadlock; two gateways
+/// sharing a hash only serialize). Every writer storing a meter's readings
+/// holds its gateway's lock (see the module doc), and the registry takes the
+/// old and the new gateway's to move a meter.
+pub(crate) async fn lock_gateways(
     tx: &mut Transaction<'_, Postgres>,
-    ids: &[String],
+    ids: &[&str],
+) -> Result<(), IngestError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock($1, k)) FROM (
+            SELECT DISTINCT hashtext(id) AS k FROM unnest($2::text[]) AS u(id) ORDER BY k) s",
+    )
+    .bind(GATEWAY_LOCK_SPACE)
+    .bind(ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The registry entry and high-water mark of each meter. No row lock: the
+/// caller holds the locks of the gateways the batch's readings can be
+/// stored for.
+async fn read_meters(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[&str],
 ) -> Result<HashMap<String, MeterState>, IngestError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
     let rows = sqlx::query(
         "SELECT meter_id, gateway_id, max_flow_lph, last_ts, last_volume_l
-           FROM metering.meters WHERE meter_id = ANY($1)
-          ORDER BY meter_id FOR NO KEY UPDATE",
+           FROM metering.meters WHERE meter_id = ANY($1)",
     )
     .bind(ids)
     .fetch_all(&mut **tx)
