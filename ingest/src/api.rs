@@ -33,6 +33,7 @@ pub fn router(shared: S, tokens: Arc<ApiTokens>) -> Router {
     let operator = Router::new().route("/api/v1/quarantine", get(quarantine));
     let api = require(viewer, tokens.clone(), Role::Viewer)
         .merge(waterworks_service::auth::whoami(tokens.clone()))
+        .merge(crate::dashboard::routes(tokens.clone()))
         .merge(require(operator, tokens, Role::Operator))
         .route(
             "/api/v1/openapi.json",

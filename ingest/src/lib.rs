@@ -19,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod consumer;
 pub mod copy;
+pub mod dashboard;
 pub mod db;
 pub mod registry;
 pub mod timescale;
@@ -149,6 +150,7 @@ impl Ingest {
             config.retention_days,
             shutdown.clone(),
         ));
+        tokio::spawn(dashboard::sample(shared.clone(), shutdown.clone()));
         let result = consumer::run(config, shared, shutdown.clone()).await;
         shutdown.cancel();
         let _ = maintenance.await;
