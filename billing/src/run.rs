@@ -580,13 +580,14 @@ async fn run_locked(
         })
     };
     let (mut wait_ms, mut commit_ms) = (0u64, 0u64);
+    let mut times = CommitTimes::default();
     loop {
         let t = std::time::Instant::now();
         let Some(bills) = rx.recv().await else { break };
         wait_ms += t.elapsed().as_millis() as u64;
         let t = std::time::Instant::now();
         let present = match run_id {
-            Some(id) => commit_chunk(conn, &period, id, &bills).await?,
+            Some(id) => commit_chunk(conn, &req.period, id, &bills, &mut times).await?,
             None => HashSet::new(),
         };
         commit_ms += t.elapsed().as_millis() as u64;
@@ -597,7 +598,16 @@ async fn run_locked(
         .await
         .map_err(|e| BillingError::Task(e.to_string()))?;
     // Where the time went: waiting for pricing vs committing.
-    tracing::info!(load_ms, wait_ms, commit_ms, "billing run phases");
+    tracing::info!(
+        load_ms,
+        wait_ms,
+        commit_ms,
+        prepare_ms = times.prepare_ms,
+        bills_ms = times.bills_ms,
+        ledger_ms = times.ledger_ms,
+        tx_commit_ms = times.commit_ms,
+        "billing run phases"
+    );
 
     let Some(run_id) = run_id else {
         return Ok(outcome);
@@ -774,6 +784,27 @@ pub(crate) async fn insert_issued_bill(
     Ok((id, no))
 }
 
+/// The columns a run chunk COPYs into `billing.bills`: its ids are drawn
+/// from the table's sequence first, so the chunk's ledger entries are built
+/// from what the run holds instead of reading the bills back.
+const CHUNK_COPY_COLUMNS: &str =
+    "bill_id, period, account_no, run_id, bill_no, status, hold_reasons, \
+     usage_type, usage_m3, estimated, tariff_version, water_krw, sewer_krw, base_krw, levy_krw, \
+     reduction_krw, total_krw, legs, lines, input_hash";
+
+/// Where a commit's time went (milliseconds, summed over chunks).
+#[derive(Debug, Default, Clone, Copy)]
+struct CommitTimes {
+    /// Counter lock, skipping bills present, drawing ids.
+    prepare_ms: u64,
+    /// The COPY of the bill rows.
+    bills_ms: u64,
+    /// Journal entries, postings, credit.
+    ledger_ms: u64,
+    /// The counter update and COMMIT (the WAL flush).
+    commit_ms: u64,
+}
+
 /// One transaction: the period's counter row is locked (every writer of a
 /// period's bills takes it first), accounts already billed are skipped, the
 /// rest numbered consecutively and COPYed straight into `billing.bills`, and
@@ -781,37 +812,66 @@ pub(crate) async fn insert_issued_bill(
 /// no gap.
 async fn commit_chunk(
     conn: &mut PgConnection,
-    period: &str,
+    period: &Period,
     run_id: i64,
     chunk: &[PreparedBill],
+    times: &mut CommitTimes,
 ) -> Result<HashSet<String>, BillingError> {
+    let started = std::time::Instant::now();
+    let period_s = period.to_string();
+    let period_str = period_s.as_str();
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     sqlx::query("INSERT INTO billing.period_counters (period) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(period)
+        .bind(period_str)
         .execute(&mut *tx)
         .await?;
     let mut last: i64 = sqlx::query_scalar(
         "SELECT last_bill_no FROM billing.period_counters WHERE period = $1 FOR UPDATE",
     )
-    .bind(period)
+    .bind(period_str)
     .fetch_one(&mut *tx)
     .await?;
     let accounts: Vec<&str> = chunk.iter().map(|b| b.account_no.as_str()).collect();
     let present: HashSet<String> = sqlx::query_scalar(
         "SELECT account_no FROM billing.bills WHERE period = $1 AND account_no = ANY($2)",
     )
-    .bind(period)
+    .bind(period_str)
     .bind(&accounts)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .collect();
+    let fresh: Vec<&PreparedBill> = chunk
+        .iter()
+        .filter(|b| !present.contains(&b.account_no))
+        .collect();
+    let ids: Vec<i64> = if fresh.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_scalar(
+            "SELECT nextval('billing.bills_bill_id_seq') FROM generate_series(1, $1)",
+        )
+        .bind(fresh.len() as i64)
+        .fetch_all(&mut *tx)
+        .await?
+    };
+    if ids.len() != fresh.len() {
+        return Err(BillingError::Task(format!(
+            "drew {} bill ids for {} bills",
+            ids.len(),
+            fresh.len()
+        )));
+    }
+    let t_bills = std::time::Instant::now();
+    times.prepare_ms += (t_bills - started).as_millis() as u64;
     let first = last;
-    let mut text = String::with_capacity(chunk.len() * 1_700);
+    let mut text = String::with_capacity(fresh.len() * 1_700);
     let mut head = String::new();
-    copy_field(&mut head, period);
-    for b in chunk.iter().filter(|b| !present.contains(&b.account_no)) {
+    copy_field(&mut head, period_str);
+    let mut issued = Vec::with_capacity(fresh.len());
+    for (b, id) in fresh.iter().zip(&ids) {
         use std::fmt::Write;
+        let _ = write!(text, "{id}\t");
         text.push_str(&head);
         text.push('\t');
         copy_field(&mut text, &b.account_no);
@@ -821,29 +881,49 @@ async fn commit_chunk(
         } else {
             last += 1;
             let _ = write!(text, "{last}\tissued\t");
+            let [water_krw, sewer_krw, base_krw, levy_krw, reduction_krw] =
+                b.components.map(|c| c.unwrap_or(0));
+            issued.push(crate::ledger::BillAmounts {
+                bill_id: *id,
+                account_no: b.account_no.clone(),
+                period: *period,
+                water_krw,
+                base_krw,
+                sewer_krw,
+                levy_krw,
+                reduction_krw,
+            });
         }
         text.push_str(&b.copy_tail);
     }
     if !text.is_empty() {
         let mut copy = tx
-            .copy_in_raw(&format!("COPY billing.bills ({COPY_COLUMNS}) FROM STDIN"))
+            .copy_in_raw(&format!(
+                "COPY billing.bills ({CHUNK_COPY_COLUMNS}) FROM STDIN"
+            ))
             .await?;
         for part in text.as_bytes().chunks(1 << 20) {
             copy.send(part).await?;
         }
         copy.finish().await?;
     }
+    let t_ledger = std::time::Instant::now();
+    times.bills_ms += (t_ledger - t_bills).as_millis() as u64;
+    let mut t_commit = t_ledger;
     if last != first {
         // The chunk's bills are posted to the ledger in the same transaction:
         // no bill is ever issued without its entry.
-        crate::ledger::store::post_issued_chunk(&mut tx, period, first, last).await?;
+        crate::ledger::store::post_issued_chunk(&mut tx, &issued).await?;
+        t_commit = std::time::Instant::now();
         sqlx::query("UPDATE billing.period_counters SET last_bill_no = $2 WHERE period = $1")
-            .bind(period)
+            .bind(period_str)
             .bind(last)
             .execute(&mut *tx)
             .await?;
     }
+    times.ledger_ms += (t_commit - t_ledger).as_millis() as u64;
     tx.commit().await?;
+    times.commit_ms += t_commit.elapsed().as_millis() as u64;
     Ok(present)
 }
 

@@ -338,28 +338,14 @@ pub async fn bill_amounts(
     amounts_from_row(&row)
 }
 
-/// Posts the bills numbered `(first_no, last_no]` in `period` (a run's chunk,
-/// in the chunk's transaction), then applies credit of those customers who
-/// have some.
+/// Posts a run chunk's newly issued bills (in the chunk's transaction), then
+/// applies credit of those customers who have some. The amounts are the ones
+/// the run has just written to the bills (it knows them, and their ids: no
+/// read-back of the chunk).
 pub async fn post_issued_chunk(
     conn: &mut PgConnection,
-    period: &str,
-    first_no: i64,
-    last_no: i64,
+    bills: &[BillAmounts],
 ) -> Result<(), BillingError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {AMOUNT_COLUMNS} FROM billing.bills \
-          WHERE period = $1 AND bill_no > $2 AND bill_no <= $3 AND status = 'issued'"
-    ))
-    .bind(period)
-    .bind(first_no)
-    .bind(last_no)
-    .fetch_all(&mut *conn)
-    .await?;
-    let bills = rows
-        .iter()
-        .map(amounts_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
     let drafts: Vec<EntryDraft> = bills.iter().map(|b| bill_entry(b, Source::Bill)).collect();
     post_new_entries(conn, &drafts, RUN_ACTOR).await?;
     let parties: Vec<&str> = bills.iter().map(|b| b.account_no.as_str()).collect();
