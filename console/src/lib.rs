@@ -21,6 +21,7 @@
 
 pub mod assets;
 pub mod backend;
+pub mod clerk;
 pub mod config;
 pub mod i18n;
 pub mod layout;
@@ -58,8 +59,10 @@ pub enum ConsoleError {
 
 /// Every page and route of the console, over `app`.
 pub fn router(app: Arc<App>) -> Router {
-    let pages = Router::new().merge(login::routes()).merge(ops::routes());
-    // clerk: C2 registers `.merge(clerk::routes())` above.
+    let pages = Router::new()
+        .merge(login::routes())
+        .merge(ops::routes())
+        .merge(clerk::routes());
     let ready_app = app.clone();
     let ready: ReadyCheck = Arc::new(move || {
         let app = ready_app.clone();

@@ -1,0 +1,828 @@
+//! Bills: search; one bill with its explained lines, reads and ledger
+//! entries; the clerk's corrections (cancel, rebill, adjust, payment), each
+//! with a reason and a page of the entries it made; the printable notice
+//! (고지서) and its PDF.
+
+use super::notice_pdf::{self, Notice, NoticeLeg, NoticeLine};
+use super::{int, items, notice_settings, text, usage_type_ko};
+use crate::backend::{query, seg};
+use crate::layout::{thousands, ts};
+use crate::web::{Authed, PageError};
+use axum::extract::{Form, Path, Query};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use maud::{html, Markup, PreEscaped};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use waterworks_service::auth::Role;
+
+#[derive(Deserialize, Default)]
+pub struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    period: String,
+    #[serde(default)]
+    status: String,
+}
+
+fn status_label(ctx: &Authed, s: &str) -> &'static str {
+    match s {
+        "issued" => ctx.t("clerk.status.issued"),
+        "held" => ctx.t("clerk.status.held"),
+        "cancelled" => ctx.t("clerk.status.cancelled"),
+        _ => ctx.t("none"),
+    }
+}
+
+fn bill_id(id: &str) -> Result<i64, PageError> {
+    id.parse()
+        .map_err(|_| PageError::NotFound(format!("bill {id:?}")))
+}
+
+pub async fn search(ctx: Authed, Query(q): Query<SearchQuery>) -> Result<Markup, PageError> {
+    let text_q = q.q.trim().to_string();
+    let period = q.period.trim().to_string();
+    let status = q.status.trim().to_string();
+    let opt = |s: &String| (!s.is_empty()).then(|| s.clone());
+    let result: Option<Value> = if !text_q.is_empty() {
+        Some(
+            ctx.app
+                .billing
+                .get(
+                    ctx.token(),
+                    &format!(
+                        "/api/v1/bills/search{}",
+                        query(&[
+                            ("q", Some(text_q.clone())),
+                            ("period", opt(&period)),
+                            ("status", opt(&status)),
+                            ("limit", Some("100".into())),
+                        ])
+                    ),
+                )
+                .await?,
+        )
+    } else if !period.is_empty() {
+        Some(
+            ctx.app
+                .billing
+                .get(
+                    ctx.token(),
+                    &format!(
+                        "/api/v1/bills{}",
+                        query(&[
+                            ("period", Some(period.clone())),
+                            ("status", opt(&status)),
+                            ("limit", Some("100".into())),
+                        ])
+                    ),
+                )
+                .await?,
+        )
+    } else {
+        None
+    };
+    Ok(ctx.page(
+        ctx.t("nav.bills"),
+        html! {
+            h1 { (ctx.t("nav.bills")) }
+            form method="get" action="/clerk/bills" class="search" id="bill-search" {
+                input type="search" name="q" id="bill-q" value=(text_q) placeholder=(ctx.t("clerk.bills.search_help"));
+                input type="month" name="period" id="bill-period" value=(period);
+                select name="status" id="bill-status" {
+                    option value="" { "—" }
+                    @for s in ["issued", "held", "cancelled"] {
+                        option value=(s) selected[status == s] { (status_label(&ctx, s)) }
+                    }
+                }
+                button type="submit" { (ctx.t("search")) }
+            }
+            @if let Some(r) = &result {
+                @let bills = items(r, "bills");
+                @if bills.is_empty() {
+                    p id="no-bills" { (ctx.t("clerk.bills.none")) }
+                } @else {
+                    table class="grid" id="bills" {
+                        thead { tr {
+                            th { (ctx.t("clerk.bill_number")) } th { (ctx.t("clerk.period")) }
+                            th { (ctx.t("clerk.account")) } th { (ctx.t("clerk.customer")) }
+                            th { (ctx.t("clerk.status")) } th class="num" { (ctx.t("clerk.usage_m3")) }
+                            th class="num" { (ctx.t("clerk.amount")) }
+                        } }
+                        tbody {
+                            @for b in bills {
+                                tr data-bill=(int(b, "bill_id")) {
+                                    td { a class="bill-link" href=(format!("/clerk/bills/{}", int(b, "bill_id"))) {
+                                        @let n = text(b, "bill_number");
+                                        @if n.is_empty() { "#" (int(b, "bill_id")) } @else { (n) }
+                                    } }
+                                    td { (text(b, "period")) }
+                                    td { (text(b, "account_no")) }
+                                    td { (text(b, "customer")) }
+                                    td { (status_label(&ctx, &text(b, "status"))) }
+                                    td class="num" { (thousands(int(b, "usage_m3"))) }
+                                    td class="num" { (thousands(int(b, "total_krw"))) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// The bill, its account and its ledger entries, fetched together.
+async fn load(ctx: &Authed, id: i64) -> Result<(Value, Value, Value), PageError> {
+    let b = &ctx.app.billing;
+    let bill: Value = b.get(ctx.token(), &format!("/api/v1/bills/{id}")).await?;
+    let no = text(&bill, "account_no");
+    let (account_path, entries_path) = (
+        format!("/api/v1/accounts/{}", seg(&no)),
+        format!("/api/v1/bills/{id}/entries"),
+    );
+    let (account, entries) = tokio::join!(
+        b.get::<Value>(ctx.token(), &account_path),
+        b.get::<Value>(ctx.token(), &entries_path),
+    );
+    Ok((bill, account?, entries?))
+}
+
+fn lines_view(ctx: &Authed, bill: &Value) -> Markup {
+    html! {
+        table class="grid" id="bill-lines" {
+            thead { tr {
+                th { (ctx.t("clerk.part")) } th { (ctx.t("clerk.lines")) } th class="num" { (ctx.t("clerk.amount")) }
+            } }
+            tbody {
+                @for l in items(bill, "lines") {
+                    @let e = l.get("explanation").cloned().unwrap_or(Value::Null);
+                    tr {
+                        td { (text(l, "label")) }
+                        td class="explain" {
+                            div { (ctx.t("clerk.tariff_version")) ": " (text(&e, "tariff_version"))
+                                  " · " (thousands(int(&e, "usage_m3"))) " m³" }
+                            @let blocks = items(&e, "blocks");
+                            @if !blocks.is_empty() {
+                                table class="blocks" {
+                                    @for b in blocks {
+                                        tr {
+                                            td { (usage_type_ko(&text(b, "usage_type"))) }
+                                            td { (text(b, "from_m3")) "–" (text(b, "to_m3")) " m³" }
+                                            td class="num" { (text(b, "m3")) " m³ × " (text(b, "rate_krw")) }
+                                            td class="num" { "= " (text(b, "amount_krw")) }
+                                        }
+                                    }
+                                }
+                            }
+                            @if !text(&e, "rate").is_empty() { div { (ctx.t("clerk.rate")) ": " (text(&e, "rate")) } }
+                            div { (ctx.t("clerk.raw")) ": " (text(&e, "raw_krw")) " · " (ctx.t("clerk.rounding")) ": " (text(&e, "rounding")) }
+                            @if let Some(p) = e.get("proration").filter(|p| !p.is_null()) {
+                                div { (ctx.t("clerk.proration")) ": " (int(p, "days")) "/" (int(p, "period_days")) }
+                            }
+                            @for n in items(&e, "notes") { div class="note" { (n.as_str().unwrap_or_default()) } }
+                        }
+                        td class="num" { (thousands(int(l, "amount_krw"))) }
+                    }
+                }
+                tr class="total" { td { (ctx.t("clerk.total")) } td {} td class="num" id="bill-total" { (thousands(int(bill, "total_krw"))) } }
+            }
+        }
+    }
+}
+
+fn legs_view(ctx: &Authed, bill: &Value) -> Markup {
+    html! {
+        table class="grid" id="bill-legs" {
+            thead { tr {
+                th { (ctx.t("clerk.meter")) } th { (ctx.t("clerk.start_read")) } th { (ctx.t("clerk.end_read")) }
+                th class="num" { (ctx.t("clerk.read_count")) } th class="num" { (ctx.t("clerk.usage_m3")) }
+            } }
+            tbody {
+                @for l in items(bill, "legs") {
+                    tr {
+                        td { (text(l, "meter_id")) }
+                        td { (thousands(int(l, "start_volume_l"))) " · " (time(l, "start_ts")) }
+                        td { (thousands(int(l, "end_volume_l"))) " · " (time(l, "end_ts")) }
+                        td class="num" { (thousands(int(l, "reads"))) }
+                        td class="num" { (thousands(int(l, "usage_m3")))
+                            @if int(l, "estimated_m3") != 0 { " (" (ctx.t("clerk.runs.estimated")) " " (int(l, "estimated_m3")) ")" } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn time(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(|t| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(t.clone()).ok())
+        .map(|t| ts(&t))
+        .unwrap_or_else(|| "—".into())
+}
+
+fn entries_view(ctx: &Authed, entries: &[&Value], id: &str) -> Markup {
+    html! {
+        table class="grid" id=(id) {
+            thead { tr {
+                th { (ctx.t("clerk.entry")) } th { (ctx.t("clerk.source")) } th { (ctx.t("clerk.memo")) }
+                th { (ctx.t("clerk.by")) } th { (ctx.t("clerk.ledger_account")) } th { (ctx.t("clerk.part")) }
+                th class="num" { (ctx.t("clerk.amount")) }
+            } }
+            tbody {
+                @for e in entries {
+                    @for (i, p) in items(e, "postings").iter().enumerate() {
+                        tr data-entry=(int(e, "entry_id")) {
+                            @if i == 0 {
+                                td { "#" (int(e, "entry_id")) " · " (text(e, "effective_on")) }
+                                td class="source" { (text(e, "source")) }
+                                td { (text(e, "memo")) }
+                                td { (text(e, "created_by")) }
+                            } @else { td {} td {} td {} td {} }
+                            td { (text(p, "account")) }
+                            td { (text(p, "part")) }
+                            td class="num" { (thousands(int(p, "amount_krw"))) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn new_key() -> String {
+    let n: u64 = rand::thread_rng().gen();
+    format!("{n:016x}")
+}
+
+fn actions_view(ctx: &Authed, bill: &Value, account: &Value) -> Markup {
+    let id = int(bill, "bill_id");
+    let today = chrono::Utc::now()
+        .with_timezone(&crate::layout::kst())
+        .format("%Y-%m-%d")
+        .to_string();
+    let open = int(account, "open_krw").max(0);
+    html! {
+        section class="actions" id="bill-actions" {
+            h2 { (ctx.t("clerk.actions")) }
+            form method="post" action=(format!("/clerk/bills/{id}/cancel")) id="cancel-form" {
+                b { (ctx.t("clerk.cancel")) } " "
+                input type="text" name="reason" id="cancel-reason" required maxlength="500" placeholder=(ctx.t("clerk.reason"));
+                button type="submit" id="cancel-submit" { (ctx.t("clerk.cancel")) }
+            }
+            form method="post" action=(format!("/clerk/bills/{id}/rebill")) id="rebill-form" {
+                b { (ctx.t("clerk.rebill")) } " "
+                input type="text" name="reason" id="rebill-reason" required maxlength="500" placeholder=(ctx.t("clerk.reason"));
+                button type="submit" id="rebill-submit" { (ctx.t("clerk.rebill")) }
+            }
+            form method="post" action=(format!("/clerk/bills/{id}/adjust")) id="adjust-form" {
+                b { (ctx.t("clerk.adjust")) } " "
+                select name="part" id="adjust-part" {
+                    @for (p, k) in [("water", "clerk.water"), ("base", "clerk.base"), ("sewer", "clerk.sewer"), ("levy", "clerk.levy")] {
+                        option value=(p) { (ctx.t(k)) }
+                    }
+                }
+                input type="number" name="amount_krw" id="adjust-amount" required step="1";
+                input type="text" name="reason" id="adjust-reason" required maxlength="500" placeholder=(ctx.t("clerk.reason"));
+                input type="hidden" name="key" value=(new_key());
+                button type="submit" id="adjust-submit" { (ctx.t("clerk.adjust")) }
+            }
+            form method="post" action=(format!("/clerk/bills/{id}/payment")) id="payment-form" {
+                b { (ctx.t("clerk.payment")) } " "
+                input type="text" name="reference" id="payment-reference" required maxlength="64"
+                    value=(format!("CONSOLE-{}", new_key())) title=(ctx.t("clerk.reference"));
+                input type="number" name="amount_krw" id="payment-amount" required min="1" step="1" value=(open);
+                input type="date" name="paid_on" id="payment-date" required value=(today);
+                button type="submit" id="payment-submit" { (ctx.t("clerk.payment")) }
+            }
+        }
+    }
+}
+
+pub async fn bill(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageError> {
+    let id = bill_id(&id)?;
+    let (bill, account, entries) = load(&ctx, id).await?;
+    let status = text(&bill, "status");
+    let number = text(&bill, "bill_number");
+    let all: Vec<&Value> = items(&entries, "entries").iter().collect();
+    let title = format!(
+        "{} {}",
+        ctx.t("clerk.bill"),
+        if number.is_empty() {
+            format!("#{id}")
+        } else {
+            number.clone()
+        }
+    );
+    Ok(ctx.page(
+        &title,
+        html! {
+            h1 { (title) }
+            dl class="facts" id="bill-facts" data-status=(status) {
+                dt { (ctx.t("clerk.period")) } dd { (text(&bill, "period")) }
+                dt { (ctx.t("clerk.account")) } dd { (text(&bill, "account_no")) }
+                dt { (ctx.t("clerk.customer")) } dd id="bill-customer" { (text(&account, "customer")) }
+                dt { (ctx.t("clerk.address")) } dd { (text(&account, "address")) }
+                dt { (ctx.t("clerk.usage_type")) } dd { (usage_type_ko(&text(&bill, "usage_type"))) }
+                dt { (ctx.t("clerk.status")) } dd id="bill-status" { (status_label(&ctx, &status)) }
+                dt { (ctx.t("clerk.tariff_version")) } dd { (text(&bill, "tariff_version")) }
+                dt { (ctx.t("clerk.usage_m3")) } dd { (thousands(int(&bill, "usage_m3"))) }
+                @let holds = items(&bill, "hold_reasons");
+                @if !holds.is_empty() {
+                    dt { (ctx.t("clerk.runs.held")) } dd { @for h in holds { div { (h.as_str().unwrap_or_default()) } } }
+                }
+            }
+            p class="links" {
+                a id="notice-link" href=(format!("/clerk/bills/{id}/notice")) { (ctx.t("clerk.notice")) } " · "
+                a id="notice-pdf-link" href=(format!("/clerk/bills/{id}/notice.pdf")) { (ctx.t("clerk.notice_pdf")) }
+            }
+            h2 { (ctx.t("clerk.lines")) }
+            (lines_view(&ctx, &bill))
+            h2 { (ctx.t("clerk.reads")) }
+            (legs_view(&ctx, &bill))
+            h2 { (ctx.t("clerk.entries")) }
+            (entries_view(&ctx, &all, "bill-entries"))
+            @if ctx.session.is_clerk() && status == "issued" {
+                (actions_view(&ctx, &bill, &account))
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ReasonForm {
+    reason: String,
+}
+
+#[derive(Deserialize)]
+pub struct AdjustForm {
+    part: String,
+    amount_krw: String,
+    reason: String,
+    key: String,
+}
+
+#[derive(Deserialize)]
+pub struct PaymentForm {
+    reference: String,
+    amount_krw: String,
+    paid_on: String,
+}
+
+fn amount(s: &str) -> Result<i64, PageError> {
+    s.trim()
+        .replace(',', "")
+        .parse()
+        .map_err(|_| PageError::BadRequest(format!("amount {s:?} is not a whole number of won")))
+}
+
+fn entry_ids(entries: &Value) -> HashSet<i64> {
+    items(entries, "entries")
+        .iter()
+        .map(|e| int(e, "entry_id"))
+        .collect()
+}
+
+/// The page after a correction: what was done and the entries it made.
+async fn result_page(
+    ctx: &Authed,
+    title: &str,
+    before: &HashSet<i64>,
+    bills: &[i64],
+    message: Markup,
+) -> Result<Markup, PageError> {
+    let mut fresh: Vec<Value> = Vec::new();
+    for b in bills {
+        let e: Value = ctx
+            .app
+            .billing
+            .get(ctx.token(), &format!("/api/v1/bills/{b}/entries"))
+            .await?;
+        for entry in items(&e, "entries") {
+            let eid = int(entry, "entry_id");
+            if !before.contains(&eid) && !fresh.iter().any(|f| int(f, "entry_id") == eid) {
+                fresh.push(entry.clone());
+            }
+        }
+    }
+    fresh.sort_by_key(|e| int(e, "entry_id"));
+    let refs: Vec<&Value> = fresh.iter().collect();
+    Ok(ctx.page(
+        title,
+        html! {
+            h1 { (ctx.t("clerk.result")) ": " (title) }
+            div class="ok" id="result-message" { (message) }
+            h2 { (ctx.t("clerk.result.entries")) }
+            @if refs.is_empty() {
+                p id="no-new-entries" { (ctx.t("clerk.result.no_entries")) }
+            } @else {
+                (entries_view(ctx, &refs, "new-entries"))
+            }
+        },
+    ))
+}
+
+async fn before(ctx: &Authed, id: i64) -> Result<HashSet<i64>, PageError> {
+    let e: Value = ctx
+        .app
+        .billing
+        .get(ctx.token(), &format!("/api/v1/bills/{id}/entries"))
+        .await?;
+    Ok(entry_ids(&e))
+}
+
+fn back(ctx: &Authed, id: i64) -> Markup {
+    html! { a id="back-to-bill" href=(format!("/clerk/bills/{id}")) { (ctx.t("clerk.bill")) " #" (id) } }
+}
+
+pub async fn cancel(
+    ctx: Authed,
+    Path(id): Path<String>,
+    Form(f): Form<ReasonForm>,
+) -> Result<Markup, PageError> {
+    ctx.require(Role::Clerk)?;
+    let id = bill_id(&id)?;
+    let seen = before(&ctx, id).await?;
+    let _: Value = ctx
+        .app
+        .billing
+        .post(
+            ctx.token(),
+            &format!("/api/v1/bills/{id}/cancel"),
+            &json!({ "reason": f.reason }),
+        )
+        .await?;
+    let msg = html! { p { (ctx.t("clerk.cancel")) ": " (back(&ctx, id)) " — " (f.reason) } };
+    result_page(&ctx, ctx.t("clerk.cancel"), &seen, &[id], msg).await
+}
+
+pub async fn rebill(
+    ctx: Authed,
+    Path(id): Path<String>,
+    Form(f): Form<ReasonForm>,
+) -> Result<Markup, PageError> {
+    ctx.require(Role::Clerk)?;
+    let id = bill_id(&id)?;
+    let seen = before(&ctx, id).await?;
+    let out: Value = ctx
+        .app
+        .billing
+        .post(
+            ctx.token(),
+            &format!("/api/v1/bills/{id}/rebill"),
+            &json!({ "reason": f.reason }),
+        )
+        .await?;
+    let new_id = int(&out, "bill_id");
+    let msg = html! {
+        p { (ctx.t("clerk.rebill")) ": " (back(&ctx, id)) " → "
+            a id="new-bill" href=(format!("/clerk/bills/{new_id}")) { (ctx.t("clerk.new_bill")) " #" (new_id) }
+            " (" (thousands(int(&out, "total_krw"))) " 원) — " (f.reason) }
+    };
+    result_page(&ctx, ctx.t("clerk.rebill"), &seen, &[id, new_id], msg).await
+}
+
+pub async fn adjust(
+    ctx: Authed,
+    Path(id): Path<String>,
+    Form(f): Form<AdjustForm>,
+) -> Result<Markup, PageError> {
+    ctx.require(Role::Clerk)?;
+    let id = bill_id(&id)?;
+    let amount_krw = amount(&f.amount_krw)?;
+    let seen = before(&ctx, id).await?;
+    let _: Value = ctx
+        .app
+        .billing
+        .post(
+            ctx.token(),
+            &format!("/api/v1/bills/{id}/adjustments"),
+            &json!({ "part": f.part, "amount_krw": amount_krw, "reason": f.reason, "key": f.key }),
+        )
+        .await?;
+    let msg = html! { p { (ctx.t("clerk.adjust")) ": " (back(&ctx, id)) " " (f.part) " " (thousands(amount_krw)) " 원 — " (f.reason) } };
+    result_page(&ctx, ctx.t("clerk.adjust"), &seen, &[id], msg).await
+}
+
+pub async fn payment(
+    ctx: Authed,
+    Path(id): Path<String>,
+    Form(f): Form<PaymentForm>,
+) -> Result<Markup, PageError> {
+    ctx.require(Role::Clerk)?;
+    let id = bill_id(&id)?;
+    let amount_krw = amount(&f.amount_krw)?;
+    let bill: Value = ctx
+        .app
+        .billing
+        .get(ctx.token(), &format!("/api/v1/bills/{id}"))
+        .await?;
+    let seen = before(&ctx, id).await?;
+    let out: Value = ctx
+        .app
+        .billing
+        .post(
+            ctx.token(),
+            "/api/v1/payments",
+            &json!({ "reference": f.reference, "account_no": text(&bill, "account_no"),
+                     "amount_krw": amount_krw, "paid_on": f.paid_on }),
+        )
+        .await?;
+    let msg = html! {
+        p { (ctx.t("clerk.payment")) ": " (text(&bill, "account_no")) " " (thousands(amount_krw)) " 원 · "
+            (ctx.t("clerk.reference")) " " (f.reference) " · " (ctx.t("clerk.entry")) " #" (int(&out, "entry_id"))
+            " · " (back(&ctx, id)) }
+    };
+    result_page(&ctx, ctx.t("clerk.payment"), &seen, &[id], msg).await
+}
+
+/// The notice's data, from billing's `GET /api/v1/bills/{id}/notice`.
+async fn notice_data(ctx: &Authed, id: i64) -> Result<Value, PageError> {
+    Ok(ctx
+        .app
+        .billing
+        .get(ctx.token(), &format!("/api/v1/bills/{id}/notice"))
+        .await?)
+}
+
+/// Litres as m³ with three decimals (`212500` -> `212.500`).
+fn m3(litres: i64) -> String {
+    format!(
+        "{}.{:03}",
+        thousands(litres.div_euclid(1000)),
+        litres.rem_euclid(1000)
+    )
+}
+
+/// The basis of a line in one short text: blocks, or rate, and rounding.
+fn basis(l: &Value) -> String {
+    let e = l.get("explanation").cloned().unwrap_or(Value::Null);
+    let blocks: Vec<String> = items(&e, "blocks")
+        .iter()
+        .map(|b| {
+            let to = text(b, "to_m3");
+            format!(
+                "{}-{} m³: {} × {}",
+                text(b, "from_m3"),
+                if to.is_empty() { "".into() } else { to },
+                text(b, "m3"),
+                text(b, "rate_krw")
+            )
+        })
+        .collect();
+    let mut s = if blocks.is_empty() {
+        match text(&e, "rate") {
+            r if r.is_empty() => format!("{} m³", int(&e, "usage_m3")),
+            r => format!("{} m³ × {r}", int(&e, "usage_m3")),
+        }
+    } else {
+        blocks.join(", ")
+    };
+    if let Some(p) = e.get("proration").filter(|p| !p.is_null()) {
+        s.push_str(&format!(
+            " ({}/{}일)",
+            int(p, "days"),
+            int(p, "period_days")
+        ));
+    }
+    s
+}
+
+/// The [`Notice`] from billing's notice data and the console's settings.
+pub fn notice_from(n: &Value) -> Notice {
+    let bill = n.get("bill").cloned().unwrap_or(Value::Null);
+    let account = n.get("account").cloned().unwrap_or(Value::Null);
+    let settings = notice_settings();
+    let up = n.get("usage_period").cloned().unwrap_or(Value::Null);
+    let mut notes = Vec::new();
+    if bill.get("estimated").and_then(Value::as_bool) == Some(true) {
+        notes.push("추정 검침이 포함되어 있습니다 (Includes an estimated read).".to_string());
+    }
+    match text(&bill, "status").as_str() {
+        "cancelled" => notes.push("취소된 고지서입니다 (Cancelled).".into()),
+        "held" => notes.push("검토를 위해 보류된 고지서입니다 (Held for review).".into()),
+        _ => {}
+    }
+    Notice {
+        issuer: settings.issuer.clone(),
+        bill_number: text(&bill, "bill_number"),
+        period: text(&bill, "period"),
+        usage_dates: format!("{} ~ {}", text(&up, "from"), text(&up, "to")),
+        issued_on: text(n, "issued_on"),
+        due_on: text(n, "due_on"),
+        account_no: text(&bill, "account_no"),
+        customer: text(&account, "customer"),
+        address: text(&account, "address"),
+        usage_type: usage_type_ko(&text(&bill, "usage_type")).to_string(),
+        diameter_mm: int(&account, "diameter_mm"),
+        households: int(&account, "households"),
+        legs: items(&bill, "legs")
+            .iter()
+            .map(|l| NoticeLeg {
+                meter_id: text(l, "meter_id"),
+                start: m3(int(l, "start_volume_l")),
+                end: m3(int(l, "end_volume_l")),
+                usage_m3: int(l, "usage_m3"),
+            })
+            .collect(),
+        usage_m3: int(&bill, "usage_m3"),
+        lines: items(&bill, "lines")
+            .iter()
+            .map(|l| NoticeLine {
+                label: text(l, "label"),
+                basis: basis(l),
+                amount_krw: int(l, "amount_krw"),
+            })
+            .collect(),
+        total_krw: int(&bill, "total_krw"),
+        open_krw: int(n, "open_krw"),
+        payment_account: settings.payment_account.clone(),
+        history: items(n, "history")
+            .iter()
+            .map(|h| (text(h, "period"), h.get("usage_m3").and_then(Value::as_i64)))
+            .collect(),
+        notes,
+    }
+}
+
+/// The 12-month usage bars as inline SVG (no script; prints as drawn).
+fn history_svg(n: &Notice) -> Markup {
+    let max = n
+        .history
+        .iter()
+        .filter_map(|(_, v)| *v)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (w, h, top, base) = (600.0f64, 170.0f64, 18.0f64, 145.0f64);
+    let slot = w / n.history.len().max(1) as f64;
+    let last = n.history.len().saturating_sub(1);
+    html! {
+        svg id="notice-history" viewBox=(format!("0 0 {w} {h}")) width="100%" role="img" aria-label="usage history" {
+            line x1="0" y1=(base) x2=(w) y2=(base) stroke="#333" stroke-width="1" {}
+            @for (i, (period, v)) in n.history.iter().enumerate() {
+                @let x = slot * i as f64;
+                @let cx = x + slot / 2.0;
+                @let label = period.split_once('-').map(|(_, m)| format!("{}월", m.trim_start_matches('0'))).unwrap_or_else(|| period.clone());
+                @if let Some(v) = v {
+                    @let bh = (*v as f64 / max as f64) * (base - top);
+                    rect class="bar" x=(format!("{:.1}", x + slot * 0.2)) y=(format!("{:.1}", base - bh)) width=(format!("{:.1}", slot * 0.6)) height=(format!("{:.1}", bh.max(0.5)))
+                        fill=(if i == last { "#1c549e" } else { "#8ca8cc" }) {}
+                    text x=(format!("{cx:.1}")) y=(format!("{:.1}", base - bh - 4.0)) text-anchor="middle" font-size="11" { (thousands(*v)) }
+                } @else {
+                    text x=(format!("{cx:.1}")) y=(format!("{:.1}", base - 4.0)) text-anchor="middle" font-size="11" { "-" }
+                }
+                text x=(format!("{cx:.1}")) y=(format!("{:.1}", base + 16.0)) text-anchor="middle" font-size="11" { (label) }
+            }
+        }
+    }
+}
+
+const NOTICE_CSS: &str = "
+.notice { max-width: 760px; margin: 0 auto; font-size: 14px; }
+.notice .band { background: #1c549e; color: #fff; padding: 10px 16px; display: flex; justify-content: space-between; align-items: baseline; }
+.notice .band h1 { margin: 0; font-size: 26px; color: #fff; }
+.notice table { width: 100%; border-collapse: collapse; margin: 6px 0 14px; }
+.notice th, .notice td { border-bottom: 1px solid #ccd; padding: 4px 6px; text-align: left; }
+.notice td.num, .notice th.num { text-align: right; }
+.notice .due { background: #e8eff9; border: 1px solid #334; padding: 10px 16px; display: flex; gap: 32px; flex-wrap: wrap; }
+.notice .due .big { font-size: 26px; font-weight: bold; }
+@media print { header.top, .no-print { display: none !important; } main { padding: 0; } .notice { max-width: none; } }
+";
+
+pub async fn notice(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageError> {
+    let id = bill_id(&id)?;
+    let data = notice_data(&ctx, id).await?;
+    let n = notice_from(&data);
+    let title = format!("{} {}", ctx.t("clerk.notice"), n.bill_number);
+    Ok(ctx.page(
+        &title,
+        html! {
+            style { (PreEscaped(NOTICE_CSS)) }
+            p class="no-print" {
+                a href=(format!("/clerk/bills/{id}")) { (ctx.t("back")) } " · "
+                a id="notice-pdf" href=(format!("/clerk/bills/{id}/notice.pdf")) { (ctx.t("clerk.notice_pdf")) }
+            }
+            article class="notice" id="notice" {
+                div class="band" {
+                    h1 { "상수도 요금 고지서" }
+                    span { (n.period) " 사용분 · Water bill notice" }
+                }
+                p { (n.issuer) " · " (ctx.t("clerk.bill_number")) " " span id="notice-number" { (n.bill_number) }
+                    " · " (ctx.t("clerk.issued_on")) " " (n.issued_on) }
+                table {
+                    tr { th { (ctx.t("clerk.account")) } td { (n.account_no) } th { (ctx.t("clerk.customer")) } td id="notice-customer" { (n.customer) } }
+                    tr { th { (ctx.t("clerk.address")) } td colspan="3" { (n.address) } }
+                    tr { th { (ctx.t("clerk.usage_type")) } td { (n.usage_type) } th { (ctx.t("clerk.quote.diameter")) } td { (n.diameter_mm) " mm / " (n.households) " 세대" } }
+                    tr { th { (ctx.t("clerk.usage_dates")) } td { (n.usage_dates) } th { (ctx.t("clerk.usage_m3")) } td { (thousands(n.usage_m3)) } }
+                }
+                table {
+                    thead { tr { th { (ctx.t("clerk.meter")) } th class="num" { "전월지침 (m³)" } th class="num" { "당월지침 (m³)" } th class="num" { (ctx.t("clerk.usage_m3")) } } }
+                    tbody { @for l in &n.legs { tr { td { (l.meter_id) } td class="num" { (l.start) } td class="num" { (l.end) } td class="num" { (thousands(l.usage_m3)) } } } }
+                }
+                table id="notice-lines" {
+                    thead { tr { th { (ctx.t("clerk.part")) } th { (ctx.t("clerk.lines")) } th class="num" { (ctx.t("clerk.amount")) } } }
+                    tbody {
+                        @for l in &n.lines { tr { td { (l.label) } td { (l.basis) } td class="num" { (thousands(l.amount_krw)) } } }
+                        tr { th { (ctx.t("clerk.total")) } td {} th class="num" { (thousands(n.total_krw)) } }
+                    }
+                }
+                @for note in &n.notes { p { "※ " (note) } }
+                div class="due" {
+                    div { (ctx.t("clerk.amount_due")) br; span class="big" id="notice-due-amount" { (thousands(n.open_krw)) " 원" } }
+                    div { (ctx.t("clerk.due_on")) br; span class="big" id="notice-due-date" { (n.due_on) } }
+                    div { (ctx.t("clerk.payment_account")) br; span id="notice-account" { (n.payment_account) } }
+                }
+                h2 { (ctx.t("clerk.history")) " (m³)" }
+                (history_svg(&n))
+            }
+        },
+    ))
+}
+
+pub async fn notice_pdf(ctx: Authed, Path(id): Path<String>) -> Result<Response, PageError> {
+    let id = bill_id(&id)?;
+    let data = notice_data(&ctx, id).await?;
+    let n = notice_from(&data);
+    let font = notice_settings().font().map_err(|e| {
+        tracing::error!(error = %e, "no notice PDF without its font");
+        PageError::Unavailable("notice font")
+    })?;
+    let started = std::time::Instant::now();
+    let pdf = tokio::task::spawn_blocking(move || notice_pdf::render(&n, &font))
+        .await
+        .map_err(|_| PageError::Unavailable("notice PDF"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "notice PDF failed");
+            PageError::Unavailable("notice PDF")
+        })?;
+    metrics::histogram!("console_notice_pdf_seconds").record(started.elapsed().as_secs_f64());
+    let number = text(data.get("bill").unwrap_or(&Value::Null), "bill_number");
+    let name = if number.is_empty() {
+        format!("notice-{id}.pdf")
+    } else {
+        format!("notice-{number}.pdf")
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/pdf".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"{name}\""),
+            ),
+            (header::CACHE_CONTROL, "private, no-store".to_string()),
+        ],
+        pdf,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notice_from_billing_data_and_its_svg() {
+        let data = json!({
+            "bill": {
+                "bill_id": 7, "bill_number": "2026-10-0000007", "period": "2026-10", "account_no": "AC1",
+                "status": "issued", "usage_type": "household", "usage_m3": 26, "estimated": true, "total_krw": 29460,
+                "legs": [{"meter_id": "M1", "start_volume_l": 212500, "end_volume_l": 239000, "usage_m3": 26}],
+                "lines": [
+                    {"label": "상수도요금", "amount_krw": 13260, "explanation": {"usage_m3": 26, "blocks": [
+                        {"usage_type": "household", "from_m3": 1, "m3": 26, "rate_krw": "510", "amount_krw": "13260"}],
+                        "raw_krw": "13260", "rounding": "truncate_1"}},
+                    {"label": "물이용부담금", "amount_krw": 4420, "explanation": {"usage_m3": 26, "rate": "170",
+                        "raw_krw": "4420", "rounding": "truncate_1", "proration": {"days": 15, "period_days": 31}}}
+                ]
+            },
+            "account": {"customer": "홍길동", "address": "대전 <서구>", "diameter_mm": 15, "households": 1},
+            "history": [{"period": "2026-09", "usage_m3": 20}, {"period": "2026-10", "usage_m3": 26}],
+            "open_krw": 19460, "due_on": "2026-11-30", "issued_on": "2026-11-01",
+            "usage_period": {"from": "2026-10-01", "to": "2026-10-31"}
+        });
+        let n = notice_from(&data);
+        assert_eq!(n.customer, "홍길동");
+        assert_eq!(n.usage_type, "가정용");
+        assert_eq!(n.legs[0].start, "212.500");
+        assert_eq!(n.legs[0].end, "239.000");
+        assert_eq!(n.lines[0].basis, "1- m³: 26 × 510");
+        assert_eq!(n.lines[1].basis, "26 m³ × 170 (15/31일)");
+        assert_eq!(
+            n.history,
+            vec![("2026-09".into(), Some(20)), ("2026-10".into(), Some(26))]
+        );
+        assert_eq!(n.usage_dates, "2026-10-01 ~ 2026-10-31");
+        assert!(n.notes[0].contains("추정"));
+        let svg = history_svg(&n).into_string();
+        assert_eq!(svg.matches("<rect").count(), 2);
+        assert!(svg.contains(">9월<") && svg.contains(">10월<"));
+        assert_eq!(m3(5), "0.005");
+        assert_eq!(m3(1_234_567), "1,234.567");
+        assert!(amount("1,000").is_ok_and(|a| a == 1000));
+        assert!(amount("1.5").is_err());
+    }
+}
