@@ -97,8 +97,15 @@ pub async fn write_batch(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let meters = read_meters(&mut tx, &meter_ids).await?;
-    clock.mark("meters");
+    let headers: Vec<&str> = input
+        .decoded
+        .iter()
+        .filter_map(|d| d.header.as_ref().map(|h| h.0.as_str()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (meters, gateway_states) = read_state(&mut tx, &meter_ids, &headers).await?;
+    clock.mark("state");
     let gateways: Vec<Option<String>> = input
         .metas
         .iter()
@@ -158,13 +165,11 @@ pub async fn write_batch(
         copy.send(data).await?;
         copy.finish().await?;
         clock.mark("copy");
-        merge_daily(&mut tx, &rows).await?;
-        clock.mark("daily");
     }
-    move_high_water_marks(&mut tx, &v.new_last).await?;
-    clock.mark("marks");
-    let (gaps, resets) = record_gateways(&mut tx, input, &rows, &meters).await?;
-    clock.mark("gateways");
+    let (gaps, resets, gateway_rows) =
+        record_gateway_seqs(&mut tx, input, &rows, &meters, gateway_states).await?;
+    store_state(&mut tx, &rows, &v.new_last, &gateway_rows).await?;
+    clock.mark("state");
     out.seq_gaps = gaps;
     out.seq_resets = resets;
     record_meter_gaps(&mut tx, &v.meter_gaps).await?;
@@ -236,37 +241,75 @@ pub(crate) async fn lock_gateways(
     Ok(())
 }
 
-/// The registry entry and high-water mark of each meter. No row lock: the
-/// caller holds the locks of the gateways the batch's readings can be
-/// stored for.
-async fn read_meters(
+/// Gateway rows as [`store_state`] writes them: `(gateway_id,
+/// last_batch_seq, batches, stored readings, sequence resets)`.
+type GatewayRow = (String, Option<i64>, i64, i64, i32);
+
+/// In one round trip: the registry entry and high-water mark of each meter,
+/// and each sending gateway's last batch sequence and open sequence gaps. No
+/// row lock: the caller holds the locks of the batch's gateways, and
+/// readings are only stored for meters of those gateways.
+async fn read_state(
     tx: &mut Transaction<'_, Postgres>,
-    ids: &[&str],
-) -> Result<HashMap<String, MeterState>, IngestError> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
+    meter_ids: &[&str],
+    gateway_ids: &[&str],
+) -> Result<(HashMap<String, MeterState>, BTreeMap<String, SeqState>), IngestError> {
+    let mut meters = HashMap::with_capacity(meter_ids.len());
+    let mut gateways: BTreeMap<String, SeqState> = BTreeMap::new();
+    if meter_ids.is_empty() && gateway_ids.is_empty() {
+        return Ok((meters, gateways));
     }
     let rows = sqlx::query(
-        "SELECT meter_id, gateway_id, max_flow_lph, last_ts, last_volume_l
-           FROM metering.meters WHERE meter_id = ANY($1)",
+        "SELECT 'm' AS k, meter_id AS id, gateway_id AS gw, max_flow_lph AS flow,
+                last_ts AS ts, last_volume_l AS n1, NULL::int8 AS n2, NULL::int8 AS n3
+           FROM metering.meters WHERE meter_id = ANY($1)
+         UNION ALL
+         SELECT 'g', gateway_id, NULL, NULL, NULL, last_batch_seq, NULL, NULL
+           FROM metering.gateways WHERE gateway_id = ANY($2)
+         UNION ALL
+         SELECT 'o', gateway_id, NULL, NULL, NULL, id, from_seq, to_seq
+           FROM metering.gaps
+          WHERE kind = 'batch_seq' AND filled_at IS NULL AND gateway_id = ANY($2)",
     )
-    .bind(ids)
+    .bind(meter_ids)
+    .bind(gateway_ids)
     .fetch_all(&mut **tx)
     .await?;
-    let mut out = HashMap::with_capacity(rows.len());
+    let mut open = Vec::new();
     for r in rows {
-        let last_ts: Option<DateTime<Utc>> = r.try_get("last_ts")?;
-        let last_vol: Option<i64> = r.try_get("last_volume_l")?;
-        out.insert(
-            r.try_get::<String, _>("meter_id")?,
-            MeterState {
-                gateway_id: r.try_get("gateway_id")?,
-                max_flow_lph: r.try_get("max_flow_lph")?,
-                last: last_ts.zip(last_vol),
-            },
-        );
+        let kind: &str = r.try_get("k")?;
+        let id: String = r.try_get("id")?;
+        match kind {
+            "m" => {
+                let last_ts: Option<DateTime<Utc>> = r.try_get("ts")?;
+                let last_vol: Option<i64> = r.try_get("n1")?;
+                let gateway_id: Option<String> = r.try_get("gw")?;
+                meters.insert(
+                    id,
+                    MeterState {
+                        gateway_id: gateway_id.unwrap_or_default(),
+                        max_flow_lph: r.try_get("flow")?,
+                        last: last_ts.zip(last_vol),
+                    },
+                );
+            }
+            "g" => {
+                let last: Option<i64> = r.try_get("n1")?;
+                gateways.entry(id).or_default().last = last.map(|l| l as u64);
+            }
+            _ => {
+                let (gap, from, to): (Option<i64>, Option<i64>, Option<i64>) =
+                    (r.try_get("n1")?, r.try_get("n2")?, r.try_get("n3")?);
+                if let (Some(gap), Some(from), Some(to)) = (gap, from, to) {
+                    open.push((id, (gap, from as u64, to as u64)));
+                }
+            }
+        }
     }
-    Ok(out)
+    for (gw, gap) in open {
+        gateways.entry(gw).or_default().gaps.push(gap);
+    }
+    Ok((meters, gateways))
 }
 
 /// How far around the late readings their stored neighbours are fetched
@@ -390,7 +433,18 @@ async fn already_quarantined(
     Ok(out)
 }
 
-async fn merge_daily(tx: &mut Transaction<'_, Postgres>, rows: &[Row]) -> Result<(), IngestError> {
+/// In one statement after the `COPY`: merges the rows into
+/// `metering.daily`, moves the meters' high-water marks and updates the
+/// sending gateways (last batch, counters).
+async fn store_state(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[Row],
+    new_last: &BTreeMap<String, (DateTime<Utc>, i64, Vec<waterworks_wire::Alarm>)>,
+    gateways: &[GatewayRow],
+) -> Result<(), IngestError> {
+    if rows.is_empty() && new_last.is_empty() && gateways.is_empty() {
+        return Ok(());
+    }
     let agg = vee::daily(rows);
     let mut ids = Vec::with_capacity(agg.len());
     let mut days = Vec::with_capacity(agg.len());
@@ -406,21 +460,56 @@ async fn merge_daily(tx: &mut Transaction<'_, Postgres>, rows: &[Row]) -> Result
         n.push(a.reads);
         na.push(a.alarm_reads);
     }
+    let m_ids: Vec<&str> = new_last.keys().map(String::as_str).collect();
+    let m_ts: Vec<DateTime<Utc>> = new_last.values().map(|v| v.0).collect();
+    let m_vol: Vec<i64> = new_last.values().map(|v| v.1).collect();
+    let m_alarms: Vec<String> = new_last
+        .values()
+        .map(|v| v.2.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","))
+        .collect();
+    let g_ids: Vec<&str> = gateways.iter().map(|g| g.0.as_str()).collect();
+    let g_seq: Vec<Option<i64>> = gateways.iter().map(|g| g.1).collect();
+    let g_batches: Vec<i64> = gateways.iter().map(|g| g.2).collect();
+    let g_readings: Vec<i64> = gateways.iter().map(|g| g.3).collect();
+    let g_resets: Vec<i32> = gateways.iter().map(|g| g.4).collect();
     sqlx::query(
-        "INSERT INTO metering.daily AS d
-            (meter_id, day, first_ts, first_volume_l, last_ts, last_volume_l, reads, alarm_reads)
-         SELECT * FROM unnest($1::text[], $2::date[], $3::timestamptz[], $4::int8[],
-                              $5::timestamptz[], $6::int8[], $7::int4[], $8::int4[])
-         ON CONFLICT (meter_id, day) DO UPDATE SET
-            first_ts = least(d.first_ts, excluded.first_ts),
-            first_volume_l = CASE WHEN excluded.first_ts < d.first_ts
-                                  THEN excluded.first_volume_l ELSE d.first_volume_l END,
-            last_ts = greatest(d.last_ts, excluded.last_ts),
-            last_volume_l = CASE WHEN excluded.last_ts > d.last_ts
-                                 THEN excluded.last_volume_l ELSE d.last_volume_l END,
-            reads = d.reads + excluded.reads,
-            alarm_reads = d.alarm_reads + excluded.alarm_reads,
-            updated_at = now()",
+        "WITH daily AS (
+            INSERT INTO metering.daily AS d
+                (meter_id, day, first_ts, first_volume_l, last_ts, last_volume_l, reads, alarm_reads)
+            SELECT * FROM unnest($1::text[], $2::date[], $3::timestamptz[], $4::int8[],
+                                 $5::timestamptz[], $6::int8[], $7::int4[], $8::int4[])
+            ON CONFLICT (meter_id, day) DO UPDATE SET
+                first_ts = least(d.first_ts, excluded.first_ts),
+                first_volume_l = CASE WHEN excluded.first_ts < d.first_ts
+                                      THEN excluded.first_volume_l ELSE d.first_volume_l END,
+                last_ts = greatest(d.last_ts, excluded.last_ts),
+                last_volume_l = CASE WHEN excluded.last_ts > d.last_ts
+                                     THEN excluded.last_volume_l ELSE d.last_volume_l END,
+                reads = d.reads + excluded.reads,
+                alarm_reads = d.alarm_reads + excluded.alarm_reads,
+                updated_at = now()
+            RETURNING 1),
+         marks AS (
+            UPDATE metering.meters m SET last_ts = u.ts, last_volume_l = u.vol,
+                   last_alarms = string_to_array(nullif(u.alarms, ''), ','), last_seen_at = now()
+              FROM unnest($9::text[], $10::timestamptz[], $11::int8[], $12::text[])
+                   AS u(meter_id, ts, vol, alarms)
+             WHERE m.meter_id = u.meter_id
+            RETURNING 1),
+         gws AS (
+            INSERT INTO metering.gateways AS g
+                (gateway_id, last_batch_seq, last_batch_at, batches, readings, seq_resets)
+            SELECT id, seq, now(), b, r, rs
+              FROM unnest($13::text[], $14::int8[], $15::int8[], $16::int8[], $17::int4[])
+                   AS u(id, seq, b, r, rs)
+            ON CONFLICT (gateway_id) DO UPDATE SET
+                last_batch_seq = excluded.last_batch_seq, last_batch_at = now(),
+                batches = g.batches + excluded.batches,
+                readings = g.readings + excluded.readings,
+                seq_resets = g.seq_resets + excluded.seq_resets
+            RETURNING 1)
+         SELECT (SELECT count(*) FROM daily), (SELECT count(*) FROM marks),
+                (SELECT count(*) FROM gws)",
     )
     .bind(&ids)
     .bind(&days)
@@ -430,63 +519,48 @@ async fn merge_daily(tx: &mut Transaction<'_, Postgres>, rows: &[Row]) -> Result
     .bind(&lv)
     .bind(&n)
     .bind(&na)
+    .bind(&m_ids)
+    .bind(&m_ts)
+    .bind(&m_vol)
+    .bind(&m_alarms)
+    .bind(&g_ids)
+    .bind(&g_seq)
+    .bind(&g_batches)
+    .bind(&g_readings)
+    .bind(&g_resets)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-async fn move_high_water_marks(
-    tx: &mut Transaction<'_, Postgres>,
-    new_last: &BTreeMap<String, (DateTime<Utc>, i64, Vec<waterworks_wire::Alarm>)>,
-) -> Result<(), IngestError> {
-    if new_last.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = new_last.keys().map(String::as_str).collect();
-    let ts: Vec<DateTime<Utc>> = new_last.values().map(|v| v.0).collect();
-    let vol: Vec<i64> = new_last.values().map(|v| v.1).collect();
-    let alarms: Vec<String> = new_last
-        .values()
-        .map(|v| v.2.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","))
-        .collect();
-    sqlx::query(
-        "UPDATE metering.meters m SET last_ts = u.ts, last_volume_l = u.vol,
-                last_alarms = string_to_array(nullif(u.alarms, ''), ','), last_seen_at = now()
-           FROM unnest($1::text[], $2::timestamptz[], $3::int8[], $4::text[]) AS u(meter_id, ts, vol, alarms)
-          WHERE m.meter_id = u.meter_id",
-    )
-    .bind(&ids)
-    .bind(&ts)
-    .bind(&vol)
-    .bind(&alarms)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Updates each sending gateway (last batch, counters) and its sequence gaps.
-async fn record_gateways(
+/// Follows each sending gateway's batch sequence (`states`, read under its
+/// lock): opens, shrinks and fills `batch_seq` gaps (rare; one statement
+/// each) and returns the gateway rows for [`store_state`] with the counts of
+/// gaps opened and sequence resets.
+async fn record_gateway_seqs(
     tx: &mut Transaction<'_, Postgres>,
     input: &BatchInput,
     rows: &[Row],
     meters: &HashMap<String, MeterState>,
-) -> Result<(u64, u64), IngestError> {
+    mut states: BTreeMap<String, SeqState>,
+) -> Result<(u64, u64, Vec<GatewayRow>), IngestError> {
     let mut new_in_msg = vec![false; input.decoded.len()];
     for r in rows {
         if let Some(x) = new_in_msg.get_mut(r.msg) {
             *x = true;
         }
     }
-    let mut seqs: BTreeMap<String, Vec<(u64, bool)>> = BTreeMap::new();
+    let mut seqs: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
     for (i, d) in input.decoded.iter().enumerate() {
         if let Some((gw, seq)) = &d.header {
-            seqs.entry(gw.clone())
+            seqs.entry(gw.as_str())
                 .or_default()
                 .push((*seq, new_in_msg[i]));
         }
     }
+    let mut out = Vec::with_capacity(seqs.len());
     if seqs.is_empty() {
-        return Ok((0, 0));
+        return Ok((0, 0, out));
     }
     let mut stored: BTreeMap<&str, i64> = BTreeMap::new();
     for r in rows {
@@ -494,49 +568,9 @@ async fn record_gateways(
             *stored.entry(m.gateway_id.as_str()).or_default() += 1;
         }
     }
-    let ids: Vec<&str> = seqs.keys().map(String::as_str).collect();
-    sqlx::query(
-        "INSERT INTO metering.gateways (gateway_id) SELECT unnest($1::text[])
-         ON CONFLICT (gateway_id) DO NOTHING",
-    )
-    .bind(&ids)
-    .execute(&mut **tx)
-    .await?;
-    let rows_gw = sqlx::query(
-        "SELECT gateway_id, last_batch_seq FROM metering.gateways
-          WHERE gateway_id = ANY($1) ORDER BY gateway_id FOR UPDATE",
-    )
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut states: BTreeMap<String, SeqState> = BTreeMap::new();
-    for r in rows_gw {
-        let last: Option<i64> = r.try_get("last_batch_seq")?;
-        states.insert(
-            r.try_get("gateway_id")?,
-            SeqState {
-                last: last.map(|l| l as u64),
-                gaps: vec![],
-            },
-        );
-    }
-    let open = sqlx::query(
-        "SELECT id, gateway_id, from_seq, to_seq FROM metering.gaps
-          WHERE kind = 'batch_seq' AND filled_at IS NULL AND gateway_id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    for r in open {
-        let gw: String = r.try_get("gateway_id")?;
-        let (from, to): (i64, i64) = (r.try_get("from_seq")?, r.try_get("to_seq")?);
-        if let Some(s) = states.get_mut(&gw) {
-            s.gaps.push((r.try_get("id")?, from as u64, to as u64));
-        }
-    }
     let (mut gaps, mut resets) = (0, 0);
     for (gw, list) in &seqs {
-        let state = states.entry(gw.clone()).or_default();
+        let state = states.entry(gw.to_string()).or_default();
         let mut gw_resets = 0i32;
         for &(seq, brought_new) in list {
             for op in state.observe(seq, brought_new) {
@@ -585,20 +619,15 @@ async fn record_gateways(
                 }
             }
         }
-        sqlx::query(
-            "UPDATE metering.gateways SET last_batch_seq = $2, last_batch_at = now(),
-                    batches = batches + $3, readings = readings + $4, seq_resets = seq_resets + $5
-              WHERE gateway_id = $1",
-        )
-        .bind(gw)
-        .bind(state.last.map(|l| l.min(i64::MAX as u64) as i64))
-        .bind(list.len() as i64)
-        .bind(stored.get(gw.as_str()).copied().unwrap_or(0))
-        .bind(gw_resets)
-        .execute(&mut **tx)
-        .await?;
+        out.push((
+            gw.to_string(),
+            state.last.map(|l| l.min(i64::MAX as u64) as i64),
+            list.len() as i64,
+            stored.get(gw).copied().unwrap_or(0),
+            gw_resets,
+        ));
     }
-    Ok((gaps, resets))
+    Ok((gaps, resets, out))
 }
 
 async fn record_meter_gaps(
