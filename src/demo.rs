@@ -180,14 +180,21 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
 
     let database = database::resolve(opts.database_url.clone(), &opts.state_dir).await?;
     let db_text = database.describe();
-    let (broker_url, broker_text) = match &opts.mqtt {
+    // Ingest speaks MQTT 5 (its default); the embedded broker has a listener
+    // per protocol, an external one (Mosquitto) takes both on one port.
+    let (broker_url, ingest_mqtt_url, broker_text) = match &opts.mqtt {
         Some(url) => {
             crate::broker::reachable(url)?;
-            (url.clone(), format!("{url} (external)"))
+            (url.clone(), url.clone(), format!("{url} (external)"))
         }
         None => {
             let b = EmbeddedBroker::start()?;
-            (b.url(), format!("{} (embedded rumqttd)", b.url()))
+            let text = format!(
+                "{} (embedded rumqttd; MQTT 5 for ingest on {})",
+                b.url(),
+                b.url_v5()
+            );
+            (b.url(), b.url_v5(), text)
         }
     };
     say(opts, &format!("database: {db_text}"));
@@ -225,7 +232,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     let token = demo_token(opts.seed);
 
     // Ingest first, so nothing published waits on it.
-    let ingest_cfg = ingest_config(&database.url, &broker_url, opts, &token);
+    let ingest_cfg = ingest_config(&database.url, &ingest_mqtt_url, opts, &token);
     let ingest = ingest::Ingest::build(ingest_cfg)
         .await
         .context("starting ingest")?;
