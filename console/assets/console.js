@@ -23,12 +23,33 @@
       data.push(s.values);
     });
     var width = Math.max(320, Math.min(el.clientWidth || 900, 1100));
+    // Times are Korea Standard Time, 24-hour, whatever the browser's zone.
+    var tz = function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Asia/Seoul"); };
+    var two = function (n) { return (n < 10 ? "0" : "") + n; };
+    var step = spec.x.length > 1 ? spec.x[1] - spec.x[0] : 86400;
+    var xAxis = {
+      values: function (u, splits) {
+        var span = u.scales.x.max - u.scales.x.min;
+        return splits.map(function (v) {
+          var d = tz(v);
+          if (span > 2 * 86400) return (d.getMonth() + 1) + "/" + d.getDate();
+          return two(d.getHours()) + ":" + two(d.getMinutes());
+        });
+      },
+    };
     new uPlot({
       width: width,
       height: 220,
+      tzDate: tz,
       series: series,
-      axes: [{}, { label: spec.unit || "" }],
-      scales: { x: { time: true } },
+      axes: [xAxis, { label: spec.unit || "" }],
+      scales: {
+        x: {
+          time: true,
+          // One step of room either side, so a lone bar is not a whole axis.
+          range: function (u, min, max) { return [min - step / 2, max + step / 2]; },
+        },
+      },
     }, data, el);
   }
   function drawAll(root) {
