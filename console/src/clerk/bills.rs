@@ -85,7 +85,8 @@ pub async fn search(ctx: Authed, Query(q): Query<SearchQuery>) -> Result<Markup,
     } else {
         None
     };
-    Ok(ctx.page(
+    Ok(super::page(
+        &ctx,
         ctx.t("nav.bills"),
         html! {
             h1 { (ctx.t("nav.bills")) }
@@ -171,7 +172,7 @@ fn lines_view(ctx: &Authed, bill: &Value) -> Markup {
                                     @for b in blocks {
                                         tr {
                                             td { (usage_type_ko(&text(b, "usage_type"))) }
-                                            td { (text(b, "from_m3")) "–" (text(b, "to_m3")) " m³" }
+                                            td { (block_range(b)) }
                                             td class="num" { (text(b, "m3")) " m³ × " (text(b, "rate_krw")) }
                                             td class="num" { "= " (text(b, "amount_krw")) }
                                         }
@@ -317,7 +318,8 @@ pub async fn bill(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageErr
             number.clone()
         }
     );
-    Ok(ctx.page(
+    Ok(super::page(
+        &ctx,
         &title,
         html! {
             h1 { (title) }
@@ -410,7 +412,8 @@ async fn result_page(
     }
     fresh.sort_by_key(|e| int(e, "entry_id"));
     let refs: Vec<&Value> = fresh.iter().collect();
-    Ok(ctx.page(
+    Ok(super::page(
+        ctx,
         title,
         html! {
             h1 { (ctx.t("clerk.result")) ": " (title) }
@@ -520,7 +523,27 @@ pub async fn payment(
         .billing
         .get(ctx.token(), &format!("/api/v1/bills/{id}"))
         .await?;
-    let seen = before(&ctx, id).await?;
+    // A payment settles the account's oldest open bills first: its entry
+    // may name any of them, so all its recent bills are looked at.
+    let account: Value = ctx
+        .app
+        .billing
+        .get(
+            ctx.token(),
+            &format!("/api/v1/accounts/{}", seg(&text(&bill, "account_no"))),
+        )
+        .await?;
+    let mut bills = vec![id];
+    bills.extend(
+        items(&account, "bills")
+            .iter()
+            .map(|b| int(b, "bill_id"))
+            .filter(|b| *b != id),
+    );
+    let mut seen = HashSet::new();
+    for b in &bills {
+        seen.extend(before(&ctx, *b).await?);
+    }
     let out: Value = ctx
         .app
         .billing
@@ -536,7 +559,7 @@ pub async fn payment(
             (ctx.t("clerk.reference")) " " (f.reference) " · " (ctx.t("clerk.entry")) " #" (int(&out, "entry_id"))
             " · " (back(&ctx, id)) }
     };
-    result_page(&ctx, ctx.t("clerk.payment"), &seen, &[id], msg).await
+    result_page(&ctx, ctx.t("clerk.payment"), &seen, &bills, msg).await
 }
 
 /// The notice's data, from billing's `GET /api/v1/bills/{id}/notice`.
@@ -557,17 +580,23 @@ fn m3(litres: i64) -> String {
     )
 }
 
+/// A block's range: `21–30 m³`, or `31 m³~` for the open-ended last one.
+fn block_range(b: &Value) -> String {
+    match text(b, "to_m3") {
+        to if to.is_empty() => format!("{} m³~", text(b, "from_m3")),
+        to => format!("{}–{to} m³", text(b, "from_m3")),
+    }
+}
+
 /// The basis of a line in one short text: blocks, or rate, and rounding.
 fn basis(l: &Value) -> String {
     let e = l.get("explanation").cloned().unwrap_or(Value::Null);
     let blocks: Vec<String> = items(&e, "blocks")
         .iter()
         .map(|b| {
-            let to = text(b, "to_m3");
             format!(
-                "{}-{} m³: {} × {}",
-                text(b, "from_m3"),
-                if to.is_empty() { "".into() } else { to },
+                "{}: {} m³ × {}",
+                block_range(b),
                 text(b, "m3"),
                 text(b, "rate_krw")
             )
@@ -698,7 +727,8 @@ pub async fn notice(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageE
     let data = notice_data(&ctx, id).await?;
     let n = notice_from(&data);
     let title = format!("{} {}", ctx.t("clerk.notice"), n.bill_number);
-    Ok(ctx.page(
+    Ok(super::page(
+        &ctx,
         &title,
         html! {
             style { (PreEscaped(NOTICE_CSS)) }
@@ -809,7 +839,7 @@ mod tests {
         assert_eq!(n.usage_type, "가정용");
         assert_eq!(n.legs[0].start, "212.500");
         assert_eq!(n.legs[0].end, "239.000");
-        assert_eq!(n.lines[0].basis, "1- m³: 26 × 510");
+        assert_eq!(n.lines[0].basis, "1 m³~: 26 m³ × 510");
         assert_eq!(n.lines[1].basis, "26 m³ × 170 (15/31일)");
         assert_eq!(
             n.history,

@@ -95,6 +95,27 @@ pub fn notice_settings() -> &'static NoticeSettings {
     SETTINGS.get_or_init(NoticeSettings::from_env)
 }
 
+/// The clerks' few styles beyond the console's sheet (the CSP allows
+/// inline styles, never inline scripts).
+const CLERK_CSS: &str = "\
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 18px; margin: 8px 0 16px; }\
+dl.facts dt { color: #556; } dl.facts dd { margin: 0; }\
+table.blocks { margin: 2px 0; font-size: 90%; } table.blocks td { padding: 0 10px 0 0; border: 0; }\
+td.explain { font-size: 92%; } .note { color: #665; }\
+section.actions form { margin: 6px 0; display: flex; gap: 8px; align-items: center; flex-wrap: wrap; }\
+section.actions b { min-width: 7em; }\
+p.ok, div.ok { background: #d7f0d9; padding: 8px 12px; } p.error { background: #f8d7d6; padding: 8px 12px; }\
+progress { width: 320px; height: 18px; }\
+";
+
+/// `body` in the console's layout, with the clerks' styles.
+pub(crate) fn page(ctx: &crate::web::Ctx, title: &str, body: maud::Markup) -> maud::Markup {
+    ctx.page(
+        title,
+        maud::html! { style { (maud::PreEscaped(CLERK_CSS)) } (body) },
+    )
+}
+
 /// A JSON field as text (strings as they are, numbers printed, null empty).
 pub(crate) fn text(v: &Value, key: &str) -> String {
     match v.get(key) {

@@ -64,7 +64,8 @@ fn number(s: &str, what: &str) -> Result<u32, PageError> {
 }
 
 pub async fn page(ctx: Ctx) -> Markup {
-    ctx.page(
+    super::page(
+        &ctx,
         ctx.t("clerk.quote.title"),
         html! {
             h1 { (ctx.t("clerk.quote.title")) }
@@ -88,7 +89,8 @@ pub async fn calculate(ctx: Ctx, Form(f): Form<QuoteForm>) -> Result<Markup, Pag
         "sewer_connected": f.sewer_connected.is_some(),
     });
     let q: Value = ctx.app.billing.post_open("/api/v1/quote", &req).await?;
-    Ok(ctx.page(
+    Ok(super::page(
+        &ctx,
         ctx.t("clerk.quote.title"),
         html! {
             h1 { (ctx.t("clerk.quote.title")) }

@@ -86,7 +86,8 @@ pub async fn page(ctx: Authed, Query(q): Query<ReportQuery>) -> Result<Markup, P
         ("total_krw", "clerk.total"),
     ];
     let st = summary.get("totals").cloned().unwrap_or(Value::Null);
-    Ok(ctx.page(
+    Ok(super::page(
+        &ctx,
         ctx.t("nav.reports"),
         html! {
             h1 { (ctx.t("nav.reports")) }

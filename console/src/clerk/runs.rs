@@ -115,7 +115,8 @@ pub async fn page(ctx: Authed) -> Result<Markup, PageError> {
         .with_timezone(&crate::layout::kst())
         .format("%Y-%m")
         .to_string();
-    Ok(ctx.page(
+    Ok(super::page(
+        &ctx,
         ctx.t("nav.runs"),
         html! {
             h1 { (ctx.t("nav.runs")) }
@@ -235,7 +236,8 @@ pub async fn preview(ctx: Authed, Form(f): Form<RunForm>) -> Result<Markup, Page
             &json!({ "period": period, "group": group, "dry_run": true }),
         )
         .await?;
-    Ok(ctx.page(
+    Ok(super::page(
+        &ctx,
         ctx.t("clerk.runs.preview_title"),
         html! {
             h1 { (ctx.t("clerk.runs.preview_title")) ": " (period) " · " (group) }
@@ -298,7 +300,8 @@ pub async fn progress_page(
 ) -> Result<Markup, PageError> {
     ctx.require(Role::Clerk)?;
     let frag = progress(&ctx, &q).await?;
-    Ok(ctx.page(
+    Ok(super::page(
+        &ctx,
         ctx.t("clerk.runs.progress_title"),
         html! {
             h1 { (ctx.t("clerk.runs.progress_title")) ": " (q.period) " · " (q.group) }
