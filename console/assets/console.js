@@ -32,24 +32,21 @@
         var span = u.scales.x.max - u.scales.x.min;
         return splits.map(function (v) {
           var d = tz(v);
-          if (span > 2 * 86400) return (d.getMonth() + 1) + "/" + d.getDate();
+          if (span > 2 * 86400 || step >= 86400) return (d.getMonth() + 1) + "/" + d.getDate();
           return two(d.getHours()) + ":" + two(d.getMinutes());
         });
       },
     };
+    var xScale = { time: true };
+    // Half a step of room either side, so a lone bar is not a whole axis.
+    if (spec.x.length) xScale.range = [spec.x[0] - step / 2, spec.x[spec.x.length - 1] + step / 2];
     new uPlot({
       width: width,
       height: 220,
       tzDate: tz,
       series: series,
       axes: [xAxis, { label: spec.unit || "" }],
-      scales: {
-        x: {
-          time: true,
-          // One step of room either side, so a lone bar is not a whole axis.
-          range: function (u, min, max) { return [min - step / 2, max + step / 2]; },
-        },
-      },
+      scales: { x: xScale },
     }, data, el);
   }
   function drawAll(root) {
