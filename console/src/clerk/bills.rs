@@ -239,11 +239,11 @@ fn entries_view(ctx: &Authed, entries: &[&Value], id: &str) -> Markup {
                         tr data-entry=(int(e, "entry_id")) {
                             @if i == 0 {
                                 td { "#" (int(e, "entry_id")) " · " (text(e, "effective_on")) }
-                                td class="source" { (text(e, "source")) }
+                                td class="source" data-source=(text(e, "source")) { (source_label(ctx, &text(e, "source"))) }
                                 td { (text(e, "memo")) }
                                 td { (text(e, "created_by")) }
                             } @else { td {} td {} td {} td {} }
-                            td { (text(p, "account")) }
+                            td { (text(p, "account")) " " span class="note" { (ledger_account_label(ctx, &text(p, "account"))) } }
                             td { (text(p, "part")) }
                             td class="num" { (thousands(int(p, "amount_krw"))) }
                         }
@@ -251,6 +251,37 @@ fn entries_view(ctx: &Authed, entries: &[&Value], id: &str) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// What kind of entry, in the person's language (the code stays in
+/// `data-source`).
+fn source_label(ctx: &Authed, source: &str) -> String {
+    let key = match source {
+        "bill" => "clerk.source.bill",
+        "payment" => "clerk.source.payment",
+        "cancellation" => "clerk.source.cancellation",
+        "rebill" => "clerk.source.rebill",
+        "adjustment" => "clerk.source.adjustment",
+        "credit" => "clerk.source.credit",
+        other => return other.to_string(),
+    };
+    format!("{} ({source})", ctx.t(key))
+}
+
+/// The chart of accounts' names (billing's `ledger_accounts`).
+fn ledger_account_label(ctx: &Authed, code: &str) -> &'static str {
+    match code {
+        "1010" => ctx.t("clerk.acct.1010"),
+        "1100" => ctx.t("clerk.acct.1100"),
+        "2100" => ctx.t("clerk.acct.2100"),
+        "2200" => ctx.t("clerk.acct.2200"),
+        "4100" => ctx.t("clerk.acct.4100"),
+        "4110" => ctx.t("clerk.acct.4110"),
+        "4200" => ctx.t("clerk.acct.4200"),
+        "4800" => ctx.t("clerk.acct.4800"),
+        "4900" => ctx.t("clerk.acct.4900"),
+        _ => "",
     }
 }
 

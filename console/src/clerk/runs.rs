@@ -136,7 +136,7 @@ pub async fn page(ctx: Authed) -> Result<Markup, PageError> {
                             td { (int(r, "run_id")) }
                             td { (text(r, "period")) }
                             td { (text(r, "group")) }
-                            td { (text(r, "status")) }
+                            td { (status_label(&ctx, &text(r, "status"))) }
                             td { (time(r, "started_at")) }
                             td { (time(r, "finished_at")) }
                             td class="num" { (thousands(int(&o, "bills_created"))) }
@@ -154,6 +154,14 @@ fn time(v: &Value, key: &str) -> String {
         .and_then(|t| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(t.clone()).ok())
         .map(|t| ts(&t))
         .unwrap_or_else(|| "—".into())
+}
+
+fn status_label(ctx: &Authed, s: &str) -> String {
+    match s {
+        "running" => ctx.t("clerk.run_status.running").to_string(),
+        "committed" => ctx.t("clerk.run_status.committed").to_string(),
+        other => other.to_string(),
+    }
 }
 
 const COMPONENTS: [(&str, &str); 5] = [
@@ -382,7 +390,7 @@ async fn progress(ctx: &Authed, q: &ProgressQuery) -> Result<Markup, PageError> 
         @if let Some(d) = &detail {
             dl class="facts" {
                 dt { "#" } dd id="progress-run" { (int(d, "run_id")) }
-                dt { (ctx.t("clerk.runs.status")) } dd id="progress-status" { (text(d, "status")) }
+                dt { (ctx.t("clerk.runs.status")) } dd id="progress-status" data-status=(text(d, "status")) { (status_label(ctx, &text(d, "status"))) }
                 dt { (ctx.t("clerk.runs.written")) }
                 dd id="progress-written" { (thousands(int(&p, "bills_written"))) " / " (thousands(int(&p, "accounts"))) }
             }
