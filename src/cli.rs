@@ -43,6 +43,13 @@ pub enum Command {
         #[command(subcommand)]
         command: BillingCommand,
     },
+    /// The console: operators' dashboard and clerks' pages in the browser.
+    Console {
+        /// TOML configuration; `CONSOLE_*` environment variables override it
+        /// (`CONSOLE_INGEST_URL`, `CONSOLE_BILLING_URL`, `CONSOLE_HTTP_LISTEN`).
+        #[arg(long, env = "CONSOLE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Apply the database migrations of ingest and billing, then exit.
     Migrate {
         #[arg(long, env = "DATABASE_URL")]
@@ -79,9 +86,13 @@ pub struct DemoArgs {
     /// Simulate no leaking or back-flowing premises.
     #[arg(long)]
     pub no_faults: bool,
-    /// Keep the services up after the summary, until Ctrl-C or SIGTERM.
+    /// Keep the services up after the summary, until Ctrl-C or SIGTERM:
+    /// ingest's and billing's APIs and the console.
     #[arg(long)]
     pub serve: bool,
+    /// Where the console listens with `--serve`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub console_listen: std::net::SocketAddr,
 }
 
 #[derive(Subcommand, Debug)]
@@ -271,6 +282,12 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Console { config } => {
+            let cfg = waterworks_console::ConsoleConfig::load(config.as_deref())?;
+            let shutdown = waterworks_service::shutdown::on_signals();
+            waterworks_console::run(cfg, shutdown).await?;
+            Ok(())
+        }
         Command::Migrate { database_url } => {
             let pool = crate::database::connect(&database_url, 2).await?;
             ingest::migrate(&pool).await?;
@@ -315,24 +332,41 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     opts.seed = args.seed;
     opts.mqtt = args.mqtt;
     opts.database_url = args.database_url;
-    opts.tariff = args.tariff;
-    opts.state_dir = args.state_dir;
+    opts.tariff = args.tariff.clone();
+    opts.state_dir = args.state_dir.clone();
     opts.with_faults = !args.no_faults;
     anyhow::ensure!(opts.meters >= 1, "--meters must be at least 1");
     anyhow::ensure!(
         opts.gateways >= 1 && opts.gateways <= opts.meters,
         "--gateways must be between 1 and the number of meters"
     );
-    let (report, running) = demo::run(&opts).await?;
+    let (report, mut running) = demo::run(&opts).await?;
     print!("{}", crate::summary::render(&report));
     if args.serve {
+        let signals = waterworks_service::shutdown::on_signals();
+        let console = match running
+            .serve_console(args.tariff.as_deref(), &args.state_dir, args.console_listen)
+            .await
+        {
+            Ok(addr) => addr,
+            Err(e) => {
+                running.stop().await;
+                return Err(e);
+            }
+        };
         println!("\nserving until Ctrl-C / SIGTERM:");
+        println!("  console http://{console}/  (sign in with a token below)");
         println!(
             "  ingest  http://{}/api/v1/  (/health /ready /metrics)",
             running.ingest_http
         );
-        println!("  token   {}  (role admin)", running.token);
-        waterworks_service::shutdown::on_signals().cancelled().await;
+        if let Some(b) = running.billing_http {
+            println!("  billing http://{b}/api/v1/  (/health /ready /metrics)");
+        }
+        for t in demo::demo_tokens(&running.token) {
+            println!("  token   {}  (role {})", t.token, t.role.as_str());
+        }
+        signals.cancelled().await;
     }
     running.stop().await;
     Ok(())

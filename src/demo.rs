@@ -160,6 +160,77 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Keeps serving after the demo for people: billing's API and the
+    /// console (on `console_listen`), both on the demo's database, with one
+    /// demo token per role ([`demo_tokens`]). Returns the console's address.
+    pub async fn serve_console(
+        &mut self,
+        tariff: Option<&Path>,
+        state_dir: &Path,
+        console_listen: SocketAddr,
+    ) -> anyhow::Result<SocketAddr> {
+        let tariff_file = match tariff {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = state_dir.join("daejeon.toml");
+                std::fs::write(&p, DAEJEON_TARIFF_TOML)
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+                p
+            }
+        };
+        let mut bc = billing::BillingConfig::new(&self.database.url, tariff_file);
+        bc.http_listen = ([127, 0, 0, 1], 0).into();
+        bc.tokens = demo_tokens(&self.token);
+        let billing = billing::Billing::build(bc)
+            .await
+            .context("starting billing")?;
+        let billing_http = billing.http_addr();
+        let s = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = billing.run_until_stopped(s).await {
+                tracing::error!(error = %e, "billing stopped with an error");
+            }
+        }));
+        self.billing_http = Some(billing_http);
+        let mut cc = waterworks_console::ConsoleConfig::new(
+            format!("http://{}", self.ingest_http),
+            format!("http://{billing_http}"),
+        );
+        cc.http_listen = console_listen;
+        let console = waterworks_console::Console::build(cc)
+            .await
+            .with_context(|| format!("starting the console on {console_listen}"))?;
+        let addr = console.http_addr();
+        let s = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = console.run_until_stopped(s).await {
+                tracing::error!(error = %e, "console stopped with an error");
+            }
+        }));
+        Ok(addr)
+    }
+}
+
+/// The demo's tokens: `admin` (the one printed in the summary) and one per
+/// other role, derived from it, for signing in to the console as each.
+pub fn demo_tokens(admin: &str) -> Vec<waterworks_service::auth::TokenConfig> {
+    use waterworks_service::auth::{Role, TokenConfig};
+    [
+        ("demo-admin", Role::Admin, admin.to_string()),
+        ("demo-operator", Role::Operator, format!("{admin}-operator")),
+        ("demo-clerk", Role::Clerk, format!("{admin}-clerk")),
+        ("demo-viewer", Role::Viewer, format!("{admin}-viewer")),
+    ]
+    .into_iter()
+    .map(|(name, role, token)| TokenConfig {
+        name: name.into(),
+        role,
+        token,
+    })
+    .collect()
+}
+
 pub fn load_tariff(path: Option<&Path>) -> anyhow::Result<TariffBook> {
     Ok(match path {
         Some(p) => TariffBook::load(p)?,
@@ -526,11 +597,7 @@ fn ingest_config(
     );
     cfg.mqtt.subscription = format!("$share/{}/{}", opts.share_group, topic::READINGS_FILTER);
     cfg.http_listen = ([127, 0, 0, 1], 0).into();
-    cfg.tokens = vec![waterworks_service::auth::TokenConfig {
-        name: "demo-admin".into(),
-        role: waterworks_service::auth::Role::Admin,
-        token: token.to_string(),
-    }];
+    cfg.tokens = demo_tokens(token);
     cfg
 }
 
