@@ -1,6 +1,7 @@
 //! End to end, in headless Chromium: a clerk previews and commits a billing
-//! run, opens a bill and its notice (HTML and PDF, the PDF's text read back),
-//! rebills one bill and cancels another, records a payment, and downloads the
+//! run (a held bill and its reason in the preview), opens a bill and its
+//! notice (HTML and PDF, the PDF's text read back), rebills it, releases the
+//! held bill and cancels it, records a payment, and downloads the
 //! ageing CSV, whose rows must match what was done; a viewer is refused the
 //! clerk's pages and actions. Readings go in through the real path (the
 //! broker and ingest), accounts through billing's API. Screenshots of each
@@ -37,13 +38,13 @@ async fn seed(stack: &Stack) {
     stack.register_meters(&[M1, M2]).await;
     // Three closed months: a read just before each month starts, one mid
     // month, and one just before the last month ends. M1 uses 18, 22, 26 m³;
-    // M2 12, 11, 13 m³.
+    // M2 12, 11, then 1 m³ (far below its average: the bill is held).
     let mut batch = Vec::new();
     let (mut v1, mut v2) = (100_000i64, 50_000i64);
     for (back, (u1, u2)) in [
         (3, (18_000, 12_000)),
         (2, (22_000, 11_000)),
-        (1, (26_000, 13_000)),
+        (1, (26_000, 1_000)),
     ] {
         let start = month_start(back) - Duration::minutes(30);
         let mid = month_start(back) + Duration::days(14);
@@ -156,14 +157,20 @@ async fn a_clerk_runs_bills_corrects_collects_and_reports() {
     set(&b, "#run-group", "E2E").await;
     b.click("#run-preview").await;
     b.wait_css("#run-by-type").await;
-    assert_eq!(b.text("#run-created").await, "2");
-    let by_type = b.text("#run-by-type").await;
+    assert_eq!(b.text("#run-created").await, "1");
+    assert_eq!(b.text("#run-held").await, "1");
+    let holds = b.text("#run-holds").await;
     assert!(
-        by_type.contains("household") && by_type.contains("general"),
-        "{by_type}"
+        holds.contains("C-0002") && holds.contains("average"),
+        "{holds}"
     );
+    let by_type = b.text("#run-by-type").await;
+    assert!(by_type.contains("household"), "{by_type}");
     let preview_total = number(&b.text("#run-total").await);
     assert!(preview_total > 0);
+    // One usage type: its row's total and the grand total are the run's.
+    let shown = format!("{},{:03}", preview_total / 1000, preview_total % 1000);
+    assert_eq!(by_type.matches(&shown).count(), 2, "{by_type}");
     b.screenshot("clerk-run-preview").await;
     b.click("#run-commit").await;
     b.wait_css("#run-done").await;
@@ -240,9 +247,23 @@ async fn a_clerk_runs_bills_corrects_collects_and_reports() {
     assert!(b.text("#new-entries").await.contains("payment"));
     b.screenshot("clerk-payment-result").await;
 
-    // Cancel the other account's bill, with a reason.
+    // The other account's held bill: released after review (it gets its
+    // number and its entry), then cancelled with a reason.
     b.goto(&format!("/clerk/bills?q=C-0002&period={p}")).await;
     b.click("#bills .bill-link").await;
+    assert_eq!(
+        b.wait_css("#bill-facts")
+            .await
+            .attr("data-status")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("held")
+    );
+    b.click("#release-submit").await;
+    b.wait_css("#new-entries").await;
+    assert!(b.text("#new-entries").await.contains("bill"));
+    b.click("#back-to-bill").await;
     set(&b, "#cancel-reason", "계량기 오검침").await;
     b.click("#cancel-submit").await;
     b.wait_css("#new-entries").await;

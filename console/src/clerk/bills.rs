@@ -381,6 +381,16 @@ pub async fn bill(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageErr
             @if ctx.session.is_clerk() && status == "issued" {
                 (actions_view(&ctx, &bill, &account))
             }
+            @if ctx.session.is_clerk() && status == "held" {
+                section class="actions" id="bill-actions" {
+                    h2 { (ctx.t("clerk.actions")) }
+                    form method="post" action=(format!("/clerk/bills/{id}/release")) id="release-form" {
+                        b { (ctx.t("clerk.release")) } " "
+                        span class="note" { (ctx.t("clerk.release.help")) } " "
+                        button type="submit" id="release-submit" { (ctx.t("clerk.release")) }
+                    }
+                }
+            }
         },
     ))
 }
@@ -491,6 +501,24 @@ pub async fn cancel(
         .await?;
     let msg = html! { p { (ctx.t("clerk.cancel")) ": " (back(&ctx, id)) " — " (f.reason) } };
     result_page(&ctx, ctx.t("clerk.cancel"), &seen, &[id], msg).await
+}
+
+/// Issues a held bill after review: it gets its number and its ledger entry.
+pub async fn release(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageError> {
+    ctx.require(Role::Clerk)?;
+    let id = bill_id(&id)?;
+    let seen = before(&ctx, id).await?;
+    let out: Value = ctx
+        .app
+        .billing
+        .post(
+            ctx.token(),
+            &format!("/api/v1/bills/{id}/release"),
+            &json!({}),
+        )
+        .await?;
+    let msg = html! { p { (ctx.t("clerk.release")) ": " (back(&ctx, id)) " → " (text(&out, "bill_number")) } };
+    result_page(&ctx, ctx.t("clerk.release"), &seen, &[id], msg).await
 }
 
 pub async fn rebill(

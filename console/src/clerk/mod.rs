@@ -41,6 +41,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/clerk/bills/{id}/notice.pdf", get(bills::notice_pdf))
         .route("/clerk/bills/{id}/cancel", post(bills::cancel))
         .route("/clerk/bills/{id}/rebill", post(bills::rebill))
+        .route("/clerk/bills/{id}/release", post(bills::release))
         .route("/clerk/bills/{id}/adjust", post(bills::adjust))
         .route("/clerk/bills/{id}/payment", post(bills::payment))
         .route("/clerk/reports", get(reports::page))
@@ -106,6 +107,7 @@ section.actions form { margin: 6px 0; display: flex; gap: 8px; align-items: cent
 section.actions b { min-width: 7em; }\
 p.ok, div.ok { background: #d7f0d9; padding: 8px 12px; } p.error { background: #f8d7d6; padding: 8px 12px; }\
 progress { width: 320px; height: 18px; }\
+form.run-form, form#quote-form { display: flex; gap: 12px; align-items: center; flex-wrap: wrap; margin: 8px 0; }\
 ";
 
 /// `body` in the console's layout, with the clerks' styles.
@@ -293,6 +295,12 @@ pub static MESSAGES: &[Msg] = &[
     ("clerk.acct.4900", "감면", "Reductions"),
     ("clerk.run_status.running", "진행 중", "running"),
     ("clerk.run_status.committed", "확정", "committed"),
+    ("clerk.release", "검토 후 발행", "Release (issue)"),
+    (
+        "clerk.release.help",
+        "보류 사유를 확인했으면 고지서를 발행합니다.",
+        "Issue the bill once the hold reasons are checked.",
+    ),
     ("clerk.new_bill", "새 고지서", "New bill"),
     ("clerk.notice", "고지서 인쇄", "Printable notice"),
     ("clerk.notice_pdf", "PDF 내려받기", "Download PDF"),

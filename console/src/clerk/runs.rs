@@ -203,7 +203,7 @@ fn outcome_view(ctx: &Authed, o: &Value) -> Markup {
                     tr {
                         td { (usage_type_ko(t)) " (" (t) ")" }
                         @for (c, _) in COMPONENTS { td class="num" { (thousands(int(parts, c))) } }
-                        td class="num" { (thousands(parts.as_object().map(|m| m.values().filter_map(Value::as_i64).sum()).unwrap_or(0))) }
+                        td class="num" { (thousands(COMPONENTS.iter().map(|(c, _)| int(parts, c)).sum())) }
                     }
                 }
                 tr class="total" {
