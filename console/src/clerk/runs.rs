@@ -423,7 +423,7 @@ async fn progress(ctx: &Authed, q: &ProgressQuery) -> Result<Markup, PageError> 
         html! { div id="progress" data-finished="1" { (body) } }
     } else {
         html! {
-            div id="progress" data-finished="0" hx-get=(poll) hx-trigger="every 1s" hx-swap="outerHTML" { (body) }
+            div id="progress" data-finished="0" hx-get=(poll) hx-trigger="every 2s" hx-swap="outerHTML" { (body) }
         }
     })
 }
