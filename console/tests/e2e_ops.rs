@@ -59,10 +59,63 @@ async fn seed(stack: &Stack) {
         .await;
 }
 
+/// The dashboard API behind the pages: the sampler's per-minute totals, and
+/// the quarantine of a meter kept from a viewer by ingest itself.
+async fn dashboard_api(stack: &Stack) {
+    let http = reqwest::Client::new();
+    let get = |path: String, token: &'static str| {
+        let http = http.clone();
+        let url = format!("http://{}{path}", stack.ingest);
+        async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let (status, o) = get("/api/v1/dashboard/overview?window=hour".into(), VIEWER).await;
+    assert_eq!(status, 200);
+    let sum = |k: &str| -> i64 {
+        o["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b[k].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(sum("readings"), 24, "{o}");
+    assert_eq!(sum("batches"), 2);
+    assert_eq!(sum("quarantined"), 1);
+    assert_eq!(o["counts"]["meters"], 3);
+    assert_eq!(o["buckets"].as_array().unwrap().len(), 61);
+    let (_, a) = get("/api/v1/dashboard/alarms".into(), VIEWER).await;
+    assert_eq!(a["counts"], json!({"backflow": 1, "leak": 1}));
+    let (status, _) = get(
+        format!("/api/v1/dashboard/meters/{BACK}/quarantine"),
+        VIEWER,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, q) = get(
+        format!("/api/v1/dashboard/meters/{BACK}/quarantine"),
+        OPERATOR,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(q["items"][0]["reason"], "backwards");
+    let (_, m) = get("/api/v1/dashboard/meters?q=CM-L".into(), VIEWER).await;
+    assert_eq!(m["meters"].as_array().unwrap().len(), 1);
+    let (_, w) = get("/api/v1/whoami".into(), OPERATOR).await;
+    assert_eq!(w, json!({"name": "park", "role": "operator"}));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_and_viewers_in_the_browser() {
     let stack = Stack::start().await;
     seed(&stack).await;
+    dashboard_api(&stack).await;
     let base = stack.url("");
     let b = Browser::start(&base, "ko").await;
     let shots = common::screenshot_dir();
