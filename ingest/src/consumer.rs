@@ -434,51 +434,93 @@ async fn mqtt_loop(
 }
 
 /// Groups messages into batches; decodes as they arrive (pipelined with the
-/// writer). Closes on readings, bytes, `max_wait_ms` or an idle input.
+/// writer). A batch is full at `max_readings` or `max_bytes`; it is ready
+/// after `max_wait_ms` or an idle input ([`IDLE_CLOSE_MS`]), and a ready
+/// batch is handed over as soon as the writer can take it: while the writer
+/// is busy, the batch keeps growing (up to full) instead of closing small.
+/// A light load is written at once; a heavy one in large batches, so the
+/// per-transaction costs (round trips, commit flush) shrink per reading.
 async fn collect(
     mut rx: mpsc::Receiver<Inbound>,
     tx: mpsc::Sender<Batch>,
     cfg: BatchConfig,
     shutdown: CancellationToken,
 ) {
+    let idle = Duration::from_millis(IDLE_CLOSE_MS);
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
-        let started = Instant::now();
-        let deadline = started + Duration::from_millis(cfg.max_wait_ms);
+        let deadline = Instant::now() + Duration::from_millis(cfg.max_wait_ms);
         let mut batch = Batch {
             input: BatchInput::default(),
             messages: Vec::new(),
         };
         let (mut readings, mut bytes) = (0usize, 0usize);
+        let mut input_open = true;
         let mut next = Some(first);
-        while let Some(m) = next.take() {
-            bytes += m.message.payload.len();
-            add(&mut batch, m);
-            readings = batch.input.readings();
-            if readings >= cfg.max_readings || bytes >= cfg.max_bytes {
-                break;
+        let permit = loop {
+            if let Some(m) = next.take() {
+                bytes += m.message.payload.len();
+                readings += add(&mut batch, m);
+            }
+            let full = readings >= cfg.max_readings || bytes >= cfg.max_bytes;
+            if full || !input_open {
+                match tx.reserve().await {
+                    Ok(p) => break p,
+                    Err(_) => return,
+                }
+            }
+            match rx.try_recv() {
+                Ok(m) => {
+                    next = Some(m);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    input_open = false;
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {}
             }
             let now = Instant::now();
-            if now >= deadline {
-                break;
+            if now < deadline {
+                match tokio::time::timeout((deadline - now).min(idle), rx.recv()).await {
+                    Ok(Some(m)) => {
+                        next = Some(m);
+                        continue;
+                    }
+                    Ok(None) => {
+                        input_open = false;
+                        continue;
+                    }
+                    Err(_) => {} // the input idles: ready
+                }
             }
-            let wait = (deadline - now).min(Duration::from_millis(IDLE_CLOSE_MS));
-            next = match rx.try_recv() {
-                Ok(m) => Some(m),
-                Err(_) => tokio::time::timeout(wait, rx.recv()).await.ok().flatten(),
-            };
-        }
+            // Ready: hand it over when the writer can take it; meanwhile
+            // keep adding what arrives.
+            tokio::select! {
+                biased;
+                p = tx.reserve() => match p {
+                    Ok(p) => break p,
+                    Err(_) => return,
+                },
+                m = rx.recv() => match m {
+                    Some(m) => next = Some(m),
+                    None => input_open = false,
+                },
+            }
+        };
         metrics::histogram!("ingest_batch_readings").record(readings as f64);
-        if tx.send(batch).await.is_err() {
+        permit.send(batch);
+        if !input_open {
             return;
         }
     }
 }
 
-fn add(batch: &mut Batch, m: Inbound) {
+/// Decodes one message into the batch; returns how many readings it brought.
+fn add(batch: &mut Batch, m: Inbound) -> usize {
     let idx = batch.input.metas.len();
     let mut meta = MsgMeta {
         topic: m.message.topic.clone(),
@@ -500,10 +542,14 @@ fn add(batch: &mut Batch, m: Inbound) {
         batch.input.decoded.push(vee::Decoded::default());
     } else {
         let decoded = vee::decode_message(idx, &mut meta, &m.message.payload);
+        let n = decoded.readings.len();
         batch.input.metas.push(meta);
         batch.input.decoded.push(decoded);
+        batch.messages.push(m.message);
+        return n;
     }
     batch.messages.push(m.message);
+    0
 }
 
 #[derive(Debug, Clone, Copy)]

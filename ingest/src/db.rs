@@ -50,6 +50,26 @@ impl Partitions {
         if missing.is_empty() {
             return Ok(());
         }
+        // Partitions made by another replica or the maintenance task of an
+        // earlier run: learn them all in one read instead of a locked
+        // transaction per day.
+        let existing: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i
+               JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'metering.readings'::regclass",
+        )
+        .fetch_all(pool)
+        .await?;
+        let missing: Vec<NaiveDate> = {
+            let mut known = self.known.lock().expect("partition cache poisoned");
+            known.extend(existing.iter().filter_map(|n| {
+                NaiveDate::parse_from_str(n.strip_prefix("readings_")?, "%Y%m%d").ok()
+            }));
+            missing.into_iter().filter(|d| !known.contains(d)).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(PARTITION_LOCK_KEY)
