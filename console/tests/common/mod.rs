@@ -27,6 +27,9 @@ pub const ADMIN: &str = "console-admin-token-00001";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// One reading to publish: meter, time, totalizer (L), flow (L/h), alarms.
+pub type Reading<'a> = (String, DateTime<Utc>, i64, f64, Vec<&'a str>);
+
 pub fn tokens() -> Vec<TokenConfig> {
     [
         ("vera", Role::Viewer, VIEWER),
@@ -222,7 +225,7 @@ impl Stack {
 
     /// Publishes one batch of readings `(meter, ts, volume_l, flow_lph, alarms)`
     /// to the broker as this test's gateway, QoS 1, and waits for the PUBACK.
-    pub async fn publish(&self, readings: &[(String, DateTime<Utc>, i64, f64, Vec<&str>)]) {
+    pub async fn publish(&self, readings: &[Reading<'_>]) {
         let seq = self
             .batch_seq
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
