@@ -151,10 +151,12 @@ pub async fn sample_once(pool: &sqlx::PgPool) -> Result<bool, sqlx::Error> {
     .execute(&mut *tx)
     .await?;
     track_alarms(&mut tx).await?;
-    sqlx::query("DELETE FROM metering.ingest_minutes WHERE minute < now() - make_interval(days => $1)")
-        .bind(MINUTES_KEPT_DAYS)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "DELETE FROM metering.ingest_minutes WHERE minute < now() - make_interval(days => $1)",
+    )
+    .bind(MINUTES_KEPT_DAYS)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "DELETE FROM metering.meter_alarms WHERE cleared_at < now() - make_interval(days => $1)",
     )
@@ -354,7 +356,9 @@ async fn alarms(
     .map_err(ApiError::internal)?;
     let counts: serde_json::Map<String, serde_json::Value> =
         counts.into_iter().map(|(a, n)| (a, n.into())).collect();
-    Ok(Json(serde_json::json!({ "counts": counts, "alarms": rows })))
+    Ok(Json(
+        serde_json::json!({ "counts": counts, "alarms": rows }),
+    ))
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -389,7 +393,10 @@ async fn search(
     }
     let pattern = format!(
         "{}%",
-        prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+        prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
     );
     let rows: Vec<MeterRow> = sqlx::query_as(&format!(
         "SELECT {METER_COLUMNS} FROM metering.meters WHERE meter_id LIKE $1
@@ -435,7 +442,9 @@ async fn silent(
     .fetch_one(&s.pool)
     .await
     .map_err(ApiError::internal)?;
-    Ok(Json(serde_json::json!({ "hours": hours, "total": total, "meters": rows })))
+    Ok(Json(
+        serde_json::json!({ "hours": hours, "total": total, "meters": rows }),
+    ))
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
