@@ -1,9 +1,9 @@
 //! End to end, in headless Chromium: a clerk previews and commits a billing
 //! run (a held bill and its reason in the preview), opens a bill and its
-//! notice (HTML and PDF, the PDF's text read back), rebills it, releases the
-//! held bill and cancels it, records a payment, and downloads the
-//! ageing CSV, whose rows must match what was done; a viewer is refused the
-//! clerk's pages and actions. Readings go in through the real path (the
+//! notice (HTML and PDF, the PDF's text read back), rebills and adjusts it,
+//! releases the held bill and cancels it, records a payment, and downloads
+//! the ageing CSV, whose rows must match what was done; a viewer is refused
+//! the clerk's pages and actions. Readings go in through the real path (the
 //! broker and ingest), accounts through billing's API. Screenshots of each
 //! clerk page are saved.
 
@@ -240,6 +240,20 @@ async fn a_clerk_runs_bills_corrects_collects_and_reports() {
     b.wait_css("#bill-lines").await;
     let new_total = number(&b.text("#bill-total").await);
 
+    // A goodwill adjustment of the water part, with its reason.
+    set(&b, "#adjust-part", "water").await;
+    set(&b, "#adjust-amount", "-460").await;
+    set(&b, "#adjust-reason", "누수 감안").await;
+    b.click("#adjust-submit").await;
+    b.wait_css("#new-entries").await;
+    let made = b.text("#new-entries").await;
+    assert!(
+        made.contains("adjustment") && made.contains("-460"),
+        "{made}"
+    );
+    b.click("#back-to-bill").await;
+    b.wait_css("#payment-amount").await;
+
     // A payment on the new bill: 10,000 of it.
     set(&b, "#payment-amount", "10000").await;
     b.click("#payment-submit").await;
@@ -270,7 +284,7 @@ async fn a_clerk_runs_bills_corrects_collects_and_reports() {
     assert!(b.text("#new-entries").await.contains("cancellation"));
     b.screenshot("clerk-cancel-result").await;
 
-    // Ageing: C-0001 owes its older bills plus the new one less 10,000;
+    // Ageing: C-0001 owes its older bills plus the new one less 460 and 10,000;
     // C-0002 only its two older bills (this month's was cancelled).
     b.goto("/clerk/reports").await;
     b.wait_css("#ageing").await;
@@ -313,7 +327,7 @@ async fn a_clerk_runs_bills_corrects_collects_and_reports() {
         .sum();
     assert_eq!(
         *c1.last().unwrap(),
-        older_bills + new_total - 10_000,
+        older_bills + new_total - 460 - 10_000,
         "{csv}"
     );
     let c2 = row("C-0002");
