@@ -172,6 +172,25 @@ async fn console_reads_search_notice_and_progress(pool: PgPool) {
     assert_eq!(r["accounts"].as_array().unwrap().len(), 1, "{r}");
     let (st, _) = http(addr, "GET", "/api/v1/accounts?q=", Some(VIEWER), None).await;
     assert_eq!(st, 400);
+    // The search shares its path with the admin's upsert: still admin only.
+    let (st, _) = http(
+        addr,
+        "POST",
+        "/api/v1/accounts",
+        Some(VIEWER),
+        Some(json!([])),
+    )
+    .await;
+    assert_eq!(st, 403);
+    let (st, _) = http(
+        addr,
+        "POST",
+        "/api/v1/accounts",
+        Some(CLERK),
+        Some(json!([])),
+    )
+    .await;
+    assert_eq!(st, 403);
 
     // One account: meters, two live bills newest first, all of it open.
     let (st, a) = http(addr, "GET", "/api/v1/accounts/AC001", Some(VIEWER), None).await;
