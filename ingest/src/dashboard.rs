@@ -71,6 +71,10 @@ pub async fn sample(shared: S, shutdown: CancellationToken) {
         match sample_once(&shared.pool).await {
             Ok(true) => metrics::counter!("ingest_dashboard_samples_total").increment(1),
             Ok(false) => {}
+            // A sample cut short by the shutdown (pool closing) is no news.
+            Err(e) if shutdown.is_cancelled() => {
+                tracing::debug!(error = %e, "dashboard sample stopped by the shutdown");
+            }
             Err(e) => {
                 metrics::counter!("ingest_dashboard_sample_errors_total").increment(1);
                 tracing::warn!(error = %e, "dashboard sample failed");
