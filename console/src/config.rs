@@ -159,6 +159,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_deploy_example_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/config/console.toml");
+        let c = ConsoleConfig::load(Some(&path)).unwrap();
+        assert_eq!(c.max_sessions, 10_000);
+    }
+
+    #[test]
     fn minimal_file_gets_defaults_and_bad_urls_are_refused() {
         let c: ConsoleConfig =
             toml::from_str("ingest_url = \"http://i:8081\"\nbilling_url = \"http://b:8082\"\n")
