@@ -179,6 +179,7 @@ async fn a_clerk_runs_bills_corrects_collects_and_reports() {
     b.screenshot("clerk-run-progress").await;
 
     // The period's bills; open the household account's bill.
+    b.wait_css("#run-bills").await;
     b.click("#run-bills").await;
     b.wait_css("#bills").await;
     b.screenshot("clerk-bills").await;

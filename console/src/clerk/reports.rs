@@ -8,6 +8,7 @@ use crate::web::{Authed, PageError};
 use axum::extract::Query;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use chrono::Datelike;
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
@@ -43,9 +44,12 @@ pub async fn page(ctx: Authed, Query(q): Query<ReportQuery>) -> Result<Markup, P
             ),
         )
         .await?;
+    // By default the month before this one: the last month billed.
     let period = opt(&q.period).unwrap_or_else(|| {
-        chrono::Utc::now()
+        let today = chrono::Utc::now()
             .with_timezone(&crate::layout::kst())
+            .date_naive();
+        (today - chrono::Duration::days(i64::from(today.day())))
             .format("%Y-%m")
             .to_string()
     });

@@ -368,11 +368,12 @@ async fn progress(ctx: &Authed, q: &ProgressQuery) -> Result<Markup, PageError> 
     let committed = detail
         .as_ref()
         .is_some_and(|d| text(d, "status") == "committed");
-    let finished = match &job {
-        Some(Some(_)) => true,
-        Some(None) => false,
-        None => committed || run.is_none(),
-    };
+    // Over when billing says the run is committed (the console's own
+    // request may not have returned yet), when that request ended, or when
+    // there is nothing to follow.
+    let finished = committed
+        || matches!(job, Some(Some(_)))
+        || (job.is_none() && run.is_none());
     let poll = format!(
         "/clerk/runs/progress/frag{}",
         query(&[
