@@ -661,7 +661,16 @@ fn basis(l: &Value) -> String {
             )
         })
         .collect();
-    let mut s = if blocks.is_empty() {
+    let component = text(l, "component");
+    let mut s = if component == "base" {
+        // A fixed monthly charge by meter diameter: not per m³.
+        format!("월 정액 {}원", text(&e, "rate"))
+    } else if component == "reduction" {
+        match items(&e, "notes").first().and_then(Value::as_str) {
+            Some(note) => note.to_string(),
+            None => format!("{}%", text(&e, "rate")),
+        }
+    } else if blocks.is_empty() {
         match text(&e, "rate") {
             r if r.is_empty() => format!("{} m³", int(&e, "usage_m3")),
             r => format!("{} m³ × {r}", int(&e, "usage_m3")),
@@ -885,7 +894,9 @@ mod tests {
                         {"usage_type": "household", "from_m3": 1, "m3": 26, "rate_krw": "510", "amount_krw": "13260"}],
                         "raw_krw": "13260", "rounding": "truncate_1"}},
                     {"label": "물이용부담금", "amount_krw": 4420, "explanation": {"usage_m3": 26, "rate": "170",
-                        "raw_krw": "4420", "rounding": "truncate_1", "proration": {"days": 15, "period_days": 31}}}
+                        "raw_krw": "4420", "rounding": "truncate_1", "proration": {"days": 15, "period_days": 31}}},
+                    {"component": "base", "label": "기본요금 (15 mm)", "amount_krw": 860,
+                        "explanation": {"usage_m3": 26, "rate": "860", "raw_krw": "860", "rounding": "whole_won"}}
                 ]
             },
             "account": {"customer": "홍길동", "address": "대전 <서구>", "diameter_mm": 15, "households": 1},
@@ -900,6 +911,8 @@ mod tests {
         assert_eq!(n.legs[0].end, "239.000");
         assert_eq!(n.lines[0].basis, "1 m³~: 26 m³ × 510");
         assert_eq!(n.lines[1].basis, "26 m³ × 170 (15/31일)");
+        // The base charge is fixed by diameter, never "usage × rate".
+        assert_eq!(n.lines[2].basis, "월 정액 860원");
         assert_eq!(
             n.history,
             vec![("2026-09".into(), Some(20)), ("2026-10".into(), Some(26))]
