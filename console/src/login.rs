@@ -130,10 +130,11 @@ async fn login(
     let mut resp = Redirect::to(&next).into_response();
     set_cookie(
         resp.headers_mut(),
+        // No Max-Age: the browser keeps it for its session, and the server's
+        // idle expiry (touched on every request) decides when it ends.
         &format!(
-            "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            "{}={id}; Path=/; HttpOnly; SameSite=Strict{}",
             session::COOKIE,
-            app.config.session_idle_s,
             if app.config.secure_cookies {
                 "; Secure"
             } else {
