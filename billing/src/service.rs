@@ -427,6 +427,8 @@ async fn openapi() -> Json<serde_json::Value> {
                 "requestBody": { "content": { "application/json": { "example":
                     { "usage_type": "household", "diameter_mm": 15, "usage_m3": 26, "households": 1,
                       "sewer_connected": true, "levy_exempt": false, "period": "2026-10" } } } } } },
+            "/api/v1/whoami": { "get": { "summary": "Who the token belongs to: {name, role} (viewer and up; the console's sign-in)",
+                "security": [{ "bearer": [] }] } },
             "/api/v1/billing-runs": {
                 "post": { "summary": "Run billing for a period and group (clerk); dry_run previews",
                     "security": [{ "bearer": [] }],
