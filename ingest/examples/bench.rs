@@ -156,6 +156,17 @@ async fn main() {
     mqtt.subscription = format!("$share/bench{run}/waterworks/v1/+/readings");
     let mut cfg = IngestConfig::new(&db_e2e, mqtt);
     cfg.http_listen = "127.0.0.1:0".parse().unwrap();
+    // Batch bound override for experiments (default: the service's).
+    if let Some(n) = std::env::var("BENCH_MAX_READINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.batch.max_readings = n;
+    }
+    println!(
+        "batches of at most {} readings / {} bytes",
+        cfg.batch.max_readings, cfg.batch.max_bytes
+    );
     let ingest = Ingest::build(cfg).await.expect("build ingest");
     let pool = ingest.pool();
     let stop = CancellationToken::new();
@@ -249,6 +260,7 @@ async fn main() {
         "ingest bench: {meters} meters × {rounds} rounds = {total} readings, {gateways} gateways, private Mosquitto :{}",
         broker.port
     );
+    let cpu0 = CpuMeter::start(&pool, broker.child.id()).await;
     let t0 = Instant::now();
     let mut pubs = Vec::new();
     for (g, list) in payloads.into_iter().enumerate() {
@@ -274,6 +286,7 @@ async fn main() {
         assert!(t0.elapsed().as_secs() < 600, "stalled at {n} of {total}");
     }
     let e2e = t0.elapsed().as_secs_f64();
+    let cpu_e2e = cpu0.stop(&pool).await;
     for p in pubs {
         let (client, poller) = p.await.unwrap();
         let _ = client.disconnect().await;
@@ -296,6 +309,7 @@ async fn main() {
         .into_iter()
         .collect();
     parts.ensure(&copy_pool, &days).await.unwrap();
+    let cpu1 = CpuMeter::start(&copy_pool, broker.child.id()).await;
     let t1 = Instant::now();
     for chunk in rows.chunks(20_000) {
         let mut tx = copy_pool.begin().await.unwrap();
@@ -305,6 +319,7 @@ async fn main() {
         tx.commit().await.unwrap();
     }
     let copy = t1.elapsed().as_secs_f64();
+    let cpu_copy = cpu1.stop(&copy_pool).await;
     let e2e_rate = total as f64 / e2e;
     let copy_rate = total as f64 / copy;
     println!("end to end (Mosquitto → ingest → PostgreSQL): {stored} stored, {dups} duplicated keys, {e2e:.2} s, {e2e_rate:.0} readings/s");
@@ -312,6 +327,16 @@ async fn main() {
         "raw binary COPY of the same rows:              {copy:.2} s, {copy_rate:.0} readings/s"
     );
     println!("ratio end-to-end / COPY: {:.2}", e2e_rate / copy_rate);
+    // CPU time is what the 2 shared cores really limit; it barely depends on
+    // what else runs on the machine, unlike the wall-clock rates above.
+    println!(
+        "CPU seconds end to end: PostgreSQL backends {:.2}, this process (ingest + publishers) {:.2}, Mosquitto {:.2}; COPY floor: PostgreSQL {:.2}, this process {:.2}",
+        cpu_e2e.0, cpu_e2e.1, cpu_e2e.2, cpu_copy.0, cpu_copy.1
+    );
+    println!(
+        "CPU-bound ratio (COPY floor CPU / end-to-end CPU, all processes): {:.2}",
+        (cpu_copy.0 + cpu_copy.1) / (cpu_e2e.0 + cpu_e2e.1 + cpu_e2e.2)
+    );
     let bytes: i64 = sqlx::query_scalar("SELECT sum(pg_total_relation_size(inhrelid))::int8 FROM pg_inherits WHERE inhparent = 'metering.readings'::regclass").fetch_one(&copy_pool).await.unwrap();
     println!(
         "hot storage: {:.1} bytes per reading on disk",
@@ -463,4 +488,62 @@ async fn fresh_db(base: &str, name: &str) -> String {
         .unwrap();
     admin.close().await;
     format!("{}/{name}", base.rsplit_once('/').unwrap().0)
+}
+
+/// CPU seconds (user + system) of one process, from /proc (Linux).
+fn proc_cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU used during a phase by the PostgreSQL backends of one database,
+/// this process and the broker.
+struct CpuMeter {
+    backends: HashMap<u32, f64>,
+    me: f64,
+    broker: (u32, f64),
+}
+
+async fn backends(pool: &PgPool) -> Vec<u32> {
+    let pids: Vec<i32> =
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    pids.into_iter().map(|p| p as u32).collect()
+}
+
+impl CpuMeter {
+    async fn start(pool: &PgPool, broker_pid: u32) -> CpuMeter {
+        CpuMeter {
+            backends: backends(pool)
+                .await
+                .into_iter()
+                .map(|p| (p, proc_cpu_s(p)))
+                .collect(),
+            me: proc_cpu_s(std::process::id()),
+            broker: (broker_pid, proc_cpu_s(broker_pid)),
+        }
+    }
+
+    /// (PostgreSQL backends, this process, broker) CPU seconds since start.
+    async fn stop(self, pool: &PgPool) -> (f64, f64, f64) {
+        let pg: f64 = backends(pool)
+            .await
+            .into_iter()
+            .map(|p| proc_cpu_s(p) - self.backends.get(&p).copied().unwrap_or(0.0))
+            .sum();
+        (
+            pg,
+            proc_cpu_s(std::process::id()) - self.me,
+            proc_cpu_s(self.broker.0) - self.broker.1,
+        )
+    }
 }

@@ -117,10 +117,13 @@ pub enum MqttProtocol {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
-    /// Default 20 000.
+    /// Default 100 000. A batch only grows this large while its lane's
+    /// writer is busy (see `consumer::collect`); every batch costs one update
+    /// per meter it touches (high-water mark, daily row), so with a large
+    /// fleet larger batches cut that cost per reading.
     #[serde(default = "default_max_readings")]
     pub max_readings: usize,
-    /// Payload bytes, default 8 MiB.
+    /// Payload bytes, default 16 MiB.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
     /// Default 50 ms.
@@ -182,10 +185,10 @@ fn default_max_inflight() -> usize {
     1000
 }
 fn default_max_readings() -> usize {
-    20_000
+    100_000
 }
 fn default_max_bytes() -> usize {
-    8 * 1024 * 1024
+    16 * 1024 * 1024
 }
 fn default_max_wait_ms() -> u64 {
     50
@@ -206,7 +209,7 @@ mod tests {
             c.mqtt.subscription,
             waterworks_wire::topic::SHARED_READINGS_FILTER
         );
-        assert_eq!(c.batch.max_readings, 20_000);
+        assert_eq!(c.batch.max_readings, 100_000);
         assert_eq!(c.mqtt.protocol, MqttProtocol::V5);
         assert_eq!(c.mqtt.receive_maximum, 5000);
     }
