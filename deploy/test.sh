@@ -344,14 +344,21 @@ period=$(TZ=Asia/Seoul date +%Y-%m)
   billing run --period "$period" --group A --json >"$TMP/billing-run.json" 2>"$TMP/logs/billing-run" \
   || fail "billing run (the CronJob's command) in the billing image"
 ok "billing run --period $period --group A (CronJob command) as the billing role"
+# The console (k8s/base/console.yaml runs `waterworks console` from the billing image).
+CON_PORT=$(free_port)
+run_ctr "$ID-console" "$IMG_BILLING" -e CONSOLE_HTTP_LISTEN="127.0.0.1:$CON_PORT" \
+  -e CONSOLE_INGEST_URL="http://127.0.0.1:$ING_PORT" -e CONSOLE_BILLING_URL="http://127.0.0.1:$BIL_PORT" -- console
+wait_http "http://127.0.0.1:$CON_PORT/ready" 30 "console container (both APIs reachable)"
+curl -fsS -H 'accept-language: ko' "http://127.0.0.1:$CON_PORT/login" | grep -q '접근 토큰' || fail "console login page"
+ok "console serves its Korean sign-in page"
 
-step "smoke: SIGTERM stops ingest and billing cleanly"
-for c in "$ID-ingest-run" "$ID-billing-run"; do
+step "smoke: SIGTERM stops ingest, billing and the console cleanly"
+for c in "$ID-ingest-run" "$ID-billing-run" "$ID-console"; do
   podman stop -t 20 "$c" >/dev/null
   code=$(podman inspect --format '{{.State.ExitCode}}' "$c")
   [ "$code" = 0 ] || fail "$c exited $code after SIGTERM"
 done
-ok "both exited 0 after SIGTERM"
+ok "all three exited 0 after SIGTERM"
 
 # ---------------------------------------------------------------- 5. kube play
 step "podman kube play: dev overlay workloads (ingest, billing + ConfigMaps)"
