@@ -305,10 +305,11 @@ pub fn validate(
 ) -> Validated {
     let mut out = Validated::default();
     let (oldest, newest) = (window.oldest(), window.newest());
-    let mut per_meter: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+    // Keyed by the registry's own strings: no allocation per reading.
+    let mut per_meter: BTreeMap<&str, Vec<Candidate>> = BTreeMap::new();
     for c in candidates {
         let id = c.reading.meter_id.as_str();
-        let Some(m) = meters.get(id) else {
+        let Some((key, m)) = meters.get_key_value(id) else {
             out.quarantine.push(refuse(
                 &c,
                 Reason::UnknownMeter,
@@ -316,7 +317,7 @@ pub fn validate(
             ));
             continue;
         };
-        let sender = gateways.get(c.msg).cloned().flatten().unwrap_or_default();
+        let sender = gateways.get(c.msg).and_then(|g| g.as_deref()).unwrap_or("");
         if m.gateway_id != sender {
             out.quarantine.push(refuse(
                 &c,
@@ -347,10 +348,10 @@ pub fn validate(
             ));
             continue;
         }
-        per_meter.entry(id.to_string()).or_default().push(c);
+        per_meter.entry(key.as_str()).or_default().push(c);
     }
     for (id, mut list) in per_meter {
-        let m = &meters[&id];
+        let m = &meters[id];
         list.sort_by_key(|c| c.reading.ts);
         let mut prev = m.last;
         let mut last_alarms = None;
@@ -413,7 +414,7 @@ pub fn validate(
                 }
                 if (c.reading.ts - pts).num_seconds() > MAX_READ_GAP_S {
                     out.meter_gaps.push(MeterGap {
-                        meter_id: id.clone(),
+                        meter_id: id.to_string(),
                         gateway_id: m.gateway_id.clone(),
                         from_ts: pts,
                         to_ts: c.reading.ts,
@@ -425,7 +426,7 @@ pub fn validate(
             out.fresh.push(Row::from_candidate(c));
         }
         if let (Some((ts, vol)), Some(alarms)) = (prev, last_alarms) {
-            out.new_last.insert(id, (ts, vol, alarms));
+            out.new_last.insert(id.to_string(), (ts, vol, alarms));
         }
     }
     out
