@@ -160,8 +160,8 @@ mod tests {
 
     #[test]
     fn the_deploy_example_is_valid() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../deploy/config/console.toml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/console.toml");
         let c = ConsoleConfig::load(Some(&path)).unwrap();
         assert_eq!(c.max_sessions, 10_000);
     }
