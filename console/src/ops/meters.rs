@@ -249,20 +249,11 @@ fn fifteen_minute_consumption(readings: &[Reading]) -> (Vec<i64>, Vec<Option<f64
 pub async fn meter(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageError> {
     let token = ctx.token();
     let enc = seg(&id);
-    let now = Utc::now();
-    let from = (now - Duration::days(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let readings_path = format!(
-        "/api/v1/meters/{enc}/readings{}",
-        query(&[("from", Some(from)), ("limit", Some("400".into()))])
-    );
     let is_operator = ctx.session.role.allows(Role::Operator);
     let quarantine_path = format!("/api/v1/dashboard/meters/{enc}/quarantine?limit=50");
     let detail_path = format!("/api/v1/dashboard/meters/{enc}");
-    let daily_path = format!("/api/v1/meters/{enc}/daily");
-    let (detail, readings, days, quarantine) = tokio::join!(
+    let (detail, quarantine) = tokio::join!(
         ctx.app.ingest.get::<MeterDetail>(token, &detail_path),
-        ctx.app.ingest.get::<Readings>(token, &readings_path),
-        ctx.app.ingest.get::<Days>(token, &daily_path),
         async {
             if is_operator {
                 Some(
@@ -277,8 +268,33 @@ pub async fn meter(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageEr
         },
     );
     let detail = detail?;
-    let (readings, days) = (readings?, days?);
     let quarantine = quarantine.transpose()?;
+    // The charts end at the meter's last reading (now, for a meter that
+    // reports; earlier for a silent one, or for a demo's simulated month).
+    let now = Utc::now();
+    let to = detail.meter.last_ts.map(|t| t.min(now)).unwrap_or(now);
+    let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let readings_path = format!(
+        "/api/v1/meters/{enc}/readings{}",
+        query(&[
+            ("from", Some(fmt(to - Duration::days(2)))),
+            ("to", Some(fmt(to))),
+            ("limit", Some("400".into())),
+        ])
+    );
+    let to_day = to.date_naive();
+    let daily_path = format!(
+        "/api/v1/meters/{enc}/daily{}",
+        query(&[
+            ("from", Some((to_day - Duration::days(30)).to_string())),
+            ("to", Some(to_day.to_string())),
+        ])
+    );
+    let (readings, days) = tokio::join!(
+        ctx.app.ingest.get::<Readings>(token, &readings_path),
+        ctx.app.ingest.get::<Days>(token, &daily_path),
+    );
+    let (readings, days) = (readings?, days?);
     let m = &detail.meter;
     let (x15, y15) = fifteen_minute_consumption(&readings.readings);
     let chart15 = Chart {

@@ -109,13 +109,13 @@ pub static MESSAGES: &[Msg] = &[
     ("ops.no_results", "결과가 없습니다.", "Nothing found."),
     (
         "ops.consumption_15min",
-        "15분 사용량 (최근 2일)",
-        "15-minute consumption (last 2 days)",
+        "15분 사용량 (마지막 검침까지 2일)",
+        "15-minute consumption (2 days to the last reading)",
     ),
     (
         "ops.consumption_daily",
-        "일 사용량 (최근 31일)",
-        "Daily consumption (last 31 days)",
+        "일 사용량 (마지막 검침까지 31일)",
+        "Daily consumption (31 days to the last reading)",
     ),
     ("ops.litres", "리터", "litres"),
     (
