@@ -38,7 +38,10 @@ impl Rng {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("billing=info"))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("billing=info")),
+        )
         .init();
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args

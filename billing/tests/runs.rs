@@ -3,7 +3,7 @@
 //! or from a stand-in `metering.period_reads_v1` created in the test database.
 
 use billing::accounts::{upsert_accounts, Account, MeterInstallation};
-use billing::run::{run_billing, run_billing_with, RunRequest, StaticReads};
+use billing::run::{run_billing, run_billing_chunked, run_billing_with, RunRequest, StaticReads};
 use billing::tariff::TariffBook;
 use billing::usage::{HoldPolicy, PeriodRead};
 use billing::{migrate, Period};
@@ -457,4 +457,85 @@ async fn approved_leak_relief_waives_half_the_excess(pool: PgPool) {
     // usage itself (what the meter measured) stays 50.
     assert_eq!(water[0], ("AC00001".into(), 50, 15_000));
     assert_eq!(water[1], ("AC00002".into(), 50, 25_000));
+}
+
+/// Bills, their numbers and their ledger entries agree: numbers 1..n without
+/// gaps, every issued bill has exactly its one entry, the ledger nets to zero.
+async fn numbers_and_entries(pool: &PgPool) -> (i64, Option<i64>) {
+    let (count, max, distinct): (i64, Option<i64>, i64) = sqlx::query_as(
+        "SELECT count(*), max(bill_no), count(DISTINCT bill_no) FROM billing.bills WHERE status = 'issued'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!((Some(count), distinct), (max.or(Some(0)), count), "gapless");
+    let (entries, unposted, net): (i64, i64, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM billing.journal_entries), \
+                (SELECT count(*) FROM billing.bills b WHERE NOT EXISTS \
+                   (SELECT 1 FROM billing.journal_entries e WHERE e.idem_key = 'bill:' || b.bill_id)), \
+                (SELECT sum(amount_krw)::int8 FROM billing.postings)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!((entries, unposted, net.unwrap_or(0)), (count, 0, 0));
+    (count, max)
+}
+
+#[sqlx::test(migrations = false)]
+async fn pipelined_chunks_keep_numbers_gapless_and_a_failed_chunk_leaves_whole_chunks(
+    pool: PgPool,
+) {
+    migrate(&pool).await.unwrap();
+    // The pipeline needs connections besides the run's own.
+    assert!(pool.options().get_max_connections() > billing::run::CHUNKS_IN_FLIGHT as u32);
+    let accounts: Vec<Account> = (0..23).map(|i| account(i, "A")).collect();
+    upsert_accounts(&pool, &accounts).await.unwrap();
+    let book = daejeon();
+    let policy = HoldPolicy::default();
+    let req = RunRequest {
+        period: oct(),
+        group: "A".into(),
+        dry_run: false,
+    };
+    let reads = StaticReads(october_reads(23));
+    // The second postings COPY of the run fails (whichever chunk's it is):
+    // chunks in flight roll back, committed chunks stay whole.
+    for sql in [
+        "CREATE SEQUENCE public.copies",
+        "CREATE FUNCTION public.crash() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF nextval('public.copies') = 2 THEN RAISE EXCEPTION 'injected crash'; END IF; \
+         RETURN NULL; END $$",
+        "CREATE TRIGGER crash BEFORE INSERT ON billing.postings \
+         FOR EACH STATEMENT EXECUTE FUNCTION public.crash()",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let err = run_billing_chunked(&pool, &book, &req, &reads, &policy, 5)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("injected crash"), "{err}");
+    let (count, _) = numbers_and_entries(&pool).await;
+    assert!(count % 5 == 0 && count <= 5, "whole chunks only: {count}");
+    sqlx::query("DROP TRIGGER crash ON billing.postings")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // Resumed in chunks of 5 (5 chunks through the pipeline): every account
+    // once, numbers 1..23, each bill posted once.
+    let out = run_billing_chunked(&pool, &book, &req, &reads, &policy, 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.bills_created + out.bills_existing, out.bills_existing),
+        (23, count as u64)
+    );
+    assert_eq!(numbers_and_entries(&pool).await, (23, Some(23)));
+    // And a re-run creates nothing.
+    let again = run_billing_chunked(&pool, &book, &req, &reads, &policy, 5)
+        .await
+        .unwrap();
+    assert_eq!((again.bills_created, again.bills_existing), (0, 23));
+    assert_eq!(numbers_and_entries(&pool).await, (23, Some(23)));
 }

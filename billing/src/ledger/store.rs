@@ -115,13 +115,40 @@ pub async fn post_new_entries(
     .bind(drafts.len() as i64)
     .fetch_all(&mut *conn)
     .await?;
+    let rows = render_new_entries(drafts, &ids, actor)?;
+    copy_new_entries(conn, &rows).await
+}
+
+/// New entries as the COPY text of their `journal_entries` and `postings`
+/// rows: pure CPU, so a run renders a chunk's entries while its bills are
+/// being written.
+#[derive(Debug, Default)]
+pub struct EntryRows {
+    entries: String,
+    postings: String,
+}
+
+/// Renders `drafts` with the entry ids `ids` (drawn from
+/// `billing.journal_entries_entry_id_seq`), checking that each balances.
+pub fn render_new_entries(
+    drafts: &[EntryDraft],
+    ids: &[i64],
+    actor: &str,
+) -> Result<EntryRows, BillingError> {
+    if ids.len() < drafts.len() {
+        return Err(BillingError::Task(format!(
+            "{} entry ids for {} entries",
+            ids.len(),
+            drafts.len()
+        )));
+    }
     let mut entries = String::with_capacity(drafts.len() * 160);
-    let mut postings = String::with_capacity(drafts.len() * 8 * 40);
+    let mut postings = String::with_capacity(drafts.len() * 5 * 40);
     let opt = |out: &mut String, v: Option<&str>| match v {
         Some(v) => copy_field(out, v),
         None => out.push_str("\\N"),
     };
-    for (e, id) in drafts.iter().zip(&ids) {
+    for (e, id) in drafts.iter().zip(ids) {
         if !e.balances() {
             return Err(LedgerError::Unbalanced(e.key.clone()).into());
         }
@@ -156,16 +183,28 @@ pub async fn post_new_entries(
             let _ = writeln!(postings, "\t{}", p.amount_krw);
         }
     }
+    Ok(EntryRows { entries, postings })
+}
+
+/// COPYs rendered entries, then their postings (whose statement trigger
+/// checks that every entry balances and exists).
+pub async fn copy_new_entries(
+    conn: &mut PgConnection,
+    rows: &EntryRows,
+) -> Result<(), BillingError> {
+    if rows.entries.is_empty() {
+        return Ok(());
+    }
     for (sql, text) in [
         (
             "COPY billing.journal_entries (entry_id, source, idem_key, content_hash, bill_id, party, \
              effective_on, memo, created_by) FROM STDIN",
-            &entries,
+            &rows.entries,
         ),
         (
             "COPY billing.postings (entry_id, ledger_account, bill_id, component, party, amount_krw) \
              FROM STDIN",
-            &postings,
+            &rows.postings,
         ),
     ] {
         let mut copy = conn.copy_in_raw(sql).await?;
@@ -338,16 +377,35 @@ pub async fn bill_amounts(
     amounts_from_row(&row)
 }
 
-/// Posts a run chunk's newly issued bills (in the chunk's transaction), then
-/// applies credit of those customers who have some. The amounts are the ones
-/// the run has just written to the bills (it knows them, and their ids: no
-/// read-back of the chunk).
+/// The drafts of a run chunk's newly issued bills, rendered with their entry
+/// ids (pure CPU: a run does it while the chunk's bills are being written).
+pub fn render_issued_chunk(bills: &[BillAmounts], ids: &[i64]) -> Result<EntryRows, BillingError> {
+    let drafts: Vec<EntryDraft> = bills.iter().map(|b| bill_entry(b, Source::Bill)).collect();
+    render_new_entries(&drafts, ids, RUN_ACTOR)
+}
+
+/// Posts a run chunk's newly issued bills (in the chunk's transaction; `rows`
+/// from [`render_issued_chunk`]), then applies credit of those customers who
+/// have some. The amounts are the ones the run has just written to the bills
+/// (it knows them, and their ids: no read-back of the chunk).
 pub async fn post_issued_chunk(
     conn: &mut PgConnection,
     bills: &[BillAmounts],
+    rows: &EntryRows,
 ) -> Result<(), BillingError> {
-    let drafts: Vec<EntryDraft> = bills.iter().map(|b| bill_entry(b, Source::Bill)).collect();
-    post_new_entries(conn, &drafts, RUN_ACTOR).await?;
+    copy_new_entries(conn, rows).await?;
+    apply_chunk_credit(conn, bills).await
+}
+
+/// Applies the credit of those customers of a run chunk's newly posted bills
+/// who have some (taking their locks in ascending bucket order).
+pub async fn apply_chunk_credit(
+    conn: &mut PgConnection,
+    bills: &[BillAmounts],
+) -> Result<(), BillingError> {
+    if bills.is_empty() {
+        return Ok(());
+    }
     let parties: Vec<&str> = bills.iter().map(|b| b.account_no.as_str()).collect();
     let mut with_credit: Vec<String> = sqlx::query_scalar(
         "SELECT party FROM billing.postings WHERE ledger_account = '2200' AND party = ANY($1) \
