@@ -297,21 +297,23 @@ fn refuse(c: &Candidate, reason: Reason, detail: String) -> Quarantined {
 /// Checks every candidate against the registry (`meters`), the sending
 /// gateway (`gateways[msg]`) and the time window; then, per meter in time
 /// order, against the previous accepted read (totalizer backwards, spike).
-pub fn validate(
-    candidates: Vec<Candidate>,
+pub fn validate<C: std::borrow::Borrow<Candidate>>(
+    candidates: impl IntoIterator<Item = C>,
     gateways: &[Option<String>],
     meters: &HashMap<String, MeterState>,
     window: Window,
 ) -> Validated {
     let mut out = Validated::default();
     let (oldest, newest) = (window.oldest(), window.newest());
-    // Keyed by the registry's own strings: no allocation per reading.
-    let mut per_meter: BTreeMap<&str, Vec<Candidate>> = BTreeMap::new();
-    for c in candidates {
+    // Keyed by the registry's own strings, holding the candidates as given
+    // (the writer lends them): no allocation per reading.
+    let mut per_meter: BTreeMap<&str, Vec<C>> = BTreeMap::new();
+    for owned in candidates {
+        let c = owned.borrow();
         let id = c.reading.meter_id.as_str();
         let Some((key, m)) = meters.get_key_value(id) else {
             out.quarantine.push(refuse(
-                &c,
+                c,
                 Reason::UnknownMeter,
                 format!("meter {id:?} is not registered"),
             ));
@@ -320,7 +322,7 @@ pub fn validate(
         let sender = gateways.get(c.msg).and_then(|g| g.as_deref()).unwrap_or("");
         if m.gateway_id != sender {
             out.quarantine.push(refuse(
-                &c,
+                c,
                 Reason::WrongGateway,
                 format!(
                     "meter {id:?} is assigned to gateway {:?}, not {sender:?}",
@@ -331,7 +333,7 @@ pub fn validate(
         }
         if c.reading.ts > newest {
             out.quarantine.push(refuse(
-                &c,
+                c,
                 Reason::Future,
                 format!("ts is after {}", newest.to_rfc3339()),
             ));
@@ -339,7 +341,7 @@ pub fn validate(
         }
         if c.reading.ts < oldest {
             out.quarantine.push(refuse(
-                &c,
+                c,
                 Reason::TooOld,
                 format!(
                     "ts is before the retention window ({})",
@@ -348,10 +350,11 @@ pub fn validate(
             ));
             continue;
         }
-        per_meter.entry(key.as_str()).or_default().push(c);
+        per_meter.entry(key.as_str()).or_default().push(owned);
     }
-    for (id, mut list) in per_meter {
+    for (id, list) in per_meter {
         let m = &meters[id];
+        let mut list: Vec<&Candidate> = list.iter().map(|c| c.borrow()).collect();
         list.sort_by_key(|c| c.reading.ts);
         let mut prev = m.last;
         let mut last_alarms = None;
@@ -370,7 +373,7 @@ pub fn validate(
             if m.last
                 .is_some_and(|(ts, _)| list[group.start].reading.ts <= ts)
             {
-                out.late.extend(list[group].iter().cloned());
+                out.late.extend(list[group].iter().map(|c| (*c).clone()));
                 continue;
             }
             let c = &list[group.start];
@@ -637,11 +640,11 @@ pub struct DayAgg {
     pub alarm_reads: i32,
 }
 
-pub fn daily(rows: &[Row]) -> BTreeMap<(String, NaiveDate), DayAgg> {
-    let mut out: BTreeMap<(String, NaiveDate), DayAgg> = BTreeMap::new();
+pub fn daily(rows: &[Row]) -> BTreeMap<(&str, NaiveDate), DayAgg> {
+    let mut out: BTreeMap<(&str, NaiveDate), DayAgg> = BTreeMap::new();
     for r in rows {
         let a = out
-            .entry((r.meter_id.clone(), r.ts.date_naive()))
+            .entry((r.meter_id.as_str(), r.ts.date_naive()))
             .or_insert(DayAgg {
                 first: (r.ts, r.volume_l),
                 last: (r.ts, r.volume_l),

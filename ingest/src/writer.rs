@@ -56,10 +56,10 @@ pub async fn write_batch(
     input: &BatchInput,
     window: Window,
 ) -> Result<BatchOutcome, IngestError> {
-    let candidates: Vec<Candidate> = input
+    let candidates: Vec<&Candidate> = input
         .decoded
         .iter()
-        .flat_map(|d| d.readings.iter().cloned())
+        .flat_map(|d| d.readings.iter())
         .collect();
     let mut quarantine: Vec<Quarantined> = input
         .decoded
