@@ -37,6 +37,8 @@
         });
       },
     };
+    // Daily data: ticks on whole days only.
+    if (step >= 86400) xAxis.incrs = [86400, 2 * 86400, 7 * 86400, 14 * 86400, 28 * 86400];
     var xScale = { time: true };
     // Half a step of room either side, so a lone bar is not a whole axis.
     if (spec.x.length) xScale.range = [spec.x[0] - step / 2, spec.x[spec.x.length - 1] + step / 2];
@@ -53,6 +55,8 @@
     (root || document).querySelectorAll("figure[data-chart]").forEach(draw);
   }
   document.addEventListener("DOMContentLoaded", function () { drawAll(); });
-  document.addEventListener("htmx:afterSwap", function (e) { drawAll(e.target); });
+  // After an outerHTML swap the event's target is the element replaced: look
+  // over the whole page (drawn charts are skipped).
+  document.addEventListener("htmx:afterSettle", function () { drawAll(); });
   window.addEventListener("load", function () { drawAll(); });
 })();

@@ -269,11 +269,17 @@ async fn run(
     }
     let mut meter = Vec::new();
     let mut meter_size = 0;
+    let mut chart = Vec::new();
+    let mut with_chart = Vec::new();
     for k in 0..loads {
         let id = format!("B{:06}", 1 + (k as i64 * 4999 + 3) % meters);
         let (ms, n) = page(format!("/ops/meters/{id}")).await?;
         meter.push(ms);
         meter_size = n;
+        // The 15-minute chart the page then loads by itself (htmx).
+        let (chart_ms, _) = page(format!("/ops/meters/{id}/intervals")).await?;
+        chart.push(chart_ms);
+        with_chart.push(ms + chart_ms);
     }
     let mut alarms = Vec::new();
     for _ in 0..loads {
@@ -293,6 +299,8 @@ async fn run(
             meter,
             format!("{meter_size} B"),
         ),
+        ("  its 15-min chart fragment", chart, String::new()),
+        ("  page + chart, in sequence", with_chart, String::new()),
         ("alarms /ops/alarms", alarms, String::new()),
     ] {
         let (p50, max) = stats(v);

@@ -273,15 +273,6 @@ pub async fn meter(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageEr
     // reports; earlier for a silent one, or for a demo's simulated month).
     let now = Utc::now();
     let to = detail.meter.last_ts.map(|t| t.min(now)).unwrap_or(now);
-    let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let readings_path = format!(
-        "/api/v1/meters/{enc}/readings{}",
-        query(&[
-            ("from", Some(fmt(to - Duration::days(2)))),
-            ("to", Some(fmt(to))),
-            ("limit", Some("400".into())),
-        ])
-    );
     let to_day = to.date_naive();
     let daily_path = format!(
         "/api/v1/meters/{enc}/daily{}",
@@ -290,24 +281,14 @@ pub async fn meter(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageEr
             ("to", Some(to_day.to_string())),
         ])
     );
-    let (readings, days) = tokio::join!(
-        ctx.app.ingest.get::<Readings>(token, &readings_path),
-        ctx.app.ingest.get::<Days>(token, &daily_path),
-    );
-    let (readings, days) = (readings?, days?);
+    let days = ctx.app.ingest.get::<Days>(token, &daily_path).await?;
     let m = &detail.meter;
-    let (x15, y15) = fifteen_minute_consumption(&readings.readings);
-    let chart15 = Chart {
-        id: "chart-15min".into(),
-        title: ctx.t("ops.consumption_15min").into(),
-        x: x15,
-        series: vec![Series {
-            label: ctx.t("ops.litres").into(),
-            values: y15,
-        }],
-        bars: true,
-        unit: "L".into(),
-    };
+    // The 15-minute chart comes in its own request (htmx, on load): it reads
+    // raw readings, the page's one slow query at city scale (ingest/README).
+    let intervals = format!(
+        "/ops/meters/{enc}/intervals{}",
+        query(&[("to", Some(rfc3339(to)))])
+    );
     let chart_daily = Chart {
         id: "chart-daily".into(),
         title: ctx.t("ops.consumption_daily").into(),
@@ -352,7 +333,9 @@ pub async fn meter(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageEr
                 }
             }
         }
-        (chart15.render())
+        div id="chart-15min-slot" hx-get=(intervals) hx-trigger="load" hx-swap="outerHTML" {
+            figure class="chart loading" { figcaption { (ctx.t("ops.consumption_15min")) } p class="muted" { "…" } }
+        }
         (chart_daily.render())
         h2 { (ctx.t("ops.alarms")) }
         @if detail.alarms.is_empty() { p class="muted" { (ctx.t("none")) } }
@@ -384,6 +367,58 @@ pub async fn meter(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageEr
         }
     };
     Ok(ctx.page(&format!("{} {}", ctx.t("ops.meter"), m.meter_id), body))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IntervalsQuery {
+    to: Option<DateTime<Utc>>,
+}
+
+/// `/ops/meters/{id}/intervals?to=`: the 15-minute consumption chart over
+/// the 2 days ending at `to` (default now), as a fragment for the meter page.
+/// A failure is shown in place (htmx swaps only successful answers).
+pub async fn intervals(
+    ctx: Authed,
+    Path(id): Path<String>,
+    Query(q): Query<IntervalsQuery>,
+) -> Markup {
+    let to = q.to.unwrap_or_else(Utc::now).min(Utc::now());
+    let path = format!(
+        "/api/v1/meters/{}/readings{}",
+        seg(&id),
+        query(&[
+            ("from", Some(rfc3339(to - Duration::days(2)))),
+            ("to", Some(rfc3339(to))),
+            ("limit", Some("400".into())),
+        ])
+    );
+    match ctx.app.ingest.get::<Readings>(ctx.token(), &path).await {
+        Ok(readings) => {
+            let (x, y) = fifteen_minute_consumption(&readings.readings);
+            Chart {
+                id: "chart-15min".into(),
+                title: ctx.t("ops.consumption_15min").into(),
+                x,
+                series: vec![Series {
+                    label: ctx.t("ops.litres").into(),
+                    values: y,
+                }],
+                bars: true,
+                unit: "L".into(),
+            }
+            .render()
+        }
+        Err(e) => html! {
+            figure class="chart" id="chart-15min-error" {
+                figcaption { (ctx.t("ops.consumption_15min")) }
+                p class="flash error" { (e.to_string()) }
+            }
+        },
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/ops/meters", get(meters::search))
         .route("/ops/meters/silent", get(meters::silent))
         .route("/ops/meters/{id}", get(meters::meter))
+        .route("/ops/meters/{id}/intervals", get(meters::intervals))
         .route("/ops/alarms", get(alarms::page))
 }
 
