@@ -1,4 +1,5 @@
-//! The MQTT shell: one task polls rumqttc's event loop and hands publishes to
+//! The MQTT shell: one task polls rumqttc's event loop (an MQTT 5 session by
+//! default, MQTT 3.1.1 with `mqtt.protocol = "v311"`) and hands publishes to
 //! the collector; the collector decodes them and closes batches; the writer
 //! commits each batch and only then acknowledges its messages.
 //!
@@ -54,10 +55,10 @@ pub const ATTEMPTS_BEFORE_ISOLATING: u32 = 3;
 pub const ACK_CHANNEL_CAPACITY: usize = 1 << 20;
 /// Independent writers, each with its own collector, batches, transaction
 /// and connection. Messages are routed by gateway, so one gateway's batches
-/// stay in order and the lanes lock disjoint meter rows (a meter belongs to
-/// one gateway; a reading sent by the wrong gateway may make two lanes wait
-/// for each other's row lock, never deadlock: locks are taken in meter
-/// order). Two lanes keep PostgreSQL busy while the other lane decodes,
+/// stay in order and the lanes take disjoint gateway locks (a meter belongs
+/// to one gateway; see `writer::lock_gateways`; replicas sharing a gateway
+/// wait for each other, never deadlock: locks are taken in key order). Two
+/// lanes keep PostgreSQL busy while the other lane decodes,
 /// validates or waits for a round trip (see README: benchmark).
 pub const WRITER_LANES: usize = 2;
 /// Status topics are subscribed without sharing (every replica records them).

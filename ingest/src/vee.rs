@@ -206,7 +206,8 @@ pub fn decode_message(msg: usize, meta: &mut MsgMeta, payload: &[u8]) -> Decoded
     out
 }
 
-/// What the registry and the store know of one meter, read under its row lock.
+/// What the registry and the store know of one meter, read under its
+/// gateway's lock.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeterState {
     pub gateway_id: String,
@@ -471,8 +472,8 @@ pub fn resolve_late(
     out
 }
 
-/// What the store knows around the late candidates, read under their meters'
-/// row locks: see [`resolve_late_checked`].
+/// What the store knows around the late candidates, read under their
+/// gateways' locks: see [`resolve_late_checked`].
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct LateContext {
     /// Per meter, the stored readings (hot or compacted) `ts → volume_l` in
