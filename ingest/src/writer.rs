@@ -223,7 +223,7 @@ pub const GATEWAY_LOCK_SPACE: i32 = 0x6777;
 /// sharing a hash only serialize). Every writer storing a meter's readings
 /// holds its gateway's lock (see the module doc), and the registry takes the
 /// old and the new gateway's to move a meter.
-pub(crate) async fn lock_gateways(
+pub async fn lock_gateways(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[&str],
 ) -> Result<(), IngestError> {
