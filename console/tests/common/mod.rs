@@ -477,8 +477,15 @@ impl Browser {
         )
     }
 
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
+        // chromedriver itself goes in Drop.
+    }
+}
+
+/// A test that panics midway still stops its chromedriver.
+impl Drop for Browser {
+    fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
