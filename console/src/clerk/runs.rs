@@ -371,9 +371,7 @@ async fn progress(ctx: &Authed, q: &ProgressQuery) -> Result<Markup, PageError> 
     // Over when billing says the run is committed (the console's own
     // request may not have returned yet), when that request ended, or when
     // there is nothing to follow.
-    let finished = committed
-        || matches!(job, Some(Some(_)))
-        || (job.is_none() && run.is_none());
+    let finished = committed || matches!(job, Some(Some(_))) || (job.is_none() && run.is_none());
     let poll = format!(
         "/clerk/runs/progress/frag{}",
         query(&[
