@@ -6,7 +6,10 @@
 //! the bill-number counter of the period, so numbers have no gaps and a crash
 //! leaves either nothing or whole bills under a `running` run that the next run
 //! of the same period and group resumes. Bills are unique per (period,
-//! account): re-running a committed period creates nothing.
+//! account): re-running a committed period creates nothing. Chunks are
+//! written in a pipeline ([`CHUNKS_IN_FLIGHT`] at once, each on its own
+//! connection) and each takes the counter only after the chunk before it has
+//! committed; see `Pipeline`.
 //!
 //! Metering data is read only through [`ReadSource`]; in production that is
 //! [`SqlReads`], ingest's `metering.period_reads_v1`.
@@ -892,6 +895,24 @@ impl<E: Into<BillingError>> From<E> for ChunkFailure {
     }
 }
 
+/// A clerk releasing a held bill while chunks are in flight takes the
+/// period's next number: the chunk that expected it then meets that bill's
+/// number in the unique index, or deadlocks with the release on the counter
+/// (and the server aborts one). Either way the chunk rolls back and is
+/// committed again, serially.
+fn numbers_moved(e: sqlx::Error) -> ChunkFailure {
+    if let sqlx::Error::Database(d) = &e {
+        let code = d.code();
+        if code.as_deref() == Some("40P01")
+            || (code.as_deref() == Some("23505") && d.constraint() == Some("bills_number_idx"))
+        {
+            tracing::info!(error = %d, "period's numbers moved under a chunk; renumbering");
+            return ChunkFailure::Renumber;
+        }
+    }
+    ChunkFailure::Failed(e.into())
+}
+
 /// Writes a numbered chunk in its own transaction: bills and entries first,
 /// then, once the chunk before it has committed, the period's counter lock;
 /// the numbers stand only if the counter is where the chunk expected it.
@@ -933,9 +954,9 @@ async fn write_chunk_tx(
             ))
             .await?;
         for part in bills_text.as_bytes().chunks(1 << 20) {
-            copy.send(part).await?;
+            copy.send(part).await.map_err(numbers_moved)?;
         }
-        copy.finish().await?;
+        copy.finish().await.map_err(numbers_moved)?;
     }
     drop(bills_text);
     let t_ledger = std::time::Instant::now();
@@ -963,7 +984,8 @@ async fn write_chunk_tx(
     )
     .bind(&period_s)
     .fetch_one(&mut *tx)
-    .await?;
+    .await
+    .map_err(numbers_moved)?;
     if last != start {
         tracing::info!(
             expected = start,
