@@ -337,7 +337,7 @@ async fn main() {
         "CPU-bound ratio (COPY floor CPU / end-to-end CPU, all processes): {:.2}",
         (cpu_copy.0 + cpu_copy.1) / (cpu_e2e.0 + cpu_e2e.1 + cpu_e2e.2)
     );
-    let bytes: i64 = sqlx::query_scalar("SELECT sum(pg_total_relation_size(inhrelid))::int8 FROM pg_inherits WHERE inhparent = 'metering.readings'::regclass").fetch_one(&copy_pool).await.unwrap();
+    let bytes: i64 = sqlx::query_scalar("SELECT sum(pg_total_relation_size(relid))::int8 FROM pg_partition_tree('metering.readings') WHERE isleaf").fetch_one(&copy_pool).await.unwrap();
     println!(
         "hot storage: {:.1} bytes per reading on disk",
         bytes as f64 / total as f64
