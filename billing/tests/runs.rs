@@ -539,3 +539,86 @@ async fn pipelined_chunks_keep_numbers_gapless_and_a_failed_chunk_leaves_whole_c
     assert_eq!((again.bills_created, again.bills_existing), (0, 23));
     assert_eq!(numbers_and_entries(&pool).await, (23, Some(23)));
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_bill_released_while_chunks_are_in_flight_takes_its_number_and_the_run_renumbers(
+    pool: PgPool,
+) {
+    migrate(&pool).await.unwrap();
+    let mut accounts: Vec<Account> = (0..12).map(|i| account(i, "A")).collect();
+    accounts.push(account(100, "B"));
+    upsert_accounts(&pool, &accounts).await.unwrap();
+    let book = daejeon();
+    let policy = HoldPolicy::default();
+    // Group B's only account sent nothing and has no history: held.
+    let b = RunRequest {
+        period: oct(),
+        group: "B".into(),
+        dry_run: false,
+    };
+    let out = run_billing_with(&pool, &book, &b, &StaticReads(Vec::new()), &policy)
+        .await
+        .unwrap();
+    assert_eq!(out.held, 1);
+    let held: i64 = sqlx::query_scalar("SELECT bill_id FROM billing.bills WHERE status = 'held'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // Group A's first chunk (numbers 1..4) stalls just before writing bill 1.
+    for sql in [
+        "CREATE FUNCTION public.stall() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF NEW.bill_no = 1 THEN PERFORM pg_sleep(2); END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER stall BEFORE INSERT ON billing.bills \
+         FOR EACH ROW EXECUTE FUNCTION public.stall()",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let run = {
+        let (pool, book, policy) = (pool.clone(), book.clone(), policy.clone());
+        tokio::spawn(async move {
+            let a = RunRequest {
+                period: oct(),
+                group: "A".into(),
+                dry_run: false,
+            };
+            run_billing_chunked(
+                &pool,
+                &book,
+                &a,
+                &StaticReads(october_reads(12)),
+                &policy,
+                4,
+            )
+            .await
+        })
+    };
+    let mut stalled = false;
+    for _ in 0..200 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            stalled = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(stalled, "the first chunk never reached bill 1");
+    // A clerk releases the held bill meanwhile: it takes number 1.
+    assert_eq!(billing::run::release_held(&pool, held).await.unwrap(), 1);
+    let out = run.await.unwrap().unwrap();
+    assert_eq!(out.bills_created, 12);
+    // Group A's bills were renumbered after it: 2..13, no gap, each posted once.
+    assert_eq!(numbers_and_entries(&pool).await, (13, Some(13)));
+    let first_a: Option<i64> = sqlx::query_scalar(
+        "SELECT min(bill_no) FROM billing.bills b JOIN billing.accounts a USING (account_no) \
+          WHERE a.billing_group = 'A'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(first_a, Some(2));
+}
