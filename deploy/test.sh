@@ -351,6 +351,9 @@ run_ctr "$ID-console" "$IMG_BILLING" -e CONSOLE_HTTP_LISTEN="127.0.0.1:$CON_PORT
 wait_http "http://127.0.0.1:$CON_PORT/ready" 30 "console container (both APIs reachable)"
 curl -fsS -H 'accept-language: ko' "http://127.0.0.1:$CON_PORT/login" | grep -q '접근 토큰' || fail "console login page"
 ok "console serves its Korean sign-in page"
+podman logs "$ID-console" 2>&1 | grep -q 'notice font loaded' \
+  || fail "console in the billing image has no usable notice PDF font"
+ok "console loaded the notice PDF font shipped in the billing image"
 
 step "smoke: SIGTERM stops ingest, billing and the console cleanly"
 for c in "$ID-ingest-run" "$ID-billing-run" "$ID-console"; do

@@ -124,6 +124,12 @@ impl Console {
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ConsoleError> {
+        // The notice PDF's font is read now, so a missing one shows in the
+        // start-up log rather than at a clerk's first PDF.
+        let notice = clerk::notice_settings();
+        if notice.font().is_ok() {
+            tracing::info!(path = %notice.font_path, "notice font loaded");
+        }
         tracing::info!(addr = %self.addr, "console serving");
         waterworks_service::serve(self.listener, router(self.app), shutdown).await?;
         Ok(())

@@ -30,6 +30,14 @@ printf 'root:x:0:\nwaterworks:x:10001:\n' >"$ctx/group"
 mkdir -p "$ctx/empty" "$ctx/config" "$ctx/fixtures"
 cp "$root"/deploy/config/*.toml "$ctx/config/"
 cp -r "$root/fixtures/tariffs" "$root/fixtures/profiles" "$ctx/fixtures/"
+# The console (run from the billing image) draws bill notice PDFs with a Korean
+# font: Debian's fonts-nanum NanumGothic (SIL Open Font License, its copyright
+# file shipped beside it).
+font=/usr/share/fonts/truetype/nanum/NanumGothic.ttf
+[ -f "$font" ] || { echo "build.sh: missing $font (apt-get install fonts-nanum)" >&2; exit 1; }
+mkdir -p "$ctx/fonts"
+cp "$font" "$ctx/fonts/"
+cp /usr/share/doc/fonts-nanum/copyright "$ctx/fonts/NanumGothic.copyright"
 for t in ingest billing gateway; do
   podman build --quiet -f "$root/deploy/images/Containerfile" --target "$t" \
     -t "localhost/waterworks-$t:$tag" "$ctx" >&2
