@@ -349,9 +349,14 @@ CON_PORT=$(free_port)
 run_ctr "$ID-console" "$IMG_BILLING" -e CONSOLE_HTTP_LISTEN="127.0.0.1:$CON_PORT" \
   -e CONSOLE_INGEST_URL="http://127.0.0.1:$ING_PORT" -e CONSOLE_BILLING_URL="http://127.0.0.1:$BIL_PORT" -- console
 wait_http "http://127.0.0.1:$CON_PORT/ready" 30 "console container (both APIs reachable)"
-curl -fsS -H 'accept-language: ko' "http://127.0.0.1:$CON_PORT/login" | grep -q '접근 토큰' || fail "console login page"
+curl -fsS -H 'accept-language: ko' "http://127.0.0.1:$CON_PORT/login" -o "$TMP/console-login.html" \
+  || fail "console login page"
+grep -q '접근 토큰' "$TMP/console-login.html" || fail "console login page is not the Korean sign-in form"
 ok "console serves its Korean sign-in page"
-podman logs "$ID-console" 2>&1 | grep -q 'notice font loaded' \
+# Into a file first: `podman logs | grep -q` fails under pipefail when grep
+# stops reading early and podman dies of SIGPIPE.
+podman logs "$ID-console" >"$TMP/logs/console-start" 2>&1 || true
+grep -q 'notice font loaded' "$TMP/logs/console-start" \
   || fail "console in the billing image has no usable notice PDF font"
 ok "console loaded the notice PDF font shipped in the billing image"
 
