@@ -9,7 +9,8 @@
     try { spec = JSON.parse(el.dataset.chart); } catch (e) { return; }
     el.dataset.drawn = "1";
     var palette = ["#1f6fb2", "#d9534f", "#5cb85c", "#f0ad4e", "#6f42c1", "#20c997", "#795548"];
-    var series = [{}];
+    // The legend's time label in the page's language (uPlot says "Time").
+    var series = [{ label: document.documentElement.lang === "ko" ? "시각" : "Time" }];
     var data = [spec.x];
     (spec.series || []).forEach(function (s, i) {
       var color = palette[i % palette.length];
