@@ -308,6 +308,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
         .await
         .context("starting ingest")?;
     let ingest_http = ingest.http_addr();
+    let ingest_ready = ingest.broker_ready();
     let ingest_shutdown = CancellationToken::new();
     let ingest_task = {
         let s = ingest_shutdown.clone();
@@ -319,6 +320,15 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     };
 
     let tap = Tap::start(&broker_url, &fleet.gateways, shutdown.clone()).await?;
+    // Ingest's session may be new: the broker keeps for it only what is
+    // published after its subscription is acknowledged.
+    let waiting = Instant::now();
+    while !ingest_ready() {
+        if waiting.elapsed() > std::time::Duration::from_secs(30) {
+            bail!("ingest did not get its MQTT subscriptions acknowledged within 30 s ({broker_text})");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     // The meters, on the simulated clock.
     let manual = ManualClock::new(from);

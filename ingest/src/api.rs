@@ -53,7 +53,7 @@ pub fn router(shared: S, tokens: Arc<ApiTokens>) -> Router {
                 .await
                 .map_err(|_| "database unreachable".to_string())?;
             if !shared.broker_connected.load(Ordering::Relaxed) {
-                return Err("broker not connected".into());
+                return Err("broker not connected or subscriptions not acknowledged".into());
             }
             Ok(())
         })

@@ -165,7 +165,11 @@ enum Events {
 
 /// What the pipeline cares about in an event.
 enum Event {
-    Connected { session_present: bool },
+    Connected {
+        session_present: bool,
+    },
+    /// The broker acknowledged one of our subscriptions.
+    SubAck,
     Publish(Message),
     Other,
     Lost(String),
@@ -236,6 +240,7 @@ impl Events {
                     Ok(E::Incoming(P::ConnAck(a))) => Event::Connected {
                         session_present: a.session_present,
                     },
+                    Ok(E::Incoming(P::SubAck(_))) => Event::SubAck,
                     Ok(E::Incoming(P::Publish(p))) => Event::Publish(Message {
                         ack: AckToken {
                             pkid: p.pkid,
@@ -255,6 +260,7 @@ impl Events {
                     Ok(E::Incoming(P::ConnAck(a))) => Event::Connected {
                         session_present: a.session_present,
                     },
+                    Ok(E::Incoming(P::SubAck(_))) => Event::SubAck,
                     Ok(E::Incoming(P::Publish(p))) => Event::Publish(Message {
                         ack: AckToken {
                             pkid: p.pkid,
@@ -378,6 +384,10 @@ async fn mqtt_loop(
     shutdown: CancellationToken,
 ) {
     let mut backoff_ms = RETRY_MIN_MS;
+    // Subscriptions of this connection not yet acknowledged. The replica
+    // counts as connected (and /ready) only once all are: before that, a
+    // fresh session's broker drops what is published (a first start).
+    let mut unacked_subs = 0usize;
     loop {
         let ev = tokio::select! {
             _ = stop.cancelled() => break,
@@ -386,12 +396,18 @@ async fn mqtt_loop(
         match ev {
             Event::Connected { session_present } => {
                 backoff_ms = RETRY_MIN_MS;
-                shared.broker_connected.store(true, Ordering::Relaxed);
                 tracing::info!(session_present, "connected to broker");
+                unacked_subs = subscriptions.len();
                 for s in &subscriptions {
                     if let Err(e) = client.try_subscribe(s) {
                         tracing::error!(error = %e, subscription = %s, "subscribe failed");
                     }
+                }
+            }
+            Event::SubAck => {
+                unacked_subs = unacked_subs.saturating_sub(1);
+                if unacked_subs == 0 && !shared.broker_connected.swap(true, Ordering::Relaxed) {
+                    tracing::info!("subscriptions acknowledged");
                 }
             }
             Event::Publish(message) => {

@@ -129,6 +129,18 @@ impl Ingest {
         self.shared.pool.clone()
     }
 
+    /// Whether the broker has acknowledged every subscription of the current
+    /// connection (false while disconnected): what `/ready` says of the
+    /// broker. A first session gets only what is published after this.
+    pub fn broker_ready(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || {
+            shared
+                .broker_connected
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
     /// Consumes, stores and serves until `shutdown`; then drains: the batch
     /// being written is committed and acknowledged, HTTP requests finish.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), IngestError> {
