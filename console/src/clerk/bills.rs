@@ -478,6 +478,24 @@ async fn before(ctx: &Authed, id: i64) -> Result<HashSet<i64>, PageError> {
     Ok(entry_ids(&e))
 }
 
+/// One clerk action on one bill (cancel, release, rebill, adjustments): the
+/// ledger entries the bill had before, then `body` posted to
+/// `/api/v1/bills/{id}/{action}`; returns those entries and billing's answer.
+async fn bill_action(
+    ctx: &Authed,
+    id: i64,
+    action: &str,
+    body: Value,
+) -> Result<(HashSet<i64>, Value), PageError> {
+    let seen = before(ctx, id).await?;
+    let out: Value = ctx
+        .app
+        .billing
+        .post(ctx.token(), &format!("/api/v1/bills/{id}/{action}"), &body)
+        .await?;
+    Ok((seen, out))
+}
+
 fn back(ctx: &Authed, id: i64) -> Markup {
     html! { a id="back-to-bill" href=(format!("/clerk/bills/{id}")) { (ctx.t("clerk.bill")) " #" (id) } }
 }
@@ -489,16 +507,7 @@ pub async fn cancel(
 ) -> Result<Markup, PageError> {
     ctx.require(Role::Clerk)?;
     let id = bill_id(&id)?;
-    let seen = before(&ctx, id).await?;
-    let _: Value = ctx
-        .app
-        .billing
-        .post(
-            ctx.token(),
-            &format!("/api/v1/bills/{id}/cancel"),
-            &json!({ "reason": f.reason }),
-        )
-        .await?;
+    let (seen, _) = bill_action(&ctx, id, "cancel", json!({ "reason": f.reason })).await?;
     let msg = html! { p { (ctx.t("clerk.cancel")) ": " (back(&ctx, id)) " — " (f.reason) } };
     result_page(&ctx, ctx.t("clerk.cancel"), &seen, &[id], msg).await
 }
@@ -507,16 +516,7 @@ pub async fn cancel(
 pub async fn release(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageError> {
     ctx.require(Role::Clerk)?;
     let id = bill_id(&id)?;
-    let seen = before(&ctx, id).await?;
-    let out: Value = ctx
-        .app
-        .billing
-        .post(
-            ctx.token(),
-            &format!("/api/v1/bills/{id}/release"),
-            &json!({}),
-        )
-        .await?;
+    let (seen, out) = bill_action(&ctx, id, "release", json!({})).await?;
     let msg = html! { p { (ctx.t("clerk.release")) ": " (back(&ctx, id)) " → " (text(&out, "bill_number")) } };
     result_page(&ctx, ctx.t("clerk.release"), &seen, &[id], msg).await
 }
@@ -528,16 +528,7 @@ pub async fn rebill(
 ) -> Result<Markup, PageError> {
     ctx.require(Role::Clerk)?;
     let id = bill_id(&id)?;
-    let seen = before(&ctx, id).await?;
-    let out: Value = ctx
-        .app
-        .billing
-        .post(
-            ctx.token(),
-            &format!("/api/v1/bills/{id}/rebill"),
-            &json!({ "reason": f.reason }),
-        )
-        .await?;
+    let (seen, out) = bill_action(&ctx, id, "rebill", json!({ "reason": f.reason })).await?;
     let new_id = int(&out, "bill_id");
     let msg = html! {
         p { (ctx.t("clerk.rebill")) ": " (back(&ctx, id)) " → "
@@ -555,16 +546,9 @@ pub async fn adjust(
     ctx.require(Role::Clerk)?;
     let id = bill_id(&id)?;
     let amount_krw = amount(&f.amount_krw)?;
-    let seen = before(&ctx, id).await?;
-    let _: Value = ctx
-        .app
-        .billing
-        .post(
-            ctx.token(),
-            &format!("/api/v1/bills/{id}/adjustments"),
-            &json!({ "part": f.part, "amount_krw": amount_krw, "reason": f.reason, "key": f.key }),
-        )
-        .await?;
+    let body =
+        json!({ "part": f.part, "amount_krw": amount_krw, "reason": f.reason, "key": f.key });
+    let (seen, _) = bill_action(&ctx, id, "adjustments", body).await?;
     let msg = html! { p { (ctx.t("clerk.adjust")) ": " (back(&ctx, id)) " " (f.part) " " (thousands(amount_krw)) " 원 — " (f.reason) } };
     result_page(&ctx, ctx.t("clerk.adjust"), &seen, &[id], msg).await
 }
