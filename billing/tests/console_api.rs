@@ -3,53 +3,11 @@
 //! bill search, the notice data and a run's progress.
 
 use billing::accounts::{upsert_accounts, Account, MeterInstallation};
-use billing::{Billing, BillingConfig};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::PgPool;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
-use waterworks_service::auth::{Role, TokenConfig};
 
-const CLERK: &str = "clerk-token-0123456789";
-const VIEWER: &str = "viewer-token-0123456789";
-
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = token
-        .map(|t| format!("authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).await.unwrap();
-    let resp = String::from_utf8(resp).unwrap();
-    let status: u16 = resp[9..12].parse().unwrap();
-    let (_, text) = resp.split_once("\r\n\r\n").unwrap();
-    (
-        status,
-        serde_json::from_str(text).unwrap_or(Value::String(text.into())),
-    )
-}
-
-fn database_url(pool: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let db = pool.connect_options().get_database().unwrap().to_string();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    format!("{prefix}/{db}")
-}
+mod common;
+use common::*;
 
 fn account(no: &str, customer: &str, address: &str, meter: &str) -> Account {
     Account {
@@ -72,27 +30,11 @@ fn account(no: &str, customer: &str, address: &str, meter: &str) -> Account {
 
 #[sqlx::test(migrations = false)]
 async fn console_reads_search_notice_and_progress(pool: PgPool) {
-    let mut cfg = BillingConfig::new(
-        &database_url(&pool),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tariffs/daejeon.toml"),
-    );
-    cfg.http_listen = "127.0.0.1:0".parse().unwrap();
-    cfg.tokens = vec![
-        TokenConfig {
-            name: "clerk".into(),
-            role: Role::Clerk,
-            token: CLERK.into(),
-        },
-        TokenConfig {
-            name: "viewer".into(),
-            role: Role::Viewer,
-            token: VIEWER.into(),
-        },
-    ];
-    let billing = Billing::build(cfg).await.unwrap();
-    let addr = billing.http_addr();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(billing.run_until_stopped(shutdown.clone()));
+    let Server {
+        addr,
+        shutdown,
+        task: server,
+    } = Server::start(&pool).await;
 
     // Stand-in for ingest's read function: every meter turns 26.5 m³ a month
     // from January 2026 on.

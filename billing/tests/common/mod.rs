@@ -1,0 +1,127 @@
+//! What the HTTP tests share: the role tokens, a billing service started on a
+//! free port over the test's database, and a plain HTTP/1.1 client.
+#![allow(dead_code)]
+
+use billing::{Billing, BillingConfig};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use waterworks_service::auth::{Role, TokenConfig};
+
+pub const CLERK: &str = "clerk-token-0123456789";
+pub const VIEWER: &str = "viewer-token-0123456789";
+pub const ADMIN: &str = "admin-token-0123456789";
+
+/// The URL of the test's own database (sqlx::test made it).
+pub fn database_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let db = pool.connect_options().get_database().unwrap().to_string();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    format!("{prefix}/{db}")
+}
+
+/// A billing service (Daejeon tariff) with a clerk, a viewer and an admin
+/// token, serving until `shutdown` is cancelled.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), billing::BillingError>>,
+}
+
+impl Server {
+    pub async fn start(pool: &PgPool) -> Server {
+        let mut cfg = BillingConfig::new(
+            &database_url(pool),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tariffs/daejeon.toml"),
+        );
+        cfg.http_listen = "127.0.0.1:0".parse().unwrap();
+        cfg.tokens = [
+            ("clerk", Role::Clerk, CLERK),
+            ("viewer", Role::Viewer, VIEWER),
+            ("admin", Role::Admin, ADMIN),
+        ]
+        .into_iter()
+        .map(|(n, r, t)| TokenConfig {
+            name: n.into(),
+            role: r,
+            token: t.into(),
+        })
+        .collect();
+        let billing = Billing::build(cfg).await.unwrap();
+        let addr = billing.http_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(billing.run_until_stopped(shutdown.clone()));
+        Server {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+}
+
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    http_text(
+        addr,
+        method,
+        path,
+        token,
+        body.map(|b| b.to_string()).unwrap_or_default(),
+    )
+    .await
+}
+
+pub async fn http_text(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: String,
+) -> (u16, Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await.unwrap();
+    let resp = String::from_utf8(resp).unwrap();
+    let status: u16 = resp[9..12].parse().unwrap();
+    let (head, rest) = resp.split_once("\r\n\r\n").unwrap();
+    let text = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // De-chunk: size line, data, CRLF ...
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
