@@ -18,46 +18,83 @@ pub fn pg_micros(ts: DateTime<Utc>) -> i64 {
     ts.timestamp_micros() - PG_EPOCH_OFFSET_US
 }
 
+/// How much of a COPY stream [`send`] hands to the connection at a time: the
+/// server starts on the first rows while the rest are encoded, and no buffer
+/// grows with the batch.
+pub const SEND_CHUNK_BYTES: usize = 1 << 20;
+
 /// Encodes rows as one complete binary COPY stream (header, tuples, trailer).
 pub fn encode(rows: &[Row]) -> BytesMut {
     let mut b = BytesMut::with_capacity(19 + rows.len() * 64 + 2);
+    header(&mut b);
+    for r in rows {
+        tuple(&mut b, r);
+    }
+    trailer(&mut b);
+    b
+}
+
+/// Streams rows into an open `COPY ... FROM STDIN (FORMAT binary)` in
+/// chunks of about [`SEND_CHUNK_BYTES`], reusing one buffer.
+pub async fn send<'r>(
+    copy: &mut sqlx::postgres::PgCopyIn<&mut sqlx::PgConnection>,
+    rows: impl IntoIterator<Item = &'r Row>,
+) -> Result<(), sqlx::Error> {
+    let mut b = BytesMut::with_capacity(SEND_CHUNK_BYTES + 4096);
+    header(&mut b);
+    for r in rows {
+        tuple(&mut b, r);
+        if b.len() >= SEND_CHUNK_BYTES {
+            copy.send(&b[..]).await?;
+            b.clear();
+        }
+    }
+    trailer(&mut b);
+    copy.send(&b[..]).await?;
+    Ok(())
+}
+
+fn header(b: &mut BytesMut) {
     b.put_slice(b"PGCOPY\n\xff\r\n\0");
     b.put_i32(0); // flags
     b.put_i32(0); // header extension length
-    for r in rows {
-        b.put_i16(5);
-        b.put_i32(r.meter_id.len() as i32);
-        b.put_slice(r.meter_id.as_bytes());
-        b.put_i32(8);
-        b.put_i64(pg_micros(r.ts));
-        b.put_i32(8);
-        b.put_i64(r.volume_l);
-        match r.flow_lph {
-            Some(f) => {
-                b.put_i32(8);
-                b.put_f64(f);
-            }
-            None => b.put_i32(-1),
+}
+
+fn trailer(b: &mut BytesMut) {
+    b.put_i16(-1);
+}
+
+fn tuple(b: &mut BytesMut, r: &Row) {
+    b.put_i16(5);
+    b.put_i32(r.meter_id.len() as i32);
+    b.put_slice(r.meter_id.as_bytes());
+    b.put_i32(8);
+    b.put_i64(pg_micros(r.ts));
+    b.put_i32(8);
+    b.put_i64(r.volume_l);
+    match r.flow_lph {
+        Some(f) => {
+            b.put_i32(8);
+            b.put_f64(f);
         }
-        if r.alarms.is_empty() {
-            b.put_i32(-1);
-        } else {
-            let names: Vec<&str> = r.alarms.iter().map(|a| a.as_str()).collect();
-            let len = 20 + names.iter().map(|n| 4 + n.len()).sum::<usize>();
-            b.put_i32(len as i32);
-            b.put_i32(1); // dimensions
-            b.put_i32(0); // no nulls
-            b.put_i32(TEXT_OID);
-            b.put_i32(names.len() as i32);
-            b.put_i32(1); // lower bound
-            for n in names {
-                b.put_i32(n.len() as i32);
-                b.put_slice(n.as_bytes());
-            }
+        None => b.put_i32(-1),
+    }
+    if r.alarms.is_empty() {
+        b.put_i32(-1);
+    } else {
+        let len = 20 + r.alarms.iter().map(|a| 4 + a.as_str().len()).sum::<usize>();
+        b.put_i32(len as i32);
+        b.put_i32(1); // dimensions
+        b.put_i32(0); // no nulls
+        b.put_i32(TEXT_OID);
+        b.put_i32(r.alarms.len() as i32);
+        b.put_i32(1); // lower bound
+        for a in &r.alarms {
+            let n = a.as_str();
+            b.put_i32(n.len() as i32);
+            b.put_slice(n.as_bytes());
         }
     }
-    b.put_i16(-1);
-    b
 }
 
 #[cfg(test)]

@@ -6,6 +6,10 @@
 
 use std::process::ExitCode;
 
+/// The allocator the `waterworks` binary uses (see its `main.rs`).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     waterworks_service::telemetry::init("info");
