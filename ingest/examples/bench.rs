@@ -173,7 +173,7 @@ async fn main() {
     let meters = *args.first().unwrap_or(&400);
     let rounds = *args.get(1).unwrap_or(&2977);
     let gateways = (*args.get(2).unwrap_or(&8)).clamp(1, meters);
-    let repeats = (*args.get(3).unwrap_or(&3)).max(1);
+    let repeats = (*args.get(3).unwrap_or(&5)).max(1);
     let total = (meters * rounds) as i64;
     let db_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());

@@ -36,9 +36,9 @@ pub fn encode(rows: &[Row]) -> BytesMut {
 
 /// Streams rows into an open `COPY ... FROM STDIN (FORMAT binary)` in
 /// chunks of about [`SEND_CHUNK_BYTES`], reusing one buffer.
-pub async fn send<'r>(
+pub async fn send(
     copy: &mut sqlx::postgres::PgCopyIn<&mut sqlx::PgConnection>,
-    rows: impl IntoIterator<Item = &'r Row>,
+    rows: &[Row],
 ) -> Result<(), sqlx::Error> {
     let mut b = BytesMut::with_capacity(SEND_CHUNK_BYTES + 4096);
     header(&mut b);

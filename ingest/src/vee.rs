@@ -299,21 +299,23 @@ fn refuse(c: &Candidate, reason: Reason, detail: String) -> Quarantined {
 /// Checks every candidate against the registry (`meters`), the sending
 /// gateway (`gateways[msg]`) and the time window; then, per meter in time
 /// order, against the previous accepted read (totalizer backwards, spike).
+/// The fresh rows come out in time order (then as received): what the
+/// partitioned table takes best.
 pub fn validate<C: std::borrow::Borrow<Candidate>>(
     candidates: impl IntoIterator<Item = C>,
     gateways: &[Option<String>],
     meters: &HashMap<String, MeterState>,
     window: Window,
 ) -> Validated {
+    // Held as given (the writer lends them): no allocation per reading.
+    let all: Vec<C> = candidates.into_iter().collect();
     let mut out = Validated::default();
     let (oldest, newest) = (window.oldest(), window.newest());
-    // Grouped by meter under the registry's own strings, holding the
-    // candidates as given (the writer lends them): no allocation per
-    // reading, one cheap hash per reading; the groups are then taken in
-    // meter order.
+    // Positions grouped by meter under the registry's own strings: one
+    // cheap hash per reading; the groups are then taken in meter order.
     let mut slot: FxHashMap<&str, usize> = FxHashMap::default();
-    let mut per_meter: Vec<(&str, Vec<C>)> = Vec::new();
-    for owned in candidates {
+    let mut per_meter: Vec<(&str, Vec<u32>)> = Vec::new();
+    for (pos, owned) in all.iter().enumerate() {
         let c = owned.borrow();
         let id = c.reading.meter_id.as_str();
         let Some((key, m)) = meters.get_key_value(id) else {
@@ -359,15 +361,16 @@ pub fn validate<C: std::borrow::Borrow<Candidate>>(
             per_meter.push((key.as_str(), Vec::new()));
             per_meter.len() - 1
         });
-        per_meter[i].1.push(owned);
+        per_meter[i].1.push(pos as u32);
     }
     per_meter.sort_unstable_by_key(|g| g.0);
-    for (id, list) in per_meter {
+    let get = |pos: u32| -> &Candidate { all[pos as usize].borrow() };
+    let mut accepted: Vec<u32> = Vec::with_capacity(all.len());
+    for (id, mut list) in per_meter {
         let m = &meters[id];
-        let mut list: Vec<&Candidate> = list.iter().map(|c| c.borrow()).collect();
         // Stable: of equal keys, the first received stays first.
-        if !list.is_sorted_by_key(|c| c.reading.ts) {
-            list.sort_by_key(|c| c.reading.ts);
+        if !list.is_sorted_by_key(|&p| get(p).reading.ts) {
+            list.sort_by_key(|&p| get(p).reading.ts);
         }
         let mut prev = m.last;
         let mut last_alarms = None;
@@ -377,20 +380,20 @@ pub fn validate<C: std::borrow::Borrow<Candidate>>(
             // high-water mark, each goes to the store check. Newer: the first
             // received is the reading; an equal value later is a duplicate, a
             // different one a conflict.
+            let ts = get(list[i]).reading.ts;
             let mut j = i + 1;
-            while j < list.len() && list[j].reading.ts == list[i].reading.ts {
+            while j < list.len() && get(list[j]).reading.ts == ts {
                 j += 1;
             }
             let group = i..j;
             i = j;
-            if m.last
-                .is_some_and(|(ts, _)| list[group.start].reading.ts <= ts)
-            {
-                out.late.extend(list[group].iter().map(|c| (*c).clone()));
+            if m.last.is_some_and(|(last, _)| ts <= last) {
+                out.late.extend(list[group].iter().map(|&p| get(p).clone()));
                 continue;
             }
-            let c = &list[group.start];
-            for d in &list[group.start + 1..group.end] {
+            let c = get(list[group.start]);
+            for &p in &list[group.start + 1..group.end] {
+                let d = get(p);
                 if d.reading.volume_l == c.reading.volume_l {
                     out.duplicates += 1;
                 } else {
@@ -438,13 +441,25 @@ pub fn validate<C: std::borrow::Borrow<Candidate>>(
                 }
             }
             prev = Some((c.reading.ts, volume));
-            last_alarms = Some(c.reading.alarms.clone());
-            out.fresh.push(Row::from_candidate(c));
+            last_alarms = Some(&c.reading.alarms);
+            accepted.push(list[group.start]);
         }
         if let (Some((ts, vol)), Some(alarms)) = (prev, last_alarms) {
-            out.new_last.insert(id.to_string(), (ts, vol, alarms));
+            out.new_last
+                .insert(id.to_string(), (ts, vol, alarms.clone()));
         }
     }
+    // In time order (then as received): consecutive rows fall into the same
+    // few day/hash partitions of the readings table.
+    let mut keyed: Vec<(DateTime<Utc>, u32)> = accepted
+        .into_iter()
+        .map(|p| (get(p).reading.ts, p))
+        .collect();
+    keyed.sort_unstable();
+    out.fresh = keyed
+        .into_iter()
+        .map(|(_, p)| Row::from_candidate(get(p)))
+        .collect();
     out
 }
 

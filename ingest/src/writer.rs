@@ -159,12 +159,12 @@ pub async fn write_batch(
     }
 
     if !rows.is_empty() {
-        // In time order, as readings arrive and as the floor COPY sends them:
-        // consecutive rows fall into the same few day/hash partitions, which
-        // keeps the server's per-partition insert buffers full (grouped by
-        // meter, a large batch touched every sub-partition of every day at
-        // once) and each page's `ts` range narrow for the BRIN index.
-        rows.sort_by_key(|r| r.ts);
+        // In time order ([`vee::validate`]), as the floor COPY sends them:
+        // consecutive rows fall into the same few day/hash partitions,
+        // which keeps the server's per-partition insert buffers full (grouped
+        // by meter, a large batch touched every sub-partition of every day
+        // at once: PostgreSQL spent a fifth more CPU than the floor) and
+        // each page's `ts` range narrow for the BRIN index.
         let mut copy = tx.copy_in_raw(crate::copy::COPY_READINGS).await?;
         crate::copy::send(&mut copy, &rows).await?;
         copy.finish().await?;
