@@ -143,6 +143,8 @@ struct Rep {
 /// The workload: gateways, their meters, and every round's payload.
 struct Load {
     tp: String,
+    warm: String,
+    warmup: Vec<(String, Vec<u8>)>,
     lat: String,
     lat_gws: Vec<GatewayId>,
     lat_fleet: Vec<Vec<MeterId>>,
@@ -218,10 +220,21 @@ async fn main() {
                 .collect()
         })
         .collect();
+    // A few readings from yet other gateways warm each fresh ingest up
+    // (connections, prepared statements) before the clock starts, as a
+    // running service is.
+    let warm = format!("bench{run}-w");
+    let warm_gws: Vec<GatewayId> = (0..LATENCY_GATEWAYS)
+        .map(|g| GatewayId::parse(format!("{warm}gw{g}")).unwrap())
+        .collect();
+    let warm_fleet: Vec<Vec<MeterId>> = (0..LATENCY_GATEWAYS)
+        .map(|g| vec![MeterId::parse(format!("{warm}g{g}m0")).unwrap()])
+        .collect();
     let regs: Vec<MeterRegistration> = gw_ids
         .iter()
         .zip(&fleet)
         .chain(lat_gws.iter().zip(&lat_fleet))
+        .chain(warm_gws.iter().zip(&warm_fleet))
         .flat_map(|(gw, ms)| {
             ms.iter().map(|m| MeterRegistration {
                 meter_id: m.clone(),
@@ -270,8 +283,16 @@ async fn main() {
         })
         .collect();
     drop(all);
+    let warmup: Vec<(String, Vec<u8>)> = warm_gws
+        .iter()
+        .zip(&warm_fleet)
+        .flat_map(|(gw, ms)| gateway_rounds(gw, ms, start, 1, 0))
+        .map(|b| (waterworks_wire::topic::readings(&b.gateway_id), b.encode()))
+        .collect();
     let load = Load {
         tp,
+        warm,
+        warmup,
         lat,
         lat_gws,
         lat_fleet,
@@ -399,6 +420,18 @@ async fn repetition(
     while !ready() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    let (client, poller) = publisher(broker.port, format!("bench{run}-{i}-warm")).await;
+    for (topic, payload) in &load.warmup {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .unwrap();
+    }
+    while committed(&pool, &load.warm).await < load.warmup.len() as i64 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let _ = client.disconnect().await;
+    poller.abort();
 
     let (e2e_s, cpu_e2e, copy_s, cpu_copy) = if i % 2 == 0 {
         let (a, b) = end_to_end(gateways_rt, admin, &pool, broker, run, i, load).await;
@@ -410,10 +443,12 @@ async fn repetition(
         (a, b, c, d)
     };
 
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM metering.readings")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM metering.readings WHERE meter_id LIKE $1 || '%'")
+            .bind(&load.tp)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     let dups: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT 1 FROM metering.readings GROUP BY meter_id, ts HAVING count(*) > 1) d",
     )
