@@ -1,21 +1,27 @@
 //! End-to-end ingest benchmark against the floor measured in the same run.
 //!
-//! `cargo run --release -p ingest --example bench [-- METERS ROUNDS GATEWAYS]`
-//! (default 100 meters × 2977 rounds on 4 gateways, like the demo's month).
+//! `cargo run --release -p ingest --example bench [-- METERS ROUNDS GATEWAYS REPEATS]`
+//! (default 400 meters × 2977 rounds — a month — on 8 gateways, 5
+//! repetitions; `100 2977 4` is the demo's month).
 //!
 //! 1. Starts a PRIVATE Mosquitto on a free port with the settings ingest
 //!    needs in production (`deploy/mosquitto/mosquitto.conf`: no per-session
-//!    queue limit, no in-flight cap), and one in-process ingest replica on a
-//!    fresh database of `DATABASE_URL`.
-//! 2. Throughput: concurrent simulated gateways publish every round (QoS 1)
-//!    as fast as the broker takes them; the clock stops when the last reading
-//!    is committed (polled in `metering.gateways`).
-//! 3. The floor: binary `COPY` of the same rows, 20 000 a transaction, into
-//!    the same table of another fresh database.
-//! 4. Latency: other gateways publish at a steady 10 000 readings/s for
-//!    `LATENCY_SECONDS`; a poller reads each gateway's committed `batch_seq`
-//!    every millisecond; publish-to-commit = first poll that sees the
-//!    message's seq committed − its publish time (±1 ms poll resolution).
+//!    queue limit, window 5000).
+//! 2. Each repetition: two fresh databases of `DATABASE_URL`, one in-process
+//!    ingest replica on the first, warmed up by a few readings of other
+//!    gateways; then, in alternating order, each after a `CHECKPOINT`:
+//!    - end to end: concurrent simulated gateways (their own runtime, so
+//!      their CPU is counted apart) publish every round (QoS 1) as fast as
+//!      the broker takes them; the clock stops when the last reading is
+//!      committed (polled in `metering.gateways`); the stored set is checked;
+//!    - the floor: binary `COPY` of the same rows, 20 000 a transaction, into
+//!      the same table of the other database.
+//! 3. The median and worst ratio over the repetitions.
+//! 4. After the last: bytes per reading on disk, and latency: other gateways
+//!    publish at a steady 10 000 readings/s for `LATENCY_SECONDS`; a poller
+//!    reads each gateway's committed `batch_seq` every millisecond;
+//!    publish-to-commit = first poll that sees the message's seq committed −
+//!    its publish time (±1 ms poll resolution).
 
 /// The allocator the service binaries use.
 #[global_allocator]
