@@ -2,7 +2,8 @@
 //!
 //! `cargo run --release -p ingest --example bench [-- METERS ROUNDS GATEWAYS REPEATS]`
 //! (default 400 meters × 2977 rounds — a month — on 8 gateways, 5
-//! repetitions; `100 2977 4` is the demo's month).
+//! repetitions; `100 2977 4` is the demo's 100 meters and month, on 4
+//! gateways).
 //!
 //! 1. Starts a PRIVATE Mosquitto on a free port with the settings ingest
 //!    needs in production (`deploy/mosquitto/mosquitto.conf`: no per-session
