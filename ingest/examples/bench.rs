@@ -507,14 +507,15 @@ async fn end_to_end(
     i: usize,
     load: &Load,
 ) -> (f64, Cpu) {
+    // The gateways' own copies of their payloads, made before the clock starts.
+    let lists = load.payloads.clone();
     sqlx::query("CHECKPOINT").execute(admin).await.unwrap();
     let cpu0 = CpuMeter::start(pool, broker.child.id()).await;
     let t0 = Instant::now();
     let mut pubs = Vec::new();
-    for (g, list) in load.payloads.iter().enumerate() {
+    for (g, list) in lists.into_iter().enumerate() {
         let port = broker.port;
         let id = format!("bench{run}-{i}-pub{g}");
-        let list = list.clone();
         pubs.push(gateways_rt.spawn(async move {
             let (client, poller) = publisher(port, id).await;
             for (topic, payload) in list {

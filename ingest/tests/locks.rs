@@ -6,33 +6,8 @@
 mod common;
 use common::*;
 use ingest::db::Partitions;
-use ingest::vee::{self, MsgMeta, Window};
-use ingest::writer::{lock_gateways, write_batch, BatchInput};
+use ingest::writer::{lock_gateways, write_batch};
 use std::time::Duration;
-use waterworks_wire::reading::ReadingBatch;
-
-fn input(b: &ReadingBatch) -> BatchInput {
-    let mut meta = MsgMeta {
-        topic: waterworks_wire::topic::readings(&b.gateway_id),
-        received_at: chrono::Utc::now(),
-        gateway_id: None,
-        batch_seq: None,
-    };
-    let decoded = vee::decode_message(0, &mut meta, &b.encode());
-    BatchInput {
-        metas: vec![meta],
-        decoded: vec![decoded],
-        statuses: vec![],
-    }
-}
-
-fn window() -> Window {
-    Window {
-        now: chrono::Utc::now(),
-        retention_days: 400,
-        max_future_skew_s: 900,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_of_one_batch_store_it_once() {

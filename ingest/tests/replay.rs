@@ -5,32 +5,8 @@
 mod common;
 use common::*;
 use ingest::db::Partitions;
-use ingest::vee::{self, MsgMeta, Window};
-use ingest::writer::{write_batch, BatchInput, BatchOutcome};
+use ingest::writer::{write_batch, BatchOutcome};
 use waterworks_wire::reading::ReadingBatch;
-
-fn input(b: &ReadingBatch) -> BatchInput {
-    let mut meta = MsgMeta {
-        topic: waterworks_wire::topic::readings(&b.gateway_id),
-        received_at: chrono::Utc::now(),
-        gateway_id: None,
-        batch_seq: None,
-    };
-    let decoded = vee::decode_message(0, &mut meta, &b.encode());
-    BatchInput {
-        metas: vec![meta],
-        decoded: vec![decoded],
-        statuses: vec![],
-    }
-}
-
-fn window() -> Window {
-    Window {
-        now: chrono::Utc::now(),
-        retention_days: 400,
-        max_future_skew_s: 900,
-    }
-}
 
 async fn write(pool: &sqlx::PgPool, b: &ReadingBatch) -> BatchOutcome {
     write_batch(pool, &Partitions::default(), &input(b), window())

@@ -167,6 +167,31 @@ pub fn base_ts() -> DateTime<Utc> {
     })
 }
 
+/// One received message as the writer takes it (decoded, no statuses).
+pub fn input(b: &ReadingBatch) -> ingest::writer::BatchInput {
+    let mut meta = ingest::vee::MsgMeta {
+        topic: waterworks_wire::topic::readings(&b.gateway_id),
+        received_at: Utc::now(),
+        gateway_id: None,
+        batch_seq: None,
+    };
+    let decoded = ingest::vee::decode_message(0, &mut meta, &b.encode());
+    ingest::writer::BatchInput {
+        metas: vec![meta],
+        decoded: vec![decoded],
+        statuses: vec![],
+    }
+}
+
+/// The validation window of the writer tests: now, 400 days of retention.
+pub fn window() -> ingest::vee::Window {
+    ingest::vee::Window {
+        now: Utc::now(),
+        retention_days: 400,
+        max_future_skew_s: 900,
+    }
+}
+
 /// One round: every meter read at `base + round × 15 min`, 10 L per round.
 pub fn round(gw: &str, seq: u64, meters: &[String], r: i64) -> ReadingBatch {
     ReadingBatch {
