@@ -4,12 +4,14 @@
     manifests.py check OVERLAY_NAME RENDERED.yaml BASE_DIR     # exit 1 with reasons
     manifests.py split RENDERED.yaml OUTDIR                     # one file per object
     manifests.py kubeplay RENDERED.yaml OUT.yaml KEY=>VALUE...  # podman-playable subset
+    manifests.py pinned RENDERED.yaml                           # release gate: real digests only
 
 Custom resources (CloudNativePG, cert-manager, Prometheus Operator) are not in
 the Kubernetes schemas kubernetes-validate carries, and the operators' CRDs
 cannot be fetched here: their fields are checked against the lists below,
 taken from the operators' API references.
 """
+import ipaddress
 import re
 import sys
 
@@ -42,6 +44,74 @@ REQUIRED = {
     "Certificate": ["spec.secretName", "spec.issuerRef.name", "spec.dnsNames"],
     "ServiceMonitor": ["spec.selector", "spec.endpoints"],
 }
+
+
+DB_POD_LABELS = {"cnpg.io/cluster": "waterworks-db", "cnpg.io/instanceRole": "primary", "role": "primary"}
+PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+
+
+def selects(selector, labels):
+    """Whether a NetworkPolicy podSelector selects a pod with these labels
+    (matchLabels; any matchExpressions is taken as selecting, to be safe)."""
+    if selector.get("matchExpressions"):
+        return True
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def db_egress_errors(where, np):
+    """The database pods reach nothing on the internet: every egress rule of a
+    policy that selects them names its ports and peers, and every ipBlock is
+    a private block of /16 or narrower."""
+    errs = []
+    spec = np["spec"]
+    if not selects(spec.get("podSelector") or {}, DB_POD_LABELS):
+        return errs
+    if "Egress" not in spec.get("policyTypes", []) and "egress" not in spec:
+        return errs
+    for i, rule in enumerate(spec.get("egress") or []):
+        if not rule.get("ports"):
+            errs.append(f"{where}: egress rule {i} selects the database pods without naming ports")
+        peers = rule.get("to")
+        if not peers:
+            errs.append(f"{where}: egress rule {i} lets the database pods reach any address")
+            continue
+        for peer in peers:
+            block = peer.get("ipBlock")
+            if block is None:
+                continue  # pods of the cluster (podSelector / namespaceSelector)
+            net = ipaddress.ip_network(block["cidr"], strict=False)
+            if not any(net.subnet_of(p) for p in PRIVATE if p.version == net.version):
+                errs.append(f"{where}: egress rule {i} lets the database pods reach {net} (not a private range)")
+            elif net.prefixlen < 16:
+                errs.append(f"{where}: egress rule {i} lets the database pods reach {net} (wider than /16)")
+    return errs
+
+
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def images(objs):
+    """(where, image reference) of every container and of CloudNativePG's
+    Cluster spec.imageName."""
+    out = []
+    for o in objs:
+        where = f"{o['kind']}/{o['metadata']['name']}"
+        if o["kind"] == "Cluster" and get(o, "spec.imageName"):
+            out.append((where, o["spec"]["imageName"]))
+        ps = pod_spec(o)
+        if ps is not None:
+            for c in (ps.get("initContainers") or []) + ps["containers"]:
+                out.append((f"{where} container {c['name']}", c["image"]))
+    return out
+
+
+def pinned(path):
+    """The release gate: every image of the rendering is name@sha256:<64 hex>.
+    The committed prod overlay carries UNPINNED markers, which fail here."""
+    bad = [(w, i) for w, i in images(load(path)) if not DIGEST.search(i)]
+    for w, i in bad:
+        print(f"  not pinned to a real digest: {w}: {i}")
+    return not bad
 
 
 def load(path):
@@ -90,6 +160,8 @@ def check(overlay, path, base_dir):
                 check_id, _, reason = av.partition("=")
                 if not re.match(r"^CKV2?_K8S_\d+$", check_id) or len(reason.strip()) < 20:
                     errs.append(f"{where}: checkov skip {av!r} carries no reason")
+        if kind == "NetworkPolicy":
+            errs.extend(db_egress_errors(where, o))
         ps = pod_spec(o)
         if ps is not None:
             sc = ps.get("securityContext") or {}
@@ -134,6 +206,12 @@ def check(overlay, path, base_dir):
             errs.append(f"{overlay}: ingest-N.toml files differ beyond their client id")
         if hpa["spec"]["scaleTargetRef"]["kind"] != "StatefulSet":
             errs.append(f"{overlay}: HPA must scale the ingest StatefulSet")
+    # production: every image by digest (the overlay's table; real digests are
+    # enforced by the release gate `pinned`)
+    if overlay == "prod":
+        for w, i in images(objs):
+            if "@sha256:" not in i:
+                errs.append(f"{overlay}: {w}: image {i} is not pinned by digest (name@sha256:...)")
     for name in ("default-deny",):
         if ("NetworkPolicy", name) not in by:
             errs.append(f"{overlay}: NetworkPolicy {name} missing")
@@ -212,6 +290,8 @@ if __name__ == "__main__":
         sys.exit(0 if check(sys.argv[2], sys.argv[3], sys.argv[4]) else 1)
     elif cmd == "split":
         split(sys.argv[2], sys.argv[3])
+    elif cmd == "pinned":
+        sys.exit(0 if pinned(sys.argv[2]) else 1)
     elif cmd == "kubeplay":
         kubeplay(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
