@@ -15,8 +15,10 @@
 #    database of our own on the local PostgreSQL, with the per-service roles of
 #    roles.sql; simulated meters -> gateway image -> broker -> ingest -> rows.
 # 5. podman kube play of the dev overlay's service workloads, same smoke test.
-# 6. restore drill: logical-backup.sh (as the backup role), drop the schemas,
-#    logical-restore.sh, identical row counts and table digests.
+# 6. restore drill: logical-backup.sh (as the backup role, encrypted to a
+#    public key), drop the schemas, logical-restore.sh with the private key
+#    (a wrong key and an altered copy are refused), identical row counts and
+#    table digests.
 #
 # Shared services are never stopped or reconfigured: PostgreSQL gets a private
 # database and private roles (dropped at the end); the broker is a private
@@ -171,6 +173,23 @@ sys.exit(1 if s["failed"] or not s["passed"] else 0)
 EOF
   ok "$o: $n objects render and validate"
 done
+# The rules bite: a rendering with an internet egress for the database pods,
+# a tag instead of a digest in production, or unencrypted backups fails.
+sed 's#cidr: 10.210.0.0/24#cidr: 0.0.0.0/0#' "$TMP/prod.yaml" >"$TMP/neg-egress.yaml"
+sed 's#@sha256:UNPINNED-release-sets-the-pushed-digest#:0.1.0#' "$TMP/prod.yaml" >"$TMP/neg-tag.yaml"
+grep -v 'encryption: AES256' "$TMP/prod.yaml" >"$TMP/neg-backup.yaml"
+for neg in egress tag backup; do
+  if python3 deploy/test/manifests.py check prod "$TMP/neg-$neg.yaml" "$K8S/base" >"$TMP/logs/neg-$neg" 2>&1; then
+    fail "manifests.py accepted a production rendering with the $neg rule broken"
+  fi
+done
+ok "manifests.py refuses database egress to 0.0.0.0/0, a production image by tag, unencrypted WAL/base backups"
+# The release gate: the committed prod overlay carries UNPINNED markers (the
+# digests are set by the release), so the gate must refuse it, naming each.
+if python3 deploy/test/manifests.py pinned "$TMP/prod.yaml" >"$TMP/logs/pinned-prod" 2>&1; then
+  fail "release gate accepted the committed prod overlay (its digests are markers)"
+fi
+ok "release gate refuses the committed prod overlay: $(grep -c 'not pinned' "$TMP/logs/pinned-prod") image references await their release digests"
 
 # ---------------------------------------------------------------- 2. images
 step "images: static release build + podman build"
@@ -183,6 +202,22 @@ for img in "$IMG_INGEST" "$IMG_BILLING" "$IMG_GATEWAY"; do
   size=$(podman image inspect --format '{{.Size}}' "$img")
   ok "$img: user $user, $layers layers, $((size / 1024 / 1024)) MiB, FROM scratch"
 done
+# The release's pinning step, for real, on a copy of the prod overlay: our two
+# images' digests as podman computed them; the upstream images (not pullable
+# here) must remain the only ones the gate still refuses.
+cp -r "$K8S" "$TMP/k8s-release"
+python3 deploy/images/pin.py "$TMP/k8s-release/overlays/prod/kustomization.yaml" \
+  "registry.city.example/waterworks/ingest=$(podman image inspect --format '{{.Digest}}' "$IMG_INGEST")" \
+  "registry.city.example/waterworks/billing=$(podman image inspect --format '{{.Digest}}' "$IMG_BILLING")" \
+  || fail "pin.py"
+kubectl kustomize "$TMP/k8s-release/overlays/prod" >"$TMP/prod-release.yaml"
+python3 deploy/test/manifests.py pinned "$TMP/prod-release.yaml" >"$TMP/logs/pinned-release" 2>&1 || true
+left=$(grep -c 'not pinned' "$TMP/logs/pinned-release" || true)
+grep 'not pinned' "$TMP/logs/pinned-release" | grep -vq -e 'eclipse-mosquitto@' -e 'cloudnative-pg/postgresql@' \
+  && { cat "$TMP/logs/pinned-release"; fail "pin.py left one of our images unpinned"; }
+grep -q "registry.city.example/waterworks/ingest@$(podman image inspect --format '{{.Digest}}' "$IMG_INGEST")" \
+  "$TMP/prod-release.yaml" || fail "the pinned rendering does not carry the ingest image's digest"
+ok "pin.py pins ingest and billing by their built digests; the gate then refuses only the $left upstream references"
 BIN=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release
 
 step "edge: systemd unit and config layout"
@@ -419,21 +454,49 @@ DEMO_DB=${DB}_demo
 psql_su postgres -c "CREATE DATABASE \"$DEMO_DB\"" >/dev/null
 "$BIN/waterworks" demo --meters 10 --gateways 1 --database-url "$PGHOST_URL/$DEMO_DB" --state-dir "$TMP/demo" \
   >"$TMP/logs/demo" 2>&1 || fail "waterworks demo (drill data)"
-mkdir -p "$TMP/backup"
+mkdir -p "$TMP/backup" "$TMP/backup-keys"
 chmod 777 "$TMP/backup"
+# The backup key pair (the CronJob mounts only public.pem from the Secret
+# waterworks-backup-public-key; private.pem stays in the vault), and a wrong one.
+for k in backup wrong; do
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out "$TMP/backup-keys/$k.pem" 2>/dev/null
+done
+openssl pkey -in "$TMP/backup-keys/backup.pem" -pubout -out "$TMP/backup-keys/public.pem"
+export BACKUP_PUBLIC_KEY=$TMP/backup-keys/public.pem
 for d in "$DB" "$DEMO_DB"; do
   snapshot "$d" >"$TMP/before-$d.txt"
   dump=$(DATABASE_URL="postgres://${ID}_backup@127.0.0.1:5432/$d" BACKUP_DIR="$TMP/backup" \
     sh $K8S/base/postgres/logical-backup.sh) || fail "logical-backup.sh as the backup role ($d)"
+  # encrypted: no pg_dump archive header, openssl's instead; nothing readable
+  case $dump in *.dump.enc) ;; *) fail "logical-backup.sh wrote $dump, not an encrypted *.dump.enc" ;; esac
+  [ -s "${dump%.enc}.key" ] || fail "no key envelope beside $dump"
+  [ "$(head -c 8 "$dump")" = Salted__ ] || fail "$dump does not start as an openssl-encrypted file"
+  if pg_restore --list "$dump" >/dev/null 2>&1; then fail "pg_restore reads $dump without decrypting: not encrypted"; fi
   psql_su "$d" -c "DROP SCHEMA metering CASCADE; DROP SCHEMA billing CASCADE" >/dev/null 2>&1
   [ "$(psql_su "$d" -c "SELECT count(*) FROM pg_namespace WHERE nspname IN ('metering','billing')")" = 0 ] || fail "schemas not dropped"
-  DATABASE_URL="$PGHOST_URL/$d" sh $K8S/base/postgres/logical-restore.sh "$dump" metering billing >"$TMP/logs/restore" 2>&1 \
+  # the wrong private key, and a changed byte in the backup, restore nothing
+  if DATABASE_URL="$PGHOST_URL/$d" BACKUP_PRIVATE_KEY="$TMP/backup-keys/wrong.pem" \
+      sh $K8S/base/postgres/logical-restore.sh "$dump" metering billing >"$TMP/logs/restore-wrong-key" 2>&1; then
+    fail "logical-restore.sh restored with the wrong private key"
+  fi
+  cp "$dump" "$TMP/backup/altered.dump.enc"; cp "${dump%.enc}.key" "$TMP/backup/altered.dump.key"
+  printf 'X' | dd of="$TMP/backup/altered.dump.enc" bs=1 seek=4096 conv=notrunc 2>/dev/null
+  if DATABASE_URL="$PGHOST_URL/$d" BACKUP_PRIVATE_KEY="$TMP/backup-keys/backup.pem" \
+      sh $K8S/base/postgres/logical-restore.sh "$TMP/backup/altered.dump.enc" >"$TMP/logs/restore-altered" 2>&1; then
+    fail "logical-restore.sh restored an altered backup"
+  fi
+  grep -q 'digest mismatch' "$TMP/logs/restore-altered" || { cat "$TMP/logs/restore-altered"; fail "altered backup: wrong reason"; }
+  rm -f "$TMP/backup/altered.dump.enc" "$TMP/backup/altered.dump.key"
+  [ "$(psql_su "$d" -c "SELECT count(*) FROM pg_namespace WHERE nspname IN ('metering','billing')")" = 0 ] \
+    || fail "a refused restore wrote something"
+  DATABASE_URL="$PGHOST_URL/$d" BACKUP_PRIVATE_KEY="$TMP/backup-keys/backup.pem" \
+    sh $K8S/base/postgres/logical-restore.sh "$dump" metering billing >"$TMP/logs/restore" 2>&1 \
     || { cat "$TMP/logs/restore"; fail "logical-restore.sh ($d)"; }
   snapshot "$d" >"$TMP/after-$d.txt"
   diff -u "$TMP/before-$d.txt" "$TMP/after-$d.txt" || fail "restored database $d differs"
   rows=$(awk '$1 == "metering.readings" {print $2}' "$TMP/before-$d.txt")
   tb=$(awk '$1 == "trial_balance" && $2 == "total" {print "debit " $3 " = credit " $4}' "$TMP/before-$d.txt")
-  ok "$d: dump $(du -h "$dump" | cut -f1); $(grep -c '^[a-z_]*\.' "$TMP/before-$d.txt") tables identical (counts, content digests; readings $rows), trial balance identical (${tb:-no postings}), owners and grants too"
+  ok "$d: encrypted dump $(du -h "$dump" | cut -f1) (wrong key and altered copy refused); $(grep -c '^[a-z_]*\.' "$TMP/before-$d.txt") tables identical (counts, content digests; readings $rows), trial balance identical (${tb:-no postings}), owners and grants too"
   DUMP_OF[$d]=$dump
 done
 dump=${DUMP_OF[$DB]}
@@ -465,7 +528,8 @@ PGHOST_URL="postgres://postgres@127.0.0.1:$SPORT"
 psql_su postgres -c "CREATE DATABASE \"$DB\"" >/dev/null
 psql_su "$DB" -f "$TMP/roles.sql" >/dev/null
 psql_su "$DB" -c "DROP SCHEMA metering; DROP SCHEMA billing" >/dev/null
-DATABASE_URL="$PGHOST_URL/$DB" sh $K8S/base/postgres/logical-restore.sh "$dump" >"$TMP/logs/restore-new" 2>&1 \
+DATABASE_URL="$PGHOST_URL/$DB" BACKUP_PRIVATE_KEY="$TMP/backup-keys/backup.pem" \
+  sh $K8S/base/postgres/logical-restore.sh "$dump" >"$TMP/logs/restore-new" 2>&1 \
   || { cat "$TMP/logs/restore-new"; fail "logical-restore.sh into a fresh server"; }
 snapshot "$DB" >"$TMP/after-new-cluster.txt"
 diff -u "$TMP/before-$DB.txt" "$TMP/after-new-cluster.txt" || fail "the fresh server's restore differs"

@@ -25,6 +25,8 @@ CR_FIELDS = {
         "spec.bootstrap.initdb": {"database", "owner", "secret", "postInitApplicationSQLRefs"},
         "spec.backup": {"retentionPolicy", "barmanObjectStore"},
         "spec.backup.barmanObjectStore": {"destinationPath", "endpointURL", "s3Credentials", "wal", "data"},
+        "spec.backup.barmanObjectStore.wal": {"compression", "encryption", "maxParallel"},
+        "spec.backup.barmanObjectStore.data": {"compression", "encryption", "jobs", "immediateCheckpoint"},
         "spec.monitoring": {"enablePodMonitor", "customQueriesConfigMap"},
         "spec.affinity": {"enablePodAntiAffinity", "podAntiAffinityType", "topologyKey"},
     },
@@ -152,6 +154,11 @@ def check(overlay, path, base_dir):
                     for f in sub:
                         if f not in allowed:
                             errs.append(f"{where}: unknown field {dotted}.{f}")
+            # backups encrypted: WAL and base backups in the object store
+            if kind == "Cluster" and get(o, "spec.backup.barmanObjectStore"):
+                for part in ("wal", "data"):
+                    if get(o, f"spec.backup.barmanObjectStore.{part}.encryption") not in ("AES256", "aws:kms"):
+                        errs.append(f"{where}: barmanObjectStore.{part} without encryption (AES256 or aws:kms)")
             for req in REQUIRED.get(kind, []):
                 if get(o, req) in (None, "", []):
                     errs.append(f"{where}: missing {req}")
@@ -212,6 +219,17 @@ def check(overlay, path, base_dir):
         for w, i in images(objs):
             if "@sha256:" not in i:
                 errs.append(f"{overlay}: {w}: image {i} is not pinned by digest (name@sha256:...)")
+    # the logical backup is encrypted to a public key (logical-backup.sh)
+    lb = by.get(("CronJob", "waterworks-logical-backup"))
+    if lb:
+        c = pod_spec(lb)["containers"][0]
+        env = {e["name"]: e.get("value") for e in c.get("env") or []}
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
+        vols = {v["name"]: v for v in pod_spec(lb).get("volumes") or []}
+        key = env.get("BACKUP_PUBLIC_KEY") or ""
+        mount = next((p for p in mounts if key.startswith(p + "/")), None)
+        if not mount or "secret" not in vols.get(mounts[mount], {}):
+            errs.append(f"{overlay}: logical backup without BACKUP_PUBLIC_KEY from a mounted Secret")
     for name in ("default-deny",):
         if ("NetworkPolicy", name) not in by:
             errs.append(f"{overlay}: NetworkPolicy {name} missing")
