@@ -89,6 +89,8 @@ def db_egress_errors(where, np):
     return errs
 
 
+DB_CA_SECRET = "waterworks-db-ca"      # CloudNativePG's <cluster>-ca
+DB_CA_DIR = "/etc/waterworks-db-ca"    # sslrootcert=/etc/waterworks-db-ca/ca.crt
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
@@ -186,6 +188,16 @@ def check(overlay, path, base_dir):
                 for e in c.get("env") or []:
                     if re.search(r"password|secret|token|DATABASE_URL", e["name"], re.I) and "value" in e:
                         errs.append(f"{where}: env {e['name']} is a literal")
+                # the database URL's sslrootcert (sslmode=verify-full): the
+                # cluster's CA Secret mounted where the URLs point
+                if any(e["name"] == "DATABASE_URL" for e in c.get("env") or []):
+                    vols = {v["name"]: v for v in ps.get("volumes") or []}
+                    ca = [m for m in c.get("volumeMounts") or []
+                          if m.get("mountPath") == DB_CA_DIR
+                          and get(vols.get(m["name"], {}), "secret.secretName") == DB_CA_SECRET]
+                    if not ca:
+                        errs.append(f"{where}: container {c['name']} uses DATABASE_URL without the database CA "
+                                    f"(Secret {DB_CA_SECRET} at {DB_CA_DIR}) for sslmode=verify-full")
                 if kind != "CronJob" and (not c.get("readinessProbe") or not c.get("livenessProbe")):
                     errs.append(f"{where}: container {c['name']} without probes")
                 if kind != "CronJob" and c["name"] in ("ingest", "billing"):
@@ -272,6 +284,11 @@ def kubeplay(path, out, subs):
                  "spec": {"replicas": 1, "selector": o["spec"]["selector"], "template": o["spec"]["template"]}}
             ps = o["spec"]["template"]["spec"]
             ps["hostNetwork"] = True
+            # the test's database is local and plaintext: no CA Secret to mount
+            ca_vols = {v["name"] for v in ps.get("volumes", []) if get(v, "secret.secretName") == DB_CA_SECRET}
+            ps["volumes"] = [v for v in ps.get("volumes", []) if v["name"] not in ca_vols]
+            for c in ps["containers"]:
+                c["volumeMounts"] = [m for m in c.get("volumeMounts", []) if m["name"] not in ca_vols]
             for c in ps["containers"]:
                 # host network: no port mappings; podman runs httpGet probes
                 # with curl INSIDE the container, which a scratch image has
