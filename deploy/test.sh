@@ -5,9 +5,13 @@
 #
 # 1. manifests: kustomize renders base/dev/prod; kubernetes-validate (strict)
 #    against the Kubernetes schemas; custom resources and the platform's own
-#    rules (deploy/test/manifests.py); checkov with no failed check and every
-#    skip carrying its reason; the committed ACL matches its gateway list.
-# 2. images: static release binaries, three FROM-scratch images, non-root.
+#    rules (deploy/test/manifests.py: also database egress, production images
+#    by digest, the database CA mounted, backups encrypted; each shown to
+#    fail on a broken rendering); the release gate refuses the committed
+#    digest markers; checkov with no failed check and every skip carrying
+#    its reason; the committed ACL matches its gateway list.
+# 2. images: static release binaries, three FROM-scratch images, non-root;
+#    pin.py + release gate on a copy of the prod overlay with their digests.
 # 3. broker: the machine's mosquitto started privately with the PRODUCTION
 #    mosquitto.conf + generated ACL/passwords; real clients prove a gateway
 #    cannot publish under another gateway's prefix.
