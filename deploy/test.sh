@@ -121,6 +121,8 @@ command -v pg_dump >/dev/null || need_apt+=(postgresql-client)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v kubectl >/dev/null || need_apt+=(kubectl)
+# the billing image ships the console's notice font (deploy/images/build.sh)
+[ -f /usr/share/fonts/truetype/nanum/NanumGothic.ttf ] || need_apt+=(fonts-nanum)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "    apt-get install ${need_apt[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >"$TMP/logs/apt" 2>&1 || {
