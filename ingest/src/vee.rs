@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rustc_hash::FxHashMap;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use waterworks_wire::reading::{Alarm, Reading, ReadingBatch};
 use waterworks_wire::topic::{self, Topic};
@@ -19,6 +20,13 @@ pub const SPIKE_MARGIN: f64 = 1.5;
 pub const EXPECTED_READ_INTERVAL_S: i64 = 900;
 /// Two consecutive reads further apart than this leave a `meter_reads` gap.
 pub const MAX_READ_GAP_S: i64 = EXPECTED_READ_INTERVAL_S * 3 / 2;
+
+/// Bytes of a refused message's payload the quarantine keeps (its prefix);
+/// the row also keeps the whole payload's SHA-256 and length.
+pub const QUARANTINE_PAYLOAD_PREFIX_BYTES: usize = 4096;
+/// A refused reading's raw JSON larger than this is kept as a prefix (see
+/// [`capped_reading`]).
+pub const QUARANTINE_READING_MAX_BYTES: usize = 4096;
 
 /// Why a reading or message was refused. The strings are stable (metrics
 /// labels, the quarantine table, the API).
@@ -80,8 +88,8 @@ pub struct Quarantined {
     pub msg: usize,
     pub reason: Reason,
     pub detail: String,
-    /// The whole payload, when the message was refused whole.
-    pub payload: Option<Vec<u8>>,
+    /// A sample of the payload, when the message was refused whole.
+    pub payload: Option<PayloadSample>,
     /// The reading, when one reading was refused.
     pub reading: Option<serde_json::Value>,
     pub meter_id: Option<String>,
@@ -104,12 +112,85 @@ pub struct Decoded {
     pub quarantine: Vec<Quarantined>,
 }
 
+/// What the quarantine keeps of a refused message's payload: its first
+/// [`QUARANTINE_PAYLOAD_PREFIX_BYTES`], and the whole payload's SHA-256 and
+/// length (so equal payloads are recognised and counted, not stored again).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PayloadSample {
+    pub prefix: Vec<u8>,
+    pub sha256: [u8; 32],
+    pub len: usize,
+}
+
+impl PayloadSample {
+    pub fn of(payload: &[u8]) -> PayloadSample {
+        let keep = payload.len().min(QUARANTINE_PAYLOAD_PREFIX_BYTES);
+        PayloadSample {
+            prefix: payload[..keep].to_vec(),
+            sha256: Sha256::digest(payload).into(),
+            len: payload.len(),
+        }
+    }
+}
+
+impl Quarantined {
+    /// The quarantine's deduplication key beside gateway and reason: the
+    /// payload's digest when the message was refused whole, else the digest
+    /// of the refused reading (its JSON), else of the detail.
+    pub fn digest(&self) -> [u8; 32] {
+        if let Some(p) = &self.payload {
+            return p.sha256;
+        }
+        let mut h = Sha256::new();
+        match &self.reading {
+            Some(r) => h.update(r.to_string().as_bytes()),
+            None => {
+                h.update(b"detail\0");
+                h.update(self.detail.as_bytes());
+            }
+        }
+        h.finalize().into()
+    }
+}
+
+/// A refused reading's raw JSON, or, when it serializes to more than
+/// [`QUARANTINE_READING_MAX_BYTES`], an object saying so with a prefix of it,
+/// its SHA-256 and length (`{"truncated": true, "prefix", "sha256", "bytes"}`).
+pub fn capped_reading(raw: serde_json::Value) -> serde_json::Value {
+    let text = raw.to_string();
+    if text.len() <= QUARANTINE_READING_MAX_BYTES {
+        return raw;
+    }
+    let mut end = QUARANTINE_READING_MAX_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    serde_json::json!({
+        "truncated": true,
+        "prefix": &text[..end],
+        "sha256": hex::encode(Sha256::digest(text.as_bytes())),
+        "bytes": text.len(),
+    })
+}
+
+/// Characters of a refusal's detail the quarantine keeps (a decoder's
+/// message can quote the offending value, however long).
+pub const QUARANTINE_DETAIL_MAX_CHARS: usize = 512;
+
+/// `detail` cut to [`QUARANTINE_DETAIL_MAX_CHARS`], marked with `…` when cut.
+pub fn capped_detail(detail: String) -> String {
+    match detail.char_indices().nth(QUARANTINE_DETAIL_MAX_CHARS) {
+        None => detail,
+        Some((end, _)) => format!("{}…", &detail[..end]),
+    }
+}
+
 fn whole(msg: usize, reason: Reason, detail: String, payload: &[u8]) -> Quarantined {
     Quarantined {
         msg,
         reason,
-        detail,
-        payload: Some(payload.to_vec()),
+        detail: capped_detail(detail),
+        payload: Some(PayloadSample::of(payload)),
         reading: None,
         meter_id: None,
         ts: None,
@@ -195,9 +276,9 @@ pub fn decode_message(msg: usize, meta: &mut MsgMeta, payload: &[u8]) -> Decoded
                 out.quarantine.push(Quarantined {
                     msg,
                     reason: Reason::Malformed,
-                    detail: bad.reason,
+                    detail: capped_detail(bad.reason),
                     payload: None,
-                    reading: Some(bad.raw),
+                    reading: Some(capped_reading(bad.raw)),
                     meter_id,
                     ts: None,
                 });

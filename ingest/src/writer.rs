@@ -658,6 +658,10 @@ async fn record_meter_gaps(
     Ok(())
 }
 
+/// Quarantine rows, deduplicated: rows equal in (gateway, reason, digest)
+/// merge (in this batch and with the table) into one row whose `seen_count`
+/// grows and whose `last_seen_at` moves; the first one's content is kept.
+/// Keys are written in order, so concurrent batches never deadlock on them.
 async fn insert_quarantine(
     tx: &mut Transaction<'_, Postgres>,
     metas: &[MsgMeta],
@@ -667,42 +671,75 @@ async fn insert_quarantine(
         return Ok(());
     }
     let meta = |i: usize| metas.get(i);
-    let received: Vec<DateTime<Utc>> = q
-        .iter()
-        .map(|x| meta(x.msg).map(|m| m.received_at).unwrap_or_else(Utc::now))
-        .collect();
-    let gw: Vec<Option<String>> = q
-        .iter()
-        .map(|x| meta(x.msg).and_then(|m| m.gateway_id.clone()))
-        .collect();
-    let topic: Vec<String> = q
-        .iter()
-        .map(|x| meta(x.msg).map(|m| m.topic.clone()).unwrap_or_default())
-        .collect();
-    let seq: Vec<Option<i64>> = q
-        .iter()
-        .map(|x| {
-            meta(x.msg)
-                .and_then(|m| m.batch_seq)
-                .map(|s| s.min(i64::MAX as u64) as i64)
-        })
-        .collect();
-    let reason: Vec<&str> = q.iter().map(|x| x.reason.as_str()).collect();
-    let detail: Vec<&str> = q.iter().map(|x| x.detail.as_str()).collect();
-    let payload: Vec<Option<Vec<u8>>> = q.iter().map(|x| x.payload.clone()).collect();
-    let reading: Vec<Option<String>> = q
-        .iter()
-        .map(|x| x.reading.as_ref().map(|r| r.to_string()))
-        .collect();
-    let meter: Vec<Option<String>> = q.iter().map(|x| x.meter_id.clone()).collect();
-    let ts: Vec<Option<DateTime<Utc>>> = q.iter().map(|x| x.ts).collect();
+    // (gateway, reason, digest) -> (first row, count, last seen)
+    let mut rows: BTreeMap<(Option<String>, &str, [u8; 32]), (&Quarantined, i64, DateTime<Utc>)> =
+        BTreeMap::new();
+    for x in q {
+        let at = meta(x.msg).map(|m| m.received_at).unwrap_or_else(Utc::now);
+        let gw = meta(x.msg).and_then(|m| m.gateway_id.clone());
+        let e = rows
+            .entry((gw, x.reason.as_str(), x.digest()))
+            .or_insert((x, 0, at));
+        e.1 += 1;
+        e.2 = e.2.max(at);
+    }
+    let n = rows.len();
+    let (mut received, mut gw, mut topic, mut seq) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut reason, mut detail, mut payload, mut payload_len) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut reading, mut meter, mut ts, mut digest, mut count, mut last) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for ((g, r, d), (x, c, l)) in rows {
+        let m = meta(x.msg);
+        received.push(m.map(|m| m.received_at).unwrap_or(l).min(l));
+        gw.push(g);
+        topic.push(m.map(|m| m.topic.clone()).unwrap_or_default());
+        seq.push(
+            m.and_then(|m| m.batch_seq)
+                .map(|s| s.min(i64::MAX as u64) as i64),
+        );
+        reason.push(r);
+        detail.push(x.detail.as_str());
+        payload.push(x.payload.as_ref().map(|p| p.prefix.as_slice()));
+        payload_len.push(
+            x.payload
+                .as_ref()
+                .map(|p| p.len.min(i32::MAX as usize) as i32),
+        );
+        reading.push(x.reading.as_ref().map(|r| r.to_string()));
+        meter.push(x.meter_id.clone());
+        ts.push(x.ts);
+        digest.push(d.to_vec());
+        count.push(c);
+        last.push(l);
+    }
     sqlx::query(
         "INSERT INTO metering.quarantine
-            (received_at, gateway_id, topic, batch_seq, reason, detail, payload, reading, meter_id, ts)
-         SELECT r, g, t, s, re, d, p, rd::jsonb, m, ts
+            (received_at, gateway_id, topic, batch_seq, reason, detail, payload, reading, meter_id, ts,
+             payload_len, digest, seen_count, last_seen_at)
+         SELECT r, g, t, s, re, d, p, rd::jsonb, m, ts, pl, dg, c, l
            FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
-                       $7::bytea[], $8::text[], $9::text[], $10::timestamptz[])
-                AS u(r, g, t, s, re, d, p, rd, m, ts)",
+                       $7::bytea[], $8::text[], $9::text[], $10::timestamptz[], $11::int4[],
+                       $12::bytea[], $13::int8[], $14::timestamptz[])
+                AS u(r, g, t, s, re, d, p, rd, m, ts, pl, dg, c, l)
+         ON CONFLICT ((coalesce(gateway_id, '')), reason, digest) DO UPDATE
+            SET seen_count = metering.quarantine.seen_count + excluded.seen_count,
+                last_seen_at = greatest(metering.quarantine.last_seen_at, excluded.last_seen_at)",
     )
     .bind(&received)
     .bind(&gw)
@@ -714,6 +751,10 @@ async fn insert_quarantine(
     .bind(&reading)
     .bind(&meter)
     .bind(&ts)
+    .bind(&payload_len)
+    .bind(&digest)
+    .bind(&count)
+    .bind(&last)
     .execute(&mut **tx)
     .await?;
     Ok(())
