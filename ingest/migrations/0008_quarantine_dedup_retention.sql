@@ -11,12 +11,12 @@ ALTER TABLE metering.quarantine
     ADD COLUMN IF NOT EXISTS last_seen_at timestamptz;
 
 -- Existing rows: the digest is the whole payload's, else the reading's JSON
--- text's, else the detail's (ingest computes the same for new payload rows;
--- for reading rows its JSON text can differ from jsonb's, which only keeps an
--- old row apart from a new one).
+-- text's, else that of 'detail', a zero byte and the detail (as ingest
+-- computes it; for reading rows its JSON text can differ from jsonb's, which
+-- only keeps an old row apart from a new one).
 UPDATE metering.quarantine
    SET digest = sha256(coalesce(payload, convert_to(reading::text, 'UTF8'),
-                                convert_to('detail' || chr(0) || detail, 'UTF8'))),
+                                '\x64657461696c00'::bytea || convert_to(detail, 'UTF8'))),
        payload_len = length(payload),
        payload = substring(payload FROM 1 FOR 4096),
        last_seen_at = received_at
