@@ -99,11 +99,7 @@ struct PageBytes(usize);
 /// served (503 `busy`, `Retry-After: 1`): a flood is shed, never queued.
 /// Cuts a request off after `api_request_timeout_ms` (503 `timeout`; its
 /// query is cancelled with it).
-async fn limit_requests(
-    State(l): State<RequestLimits>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+async fn limit_requests(State(l): State<RequestLimits>, mut req: Request, next: Next) -> Response {
     let Ok(_slot) = l.slots.clone().try_acquire_owned() else {
         metrics::counter!("ingest_api_refused_total", "why" => "busy").increment(1);
         let mut r = refusal("busy", "too many requests at once; retry shortly");

@@ -72,14 +72,21 @@ async fn equal_refusals_are_one_row_with_a_count_and_a_capped_payload() {
     write(&pool, &junk_input(&gw, &[big_junk(b'B')], t0)).await;
     write(&pool, &junk_input(&other, &[junk.clone()], t0)).await;
 
-    let rows: Vec<(String, i64, DateTime<Utc>, DateTime<Utc>, i32, Vec<u8>, Vec<u8>)> =
-        sqlx::query_as(
-            "SELECT gateway_id, seen_count, received_at, last_seen_at, payload_len, payload, digest
+    let rows: Vec<(
+        String,
+        i64,
+        DateTime<Utc>,
+        DateTime<Utc>,
+        i32,
+        Vec<u8>,
+        Vec<u8>,
+    )> = sqlx::query_as(
+        "SELECT gateway_id, seen_count, received_at, last_seen_at, payload_len, payload, digest
                FROM metering.quarantine ORDER BY gateway_id, seen_count DESC",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 3, "one row per (gateway, reason, digest)");
     let (g, seen, first, last, len, payload, digest) = &rows[0];
     assert_eq!(g, &gw);
@@ -95,11 +102,25 @@ async fn equal_refusals_are_one_row_with_a_count_and_a_capped_payload() {
         "last seen"
     );
     assert_eq!(*len as usize, junk.len(), "the original length is kept");
-    assert_eq!(payload.len(), QUARANTINE_PAYLOAD_PREFIX_BYTES, "a prefix only");
+    assert_eq!(
+        payload.len(),
+        QUARANTINE_PAYLOAD_PREFIX_BYTES,
+        "a prefix only"
+    );
     assert_eq!(&payload[..], &junk[..QUARANTINE_PAYLOAD_PREFIX_BYTES]);
-    assert_eq!(&digest[..], &Sha256::digest(&junk)[..], "the whole payload's digest");
-    assert_eq!(rows[1].1, 1, "the other junk of the same gateway is its own row");
-    assert_eq!(rows[2].0, other, "another gateway's equal junk is its own row");
+    assert_eq!(
+        &digest[..],
+        &Sha256::digest(&junk)[..],
+        "the whole payload's digest"
+    );
+    assert_eq!(
+        rows[1].1, 1,
+        "the other junk of the same gateway is its own row"
+    );
+    assert_eq!(
+        rows[2].0, other,
+        "another gateway's equal junk is its own row"
+    );
     let bytes: i64 = count(
         &pool,
         "SELECT sum(octet_length(payload))::int8 FROM metering.quarantine",
@@ -141,21 +162,37 @@ async fn rows_not_seen_within_the_retention_are_swept_a_bounded_number_per_pass(
     let old = now - Duration::days(40);
     // Five distinct junk rows last seen 40 days ago, two seen today, and one
     // first seen 40 days ago but seen again today (it stays).
-    let olds: Vec<Vec<u8>> = (0..5).map(|k| format!("old junk {k}").into_bytes()).collect();
+    let olds: Vec<Vec<u8>> = (0..5)
+        .map(|k| format!("old junk {k}").into_bytes())
+        .collect();
     write(&pool, &junk_input(&gw, &olds, old)).await;
-    let fresh: Vec<Vec<u8>> = (0..2).map(|k| format!("new junk {k}").into_bytes()).collect();
+    let fresh: Vec<Vec<u8>> = (0..2)
+        .map(|k| format!("new junk {k}").into_bytes())
+        .collect();
     write(&pool, &junk_input(&gw, &fresh, now)).await;
     let again = b"seen then and now".to_vec();
     write(&pool, &junk_input(&gw, &[again.clone()], old)).await;
     write(&pool, &junk_input(&gw, &[again], now)).await;
-    assert_eq!(count(&pool, "SELECT count(*) FROM metering.quarantine").await, 8);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM metering.quarantine").await,
+        8
+    );
 
-    let swept = ingest::db::sweep_quarantine(&pool, now, 30, 2).await.unwrap();
+    let swept = ingest::db::sweep_quarantine(&pool, now, 30, 2)
+        .await
+        .unwrap();
     assert_eq!(swept, 2, "at most max_rows per pass");
-    assert_eq!(count(&pool, "SELECT count(*) FROM metering.quarantine").await, 6);
-    let swept = ingest::db::sweep_quarantine(&pool, now, 30, 100).await.unwrap();
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM metering.quarantine").await,
+        6
+    );
+    let swept = ingest::db::sweep_quarantine(&pool, now, 30, 100)
+        .await
+        .unwrap();
     assert_eq!(swept, 3, "the rest of the expired rows");
-    let swept = ingest::db::sweep_quarantine(&pool, now, 30, 100).await.unwrap();
+    let swept = ingest::db::sweep_quarantine(&pool, now, 30, 100)
+        .await
+        .unwrap();
     assert_eq!(swept, 0, "nothing else is expired");
     let left: Vec<(String, i64)> = sqlx::query_as(
         "SELECT convert_from(payload, 'UTF8'), seen_count FROM metering.quarantine ORDER BY 1",
@@ -174,7 +211,9 @@ async fn rows_not_seen_within_the_retention_are_swept_a_bounded_number_per_pass(
     // A retention of 0 days expires everything last seen before now.
     let later = now + Duration::seconds(1);
     assert_eq!(
-        ingest::db::sweep_quarantine(&pool, later, 0, 100).await.unwrap(),
+        ingest::db::sweep_quarantine(&pool, later, 0, 100)
+            .await
+            .unwrap(),
         3
     );
     pool.close().await;
@@ -201,7 +240,11 @@ async fn the_migration_merges_equal_rows_and_caps_stored_payloads() {
         .await
         .unwrap();
     let big = vec![b'z'; 100_000];
-    for at in ["2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z", "2026-11-03T00:00:00Z"] {
+    for at in [
+        "2026-11-01T00:00:00Z",
+        "2026-11-02T00:00:00Z",
+        "2026-11-03T00:00:00Z",
+    ] {
         sqlx::query(
             "INSERT INTO metering.quarantine (received_at, gateway_id, topic, reason, detail, payload)
              VALUES ($1::timestamptz, 'gw-old', 't', 'malformed', 'not json', $2)",
