@@ -1095,7 +1095,17 @@ mod tests {
         };
         let d = decode_message(0, &mut meta, b"{not json");
         assert_eq!(d.quarantine[0].reason, Reason::Malformed);
-        assert_eq!(d.quarantine[0].payload.as_deref(), Some(&b"{not json"[..]));
+        let p = d.quarantine[0].payload.as_ref().unwrap();
+        assert_eq!(p.prefix, b"{not json");
+        assert_eq!(p.len, 9);
+        // A large payload keeps its prefix, length and whole digest.
+        let big = vec![b'x'; 3 * QUARANTINE_PAYLOAD_PREFIX_BYTES + 1];
+        let d = decode_message(0, &mut meta, &big);
+        let q = &d.quarantine[0];
+        let p = q.payload.as_ref().unwrap();
+        assert_eq!(p.prefix.len(), QUARANTINE_PAYLOAD_PREFIX_BYTES);
+        assert_eq!(p.len, big.len());
+        assert_eq!(q.digest(), <[u8; 32]>::from(Sha256::digest(&big)));
         let d = decode_message(
             0,
             &mut meta,
