@@ -670,10 +670,10 @@ async fn insert_quarantine(
     if q.is_empty() {
         return Ok(());
     }
+    type Key<'a> = (Option<String>, &'a str, [u8; 32]);
     let meta = |i: usize| metas.get(i);
     // (gateway, reason, digest) -> (first row, count, last seen)
-    let mut rows: BTreeMap<(Option<String>, &str, [u8; 32]), (&Quarantined, i64, DateTime<Utc>)> =
-        BTreeMap::new();
+    let mut rows: BTreeMap<Key, (&Quarantined, i64, DateTime<Utc>)> = BTreeMap::new();
     for x in q {
         let at = meta(x.msg).map(|m| m.received_at).unwrap_or_else(Utc::now);
         let gw = meta(x.msg).and_then(|m| m.gateway_id.clone());

@@ -65,14 +65,14 @@ async fn equal_refusals_are_one_row_with_a_count_and_a_capped_payload() {
     for k in 1..=3 {
         write(
             &pool,
-            &junk_input(&gw, &[junk.clone()], t0 + Duration::minutes(k)),
+            &junk_input(&gw, std::slice::from_ref(&junk), t0 + Duration::minutes(k)),
         )
         .await;
     }
     write(&pool, &junk_input(&gw, &[big_junk(b'B')], t0)).await;
-    write(&pool, &junk_input(&other, &[junk.clone()], t0)).await;
+    write(&pool, &junk_input(&other, std::slice::from_ref(&junk), t0)).await;
 
-    let rows: Vec<(
+    type Row = (
         String,
         i64,
         DateTime<Utc>,
@@ -80,7 +80,8 @@ async fn equal_refusals_are_one_row_with_a_count_and_a_capped_payload() {
         i32,
         Vec<u8>,
         Vec<u8>,
-    )> = sqlx::query_as(
+    );
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT gateway_id, seen_count, received_at, last_seen_at, payload_len, payload, digest
                FROM metering.quarantine ORDER BY gateway_id, seen_count DESC",
     )
@@ -171,7 +172,7 @@ async fn rows_not_seen_within_the_retention_are_swept_a_bounded_number_per_pass(
         .collect();
     write(&pool, &junk_input(&gw, &fresh, now)).await;
     let again = b"seen then and now".to_vec();
-    write(&pool, &junk_input(&gw, &[again.clone()], old)).await;
+    write(&pool, &junk_input(&gw, std::slice::from_ref(&again), old)).await;
     write(&pool, &junk_input(&gw, &[again], now)).await;
     assert_eq!(
         count(&pool, "SELECT count(*) FROM metering.quarantine").await,
