@@ -125,6 +125,16 @@ async fn the_quarantine_is_read_in_pages_bounded_in_bytes() {
     assert_eq!(c, v["items"][1]["id"].as_i64().unwrap());
     let (st, _) = get(r.addr, "/api/v1/quarantine?cursor=x", Some(OPERATOR)).await;
     assert_eq!(st, 400, "a cursor is an id");
+    // The document says so.
+    let doc = json(&get(r.addr, "/api/v1/openapi.json", None).await.1);
+    let q = &doc["paths"]["/api/v1/quarantine"]["get"];
+    assert!(q["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "cursor"));
+    assert!(q["responses"]["503"].is_object());
+    assert!(doc["components"]["schemas"]["Quarantined"]["properties"]["seen_count"].is_object());
     r.stop().await;
     drop_database(&db).await;
 }
