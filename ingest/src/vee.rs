@@ -173,6 +173,34 @@ pub fn capped_reading(raw: serde_json::Value) -> serde_json::Value {
     })
 }
 
+/// Rows one gateway may hold in the quarantine for one reason; further
+/// distinct refusals are counted in one overflow row (see `writer`).
+pub const QUARANTINE_MAX_ROWS_PER_GATEWAY_REASON: i64 = 10_000;
+
+/// The digest of a gateway's overflow row for a reason: all zero bytes,
+/// which no payload, reading or detail hashes to (SHA-256 has no known
+/// preimage of it).
+pub fn overflow_digest() -> [u8; 32] {
+    [0; 32]
+}
+
+/// The overflow row standing for refusals beyond the cap: the reason and
+/// message of the first one folded in, no payload, reading, meter or time.
+pub fn overflow_row(first: &Quarantined, cap: i64) -> Quarantined {
+    Quarantined {
+        msg: first.msg,
+        reason: first.reason,
+        detail: format!(
+            "overflow: this gateway already has {cap} quarantine rows for this reason; \
+             further distinct refusals are counted here, not kept"
+        ),
+        payload: None,
+        reading: None,
+        meter_id: None,
+        ts: None,
+    }
+}
+
 /// Characters of a refusal's detail the quarantine keeps (a decoder's
 /// message can quote the offending value, however long).
 pub const QUARANTINE_DETAIL_MAX_CHARS: usize = 512;

@@ -281,3 +281,72 @@ async fn the_migration_merges_equal_rows_and_caps_stored_payloads() {
     pool.close().await;
     drop_database(&db).await;
 }
+
+#[tokio::test]
+async fn a_gateway_holds_a_bounded_number_of_rows_per_reason_and_counts_the_rest() {
+    use waterworks_wire::reading::{Reading, ReadingBatch};
+    use waterworks_wire::{GatewayId, MeterId};
+    let (db, pool) = setup().await;
+    let gw = unique("gwq");
+    let cap = vee::QUARANTINE_MAX_ROWS_PER_GATEWAY_REASON as usize;
+    // Readings for meters nobody registered: each a distinct refusal.
+    let unknown = |from: usize, n: usize, seq: u64| ReadingBatch {
+        gateway_id: GatewayId::parse(gw.clone()).unwrap(),
+        batch_seq: seq,
+        readings: (from..from + n)
+            .map(|i| Reading {
+                meter_id: MeterId::parse(format!("nobody-{i}")).unwrap(),
+                ts: base_ts(),
+                volume_l: 1,
+                flow_lph: None,
+                alarms: vec![],
+            })
+            .collect(),
+    };
+    let rows = |r: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM metering.quarantine WHERE reason = $1")
+                    .bind(r)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            n as usize
+        }
+    };
+    write(&pool, &input(&unknown(0, cap - 10, 1))).await;
+    assert_eq!(rows("unknown_meter").await, cap - 10);
+    // 60 more: 10 fill the cap, 50 are counted in the overflow row.
+    write(&pool, &input(&unknown(cap - 10, 60, 2))).await;
+    assert_eq!(rows("unknown_meter").await, cap + 1);
+    let overflow = |pool: PgPool| async move {
+        let (n, detail, payload): (i64, String, Option<Vec<u8>>) = sqlx::query_as(
+            "SELECT seen_count, detail, payload FROM metering.quarantine
+              WHERE reason = 'unknown_meter' AND digest = $1",
+        )
+        .bind(vee::overflow_digest().to_vec())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (n, detail, payload)
+    };
+    let (n, detail, payload) = overflow(pool.clone()).await;
+    assert_eq!(n, 50);
+    assert!(detail.starts_with("overflow"), "{detail}");
+    assert!(payload.is_none());
+    write(&pool, &input(&unknown(cap + 50, 7, 3))).await;
+    assert_eq!(rows("unknown_meter").await, cap + 1, "still capped");
+    assert_eq!(overflow(pool.clone()).await.0, 57);
+    let seen: i64 = count(
+        &pool,
+        "SELECT sum(seen_count)::int8 FROM metering.quarantine WHERE reason = 'unknown_meter'",
+    )
+    .await;
+    assert_eq!(seen as usize, cap - 10 + 60 + 7, "every refusal is counted");
+    // The cap is per reason: junk from the same gateway still gets its row.
+    write(&pool, &junk_input(&gw, &[b"junk".to_vec()], Utc::now())).await;
+    assert_eq!(rows("malformed").await, 1);
+    pool.close().await;
+    drop_database(&db).await;
+}
