@@ -283,3 +283,19 @@ async fn maintain(shared: Arc<consumer::Shared>, retention_days: u32, shutdown: 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inflight_budget_must_hold_the_largest_message() {
+        let mut l = LimitsConfig::default();
+        assert!(check_limits(&l).is_ok());
+        l.max_inflight_bytes = waterworks_wire::reading::MAX_PAYLOAD_BYTES;
+        assert!(matches!(check_limits(&l), Err(IngestError::Config(_))));
+        l.max_inflight_bytes = 128 << 20;
+        l.api_max_concurrent_requests = 0;
+        assert!(matches!(check_limits(&l), Err(IngestError::Config(_))));
+    }
+}
