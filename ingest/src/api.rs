@@ -1,16 +1,29 @@
 //! The metering query API under `/api/v1` (JSON, bearer roles), plus the open
 //! operational routes. Every list is bounded (`limit`, at most
 //! [`MAX_ROWS`]); errors never carry database detail.
+//!
+//! Limits (`[limits]` in the configuration): queries run on the API's own
+//! pool with a `statement_timeout` (past it: 503); `/api/v1` serves at most
+//! `api_max_concurrent_requests` at once (one more: 503 `busy` at once, with
+//! `Retry-After`) and answers within `api_request_timeout_ms` (else 503
+//! `timeout`); the quarantine is read in pages of at most
+//! `api_max_response_bytes` of rows, continued with `cursor`.
 
+use crate::config::LimitsConfig;
 use crate::consumer::Shared;
 use crate::vee::{Reason, EXPECTED_READ_INTERVAL_S};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration as StdDuration;
+use tokio::sync::Semaphore;
 use waterworks_service::auth::{require, ApiTokens, Role};
 use waterworks_service::error::ApiError;
 use waterworks_service::ops::{self, ReadyCheck};
@@ -23,7 +36,7 @@ pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 type S = Arc<Shared>;
 
-pub fn router(shared: S, tokens: Arc<ApiTokens>) -> Router {
+pub fn router(shared: S, tokens: Arc<ApiTokens>, limits: &LimitsConfig) -> Router {
     let viewer = Router::new()
         .route("/api/v1/meters", get(meters))
         .route("/api/v1/meters/{id}/readings", get(readings))
@@ -44,7 +57,15 @@ pub fn router(shared: S, tokens: Arc<ApiTokens>) -> Router {
                 )
             }),
         )
-        .with_state(shared.clone());
+        .with_state(shared.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            RequestLimits {
+                slots: Arc::new(Semaphore::new(limits.api_max_concurrent_requests.max(1))),
+                timeout: StdDuration::from_millis(limits.api_request_timeout_ms.max(1)),
+                page_bytes: limits.api_max_response_bytes,
+            },
+            limit_requests,
+        ));
     let ready: ReadyCheck = Arc::new(move || {
         let shared = shared.clone();
         Box::pin(async move {
@@ -59,6 +80,63 @@ pub fn router(shared: S, tokens: Arc<ApiTokens>) -> Router {
         })
     });
     api.merge(ops::routes(ready))
+}
+
+/// The `/api/v1` limits: concurrent requests, time per request, bytes per
+/// quarantine page (read by the handler from the request's extensions).
+#[derive(Clone)]
+struct RequestLimits {
+    slots: Arc<Semaphore>,
+    timeout: StdDuration,
+    page_bytes: usize,
+}
+
+/// Bytes of rows one quarantine page may carry.
+#[derive(Clone, Copy)]
+struct PageBytes(usize);
+
+/// Refuses a request at once when `api_max_concurrent_requests` are being
+/// served (503 `busy`, `Retry-After: 1`): a flood is shed, never queued.
+/// Cuts a request off after `api_request_timeout_ms` (503 `timeout`; its
+/// query is cancelled with it).
+async fn limit_requests(State(l): State<RequestLimits>, mut req: Request, next: Next) -> Response {
+    let Ok(_slot) = l.slots.clone().try_acquire_owned() else {
+        metrics::counter!("ingest_api_refused_total", "why" => "busy").increment(1);
+        let mut r = refusal("busy", "too many requests at once; retry shortly");
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    req.extensions_mut().insert(PageBytes(l.page_bytes));
+    match tokio::time::timeout(l.timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            metrics::counter!("ingest_api_refused_total", "why" => "timeout").increment(1);
+            refusal("timeout", "the request took too long")
+        }
+    }
+}
+
+fn refusal(code: &str, message: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({ "error": code, "message": message })),
+    )
+        .into_response()
+}
+
+/// A database failure as the caller sees it: a query cancelled by the API's
+/// `statement_timeout` is 503 (try a narrower request or later); anything
+/// else is an internal error (logged, never shown).
+fn db_error(e: sqlx::Error) -> ApiError {
+    match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("57014") => {
+            tracing::warn!(error = %e, "api query cancelled by statement_timeout");
+            ApiError::Unavailable
+        }
+        sqlx::Error::PoolTimedOut => ApiError::Unavailable,
+        _ => ApiError::internal(e),
+    }
 }
 
 fn meter_id(id: String) -> Result<MeterId, ApiError> {
@@ -106,9 +184,9 @@ async fn readings(
     .bind(from)
     .bind(to)
     .bind(limit(q.limit))
-    .fetch_all(&s.pool)
+    .fetch_all(&s.api_pool)
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(db_error)?;
     Ok(Json(serde_json::json!({
         "meter_id": id, "from": from, "to": to, "readings": rows
     })))
@@ -118,9 +196,9 @@ async fn known_meter(s: &Shared, id: &MeterId) -> Result<(), ApiError> {
     let found: Option<i32> =
         sqlx::query_scalar("SELECT 1 FROM metering.meters WHERE meter_id = $1")
             .bind(id.as_str())
-            .fetch_optional(&s.pool)
+            .fetch_optional(&s.api_pool)
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(db_error)?;
     found
         .map(|_| ())
         .ok_or_else(|| ApiError::NotFound(format!("no meter {id}")))
@@ -178,9 +256,9 @@ async fn daily(
     .bind(from)
     .bind(to)
     .bind(expected)
-    .fetch_all(&s.pool)
+    .fetch_all(&s.api_pool)
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(db_error)?;
     Ok(Json(serde_json::json!({ "meter_id": id, "days": rows })))
 }
 
@@ -228,9 +306,9 @@ async fn meters(
         .bind(hours)
         .bind(q.gateway_id)
         .bind(limit(q.limit))
-        .fetch_all(&s.pool)
+        .fetch_all(&s.api_pool)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(db_error)?;
     Ok(Json(serde_json::json!({ "meters": rows })))
 }
 
@@ -259,9 +337,9 @@ async fn gateways(State(s): State<S>) -> Result<Json<serde_json::Value>, ApiErro
            FROM metering.gateways g ORDER BY g.gateway_id LIMIT $1",
     )
     .bind(MAX_ROWS)
-    .fetch_all(&s.pool)
+    .fetch_all(&s.api_pool)
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(db_error)?;
     Ok(Json(serde_json::json!({ "gateways": rows })))
 }
 
@@ -304,9 +382,9 @@ async fn gaps(
     .bind(q.meter_id)
     .bind(q.open)
     .bind(limit(q.limit))
-    .fetch_all(&s.pool)
+    .fetch_all(&s.api_pool)
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(db_error)?;
     Ok(Json(serde_json::json!({ "gaps": rows })))
 }
 
@@ -315,53 +393,104 @@ async fn gaps(
 pub struct QuarantineQuery {
     reason: Option<String>,
     limit: Option<i64>,
+    /// `next_cursor` of the previous page: rows with a smaller id.
+    cursor: Option<i64>,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct QuarantineOut {
     id: i64,
+    /// When this content was first seen.
     received_at: DateTime<Utc>,
+    /// When it was last seen, and how many times in all.
+    last_seen_at: DateTime<Utc>,
+    seen_count: i64,
     gateway_id: Option<String>,
     topic: String,
     batch_seq: Option<i64>,
     reason: String,
     detail: String,
     reading: Option<serde_json::Value>,
-    /// The raw payload of a message refused whole (bytea escape format, first 64 KiB).
+    /// The stored prefix (at most 4096 bytes, bytea escape format) of the
+    /// payload of a message refused whole.
     payload: Option<String>,
+    /// The whole payload's length in bytes and SHA-256 (hex).
+    payload_len: Option<i32>,
+    payload_sha256: Option<String>,
     meter_id: Option<String>,
     ts: Option<DateTime<Utc>>,
 }
 
-/// `GET /api/v1/quarantine?reason=&limit` (operator), newest first, with
-/// counts by reason.
+/// `GET /api/v1/quarantine?reason=&limit=&cursor=` (operator), newest first
+/// (by first seen), with occurrences and rows by reason. A page ends after
+/// `limit` rows or before the row that would take its rows past
+/// `limits.api_max_response_bytes` (it always holds one row); `next_cursor`
+/// (absent on the last page) continues it.
 async fn quarantine(
     State(s): State<S>,
+    axum::Extension(PageBytes(page_bytes)): axum::Extension<PageBytes>,
     Query(q): Query<QuarantineQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    use futures::TryStreamExt;
     if let Some(r) = &q.reason {
         if Reason::parse(r).is_none() {
             return Err(ApiError::BadRequest(format!("unknown reason {r:?}")));
         }
     }
-    let rows: Vec<QuarantineOut> = sqlx::query_as(
-        "SELECT id, received_at, gateway_id, topic, batch_seq, reason, detail, reading,
-                encode(substring(payload from 1 for 65536), 'escape') AS payload, meter_id, ts
-           FROM metering.quarantine WHERE ($1::text IS NULL OR reason = $1)
-          ORDER BY id DESC LIMIT $2",
+    let limit = limit(q.limit);
+    let mut rows = sqlx::query_as::<_, QuarantineOut>(
+        "SELECT id, received_at, last_seen_at, seen_count, gateway_id, topic, batch_seq, reason, detail,
+                reading, encode(substring(payload from 1 for 4096), 'escape') AS payload, payload_len,
+                CASE WHEN payload IS NOT NULL THEN encode(digest, 'hex') END AS payload_sha256,
+                meter_id, ts
+           FROM metering.quarantine
+          WHERE ($1::text IS NULL OR reason = $1) AND ($2::int8 IS NULL OR id < $2)
+          ORDER BY id DESC LIMIT $3",
     )
     .bind(&q.reason)
-    .bind(limit(q.limit))
-    .fetch_all(&s.pool)
-    .await
-    .map_err(ApiError::internal)?;
-    let counts: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT reason, count(*) FROM metering.quarantine GROUP BY reason ORDER BY reason",
+    .bind(q.cursor)
+    .bind(limit + 1)
+    .fetch(&s.api_pool);
+    let mut items: Vec<serde_json::Value> = Vec::new();
+    let (mut bytes, mut more, mut cut) = (0usize, false, false);
+    while let Some(row) = rows.try_next().await.map_err(db_error)? {
+        if items.len() as i64 == limit {
+            more = true;
+            break;
+        }
+        let v = serde_json::to_value(&row).map_err(ApiError::internal)?;
+        let size = serde_json::to_vec(&v).map_err(ApiError::internal)?.len() + 1;
+        if !items.is_empty() && bytes + size > page_bytes {
+            cut = true;
+            break;
+        }
+        bytes += size;
+        items.push(v);
+    }
+    drop(rows);
+    let next_cursor = (more || cut)
+        .then(|| items.last().and_then(|v| v["id"].as_i64()))
+        .flatten();
+    let by_reason: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT reason, sum(seen_count)::int8, count(*) FROM metering.quarantine
+          GROUP BY reason ORDER BY reason",
     )
-    .fetch_all(&s.pool)
+    .fetch_all(&s.api_pool)
     .await
-    .map_err(ApiError::internal)?;
-    let counts: serde_json::Map<String, serde_json::Value> =
-        counts.into_iter().map(|(r, n)| (r, n.into())).collect();
-    Ok(Json(serde_json::json!({ "counts": counts, "items": rows })))
+    .map_err(db_error)?;
+    let counts: serde_json::Map<String, serde_json::Value> = by_reason
+        .iter()
+        .map(|(r, n, _)| (r.clone(), (*n).into()))
+        .collect();
+    let distinct: serde_json::Map<String, serde_json::Value> = by_reason
+        .into_iter()
+        .map(|(r, _, n)| (r, n.into()))
+        .collect();
+    Ok(Json(serde_json::json!({
+        "counts": counts,
+        "rows": distinct,
+        "items": items,
+        "next_cursor": next_cursor,
+        "truncated": cut,
+    })))
 }

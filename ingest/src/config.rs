@@ -35,6 +35,101 @@ pub struct IngestConfig {
     /// Bearer tokens for `/api/v1` (viewer reads; operator sees quarantine).
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Bounds on memory, quarantine storage and API work (`[limits]`).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Bounds on what one replica holds in memory, keeps in quarantine and does
+/// for one API request. Every key has a default sized for the reference pod
+/// (1 GiB memory limit, deploy/k8s/base/ingest.yaml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Payload bytes received and not yet committed and acknowledged
+    /// (default 128 MiB, an eighth of the pod's 1 GiB: decoded readings take
+    /// about twice their wire size, and the writer's `COPY` buffers and the
+    /// allocator need the rest). When the budget is spent, ingest stops
+    /// reading from the broker (the socket is not read: TCP backpressure,
+    /// and the broker holds the rest in the session); nothing is dropped.
+    /// At least the largest message (2 MiB + headers).
+    #[serde(default = "default_max_inflight_bytes")]
+    pub max_inflight_bytes: usize,
+    /// Quarantine rows not seen again for this many days are deleted
+    /// (default 30; longer than the broker's session expiry, so a replay
+    /// still finds the rows that make it a duplicate).
+    #[serde(default = "default_quarantine_retention_days")]
+    pub quarantine_retention_days: u32,
+    /// How often the quarantine retention sweep runs, in seconds (default 300).
+    #[serde(default = "default_quarantine_sweep_interval_s")]
+    pub quarantine_sweep_interval_s: u64,
+    /// Most rows one sweep deletes (default 10 000, in one statement); the
+    /// rest waits for the next pass.
+    #[serde(default = "default_quarantine_sweep_max_rows")]
+    pub quarantine_sweep_max_rows: u32,
+    /// `statement_timeout` of the API's own connections, in milliseconds
+    /// (default 5000): a query past it fails with 503.
+    #[serde(default = "default_api_statement_timeout_ms")]
+    pub api_statement_timeout_ms: u64,
+    /// Connections of the API's own pool (default 4), apart from the writers'.
+    #[serde(default = "default_api_db_connections")]
+    pub api_db_connections: u32,
+    /// Longest an `/api/v1` request may take, in milliseconds (default
+    /// 10 000); past it the answer is 503 `timeout`.
+    #[serde(default = "default_api_request_timeout_ms")]
+    pub api_request_timeout_ms: u64,
+    /// `/api/v1` requests served at once (default 16); one more is refused
+    /// at once with 503 `busy` and `Retry-After: 1` (never queued).
+    #[serde(default = "default_api_max_concurrent_requests")]
+    pub api_max_concurrent_requests: usize,
+    /// Bytes of rows one quarantine page may carry (default 1 MiB); the page
+    /// ends before the row that would pass it, and `next_cursor` continues.
+    #[serde(default = "default_api_max_response_bytes")]
+    pub api_max_response_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_inflight_bytes: default_max_inflight_bytes(),
+            quarantine_retention_days: default_quarantine_retention_days(),
+            quarantine_sweep_interval_s: default_quarantine_sweep_interval_s(),
+            quarantine_sweep_max_rows: default_quarantine_sweep_max_rows(),
+            api_statement_timeout_ms: default_api_statement_timeout_ms(),
+            api_db_connections: default_api_db_connections(),
+            api_request_timeout_ms: default_api_request_timeout_ms(),
+            api_max_concurrent_requests: default_api_max_concurrent_requests(),
+            api_max_response_bytes: default_api_max_response_bytes(),
+        }
+    }
+}
+
+fn default_max_inflight_bytes() -> usize {
+    128 * 1024 * 1024
+}
+fn default_quarantine_retention_days() -> u32 {
+    30
+}
+fn default_quarantine_sweep_interval_s() -> u64 {
+    300
+}
+fn default_quarantine_sweep_max_rows() -> u32 {
+    10_000
+}
+fn default_api_statement_timeout_ms() -> u64 {
+    5_000
+}
+fn default_api_db_connections() -> u32 {
+    4
+}
+fn default_api_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_api_max_concurrent_requests() -> usize {
+    16
+}
+fn default_api_max_response_bytes() -> usize {
+    1024 * 1024
 }
 
 /// The MQTT side: one persistent session per replica on a shared subscription.
@@ -153,6 +248,7 @@ impl IngestConfig {
             retention_days: default_retention_days(),
             max_future_skew_s: default_max_future_skew_s(),
             tokens: Vec::new(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -212,6 +308,8 @@ mod tests {
         assert_eq!(c.batch.max_readings, 100_000);
         assert_eq!(c.mqtt.protocol, MqttProtocol::V5);
         assert_eq!(c.mqtt.receive_maximum, 5000);
+        assert_eq!(c.limits.max_inflight_bytes, 128 << 20);
+        assert_eq!(c.limits.quarantine_retention_days, 30);
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //!               +------------------------- acks after commit ----------------------+
 //! ```
 //!
-//! Bounds: the inbound channels hold `max_inflight` messages in all (when
-//! full, the event loop is not polled: TCP backpressure); per lane one batch
+//! Bounds: the inbound channels hold `max_inflight` messages in all, and
+//! every message holds its payload's bytes of `limits.max_inflight_bytes`
+//! ([`crate::budget`]) until it is acknowledged (when either is spent, the
+//! event loop is not polled: TCP backpressure); per lane one batch
 //! waits for the writer while another is written. Nothing is acknowledged before commit, so
 //! a crash anywhere loses nothing: the broker redelivers.
 
@@ -69,6 +71,9 @@ pub(crate) struct Message {
     topic: String,
     payload: Bytes,
     ack: AckToken,
+    /// Its share of the in-flight byte budget, held until the message is
+    /// dropped (after its acknowledgement).
+    budget: Option<crate::budget::BytePermit>,
 }
 
 /// What a PUBACK needs: the packet id, and whether the message wants one
@@ -248,6 +253,7 @@ impl Events {
                         },
                         topic: p.topic,
                         payload: p.payload,
+                        budget: None,
                     }),
                     Ok(_) => Event::Other,
                     Err(e) => Event::Lost(e.to_string()),
@@ -268,6 +274,7 @@ impl Events {
                         },
                         topic: String::from_utf8_lossy(&p.topic).into_owned(),
                         payload: p.payload,
+                        budget: None,
                     }),
                     Ok(E::Incoming(P::Disconnect(d))) => {
                         // The connection error that follows reconnects.
@@ -284,6 +291,10 @@ impl Events {
 
 pub struct Shared {
     pub pool: PgPool,
+    /// The API's own pool (with its `statement_timeout`), apart from the writers'.
+    pub api_pool: PgPool,
+    /// Payload bytes received and not yet acknowledged (`limits.max_inflight_bytes`).
+    pub inflight: crate::budget::ByteBudget,
     pub partitions: Partitions,
     pub broker_connected: AtomicBool,
 }
@@ -410,8 +421,14 @@ async fn mqtt_loop(
                     tracing::info!("subscriptions acknowledged");
                 }
             }
-            Event::Publish(message) => {
+            Event::Publish(mut message) => {
                 metrics::counter!("ingest_messages_total").increment(1);
+                // While the byte budget is spent this waits: the socket is
+                // not read (backpressure), nothing is dropped.
+                message.budget = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    p = shared.inflight.acquire(message.payload.len()) => Some(p),
+                };
                 let inbound = Inbound {
                     message,
                     received_at: Utc::now(),
@@ -713,8 +730,8 @@ async fn refuse_whole(shared: &Shared, b: &Batch, window: WindowCfg) {
     let payload = b
         .messages
         .first()
-        .map(|p| p.payload.to_vec())
-        .unwrap_or_default();
+        .map(|p| vee::PayloadSample::of(&p.payload))
+        .unwrap_or_else(|| vee::PayloadSample::of(&[]));
     let input = BatchInput {
         metas: meta.into_iter().collect(),
         decoded: vec![vee::Decoded {

@@ -260,14 +260,14 @@ async fn overview(
     )
     .bind(span_s as f64)
     .bind(step_s as f64)
-    .fetch_all(&s.pool)
+    .fetch_all(&s.api_pool)
     .await
     .map_err(ApiError::internal)?;
     let last_minute: Option<(i64, Option<i64>)> = sqlx::query_as(
         "SELECT readings, lag_ms_max FROM metering.ingest_minutes
           WHERE minute = date_trunc('minute', now()) - interval '1 minute'",
     )
-    .fetch_optional(&s.pool)
+    .fetch_optional(&s.api_pool)
     .await
     .map_err(ApiError::internal)?;
     let latest_lag: Option<i64> = sqlx::query_scalar(
@@ -275,18 +275,19 @@ async fn overview(
           WHERE lag_ms_max IS NOT NULL AND minute > now() - interval '1 hour'
           ORDER BY minute DESC LIMIT 1",
     )
-    .fetch_optional(&s.pool)
+    .fetch_optional(&s.api_pool)
     .await
     .map_err(ApiError::internal)?
     .flatten();
     let reasons: Vec<ReasonCount> = sqlx::query_as(
         "SELECT reason,
-                count(*) FILTER (WHERE received_at > now() - interval '1 hour') AS last_hour,
-                count(*) AS last_day
-           FROM metering.quarantine WHERE received_at > now() - interval '1 day'
+                coalesce(sum(seen_count) FILTER (WHERE last_seen_at > now() - interval '1 hour'), 0)::int8
+                    AS last_hour,
+                sum(seen_count)::int8 AS last_day
+           FROM metering.quarantine WHERE last_seen_at > now() - interval '1 day'
           GROUP BY reason ORDER BY reason",
     )
-    .fetch_all(&s.pool)
+    .fetch_all(&s.api_pool)
     .await
     .map_err(ApiError::internal)?;
     let counts: Counts = sqlx::query_as(
@@ -297,7 +298,7 @@ async fn overview(
                 (SELECT count(*) FROM metering.gateways WHERE status = 'online') AS gateways_online,
                 (SELECT count(*) FROM metering.meter_alarms WHERE cleared_at IS NULL) AS active_alarms",
     )
-    .fetch_one(&s.pool)
+    .fetch_one(&s.api_pool)
     .await
     .map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({
@@ -348,14 +349,14 @@ async fn alarms(
     )
     .bind(&q.alarm)
     .bind(limit(q.limit, 200))
-    .fetch_all(&s.pool)
+    .fetch_all(&s.api_pool)
     .await
     .map_err(ApiError::internal)?;
     let counts: Vec<(String, i64)> = sqlx::query_as(
         "SELECT alarm, count(*) FROM metering.meter_alarms WHERE cleared_at IS NULL
           GROUP BY alarm ORDER BY alarm",
     )
-    .fetch_all(&s.pool)
+    .fetch_all(&s.api_pool)
     .await
     .map_err(ApiError::internal)?;
     let counts: serde_json::Map<String, serde_json::Value> =
@@ -408,7 +409,7 @@ async fn search(
     ))
     .bind(pattern)
     .bind(limit(q.limit, 50))
-    .fetch_all(&s.pool)
+    .fetch_all(&s.api_pool)
     .await
     .map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({ "meters": rows })))
@@ -435,7 +436,7 @@ async fn silent(
     ))
     .bind(hours)
     .bind(limit(q.limit, 200))
-    .fetch_all(&s.pool)
+    .fetch_all(&s.api_pool)
     .await
     .map_err(ApiError::internal)?;
     let total: i64 = sqlx::query_scalar(
@@ -443,7 +444,7 @@ async fn silent(
           WHERE last_ts IS NULL OR last_ts < now() - make_interval(hours => $1)",
     )
     .bind(hours)
-    .fetch_one(&s.pool)
+    .fetch_one(&s.api_pool)
     .await
     .map_err(ApiError::internal)?;
     Ok(Json(
@@ -468,7 +469,7 @@ async fn meter(
         "SELECT {METER_COLUMNS} FROM metering.meters WHERE meter_id = $1"
     ))
     .bind(&id)
-    .fetch_optional(&s.pool)
+    .fetch_optional(&s.api_pool)
     .await
     .map_err(ApiError::internal)?;
     let Some(row) = row else {
@@ -479,7 +480,7 @@ async fn meter(
           WHERE meter_id = $1 ORDER BY since DESC LIMIT 20",
     )
     .bind(&id)
-    .fetch_all(&s.pool)
+    .fetch_all(&s.api_pool)
     .await
     .map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({ "meter": row, "alarms": spans })))
@@ -517,7 +518,7 @@ async fn meter_quarantine(
     )
     .bind(&id)
     .bind(limit(q.limit, 100))
-    .fetch_all(&s.pool)
+    .fetch_all(&s.api_pool)
     .await
     .map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({ "meter_id": id, "items": rows })))

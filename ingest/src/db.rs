@@ -171,3 +171,27 @@ pub async fn drop_expired_partitions(
     crate::timescale::drop_expired_chunks(pool, cutoff).await?;
     Ok(names.len() as u64)
 }
+
+/// Deletes at most `max_rows` quarantine rows not seen again since `now`
+/// minus `retention_days` (oldest first, by `quarantine_last_seen`); returns
+/// how many went. One bounded statement per call: the periodic sweep
+/// calls it once per pass, so a backlog drains over passes.
+pub async fn sweep_quarantine(
+    pool: &PgPool,
+    now: chrono::DateTime<chrono::Utc>,
+    retention_days: u32,
+    max_rows: u32,
+) -> Result<u64, IngestError> {
+    let cutoff = now - chrono::Duration::days(i64::from(retention_days));
+    let n = sqlx::query(
+        "DELETE FROM metering.quarantine WHERE id IN (
+             SELECT id FROM metering.quarantine WHERE last_seen_at < $1
+              ORDER BY last_seen_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(cutoff)
+    .bind(i64::from(max_rows))
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n)
+}

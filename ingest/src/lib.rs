@@ -16,6 +16,7 @@
 //! This crate must never acknowledge a message before its readings commit.
 
 pub mod api;
+pub mod budget;
 pub mod config;
 pub mod consumer;
 pub mod copy;
@@ -26,7 +27,7 @@ pub mod timescale;
 pub mod vee;
 pub mod writer;
 
-pub use config::{BatchConfig, IngestConfig, MqttConfig, MqttProtocol};
+pub use config::{BatchConfig, IngestConfig, LimitsConfig, MqttConfig, MqttProtocol};
 pub use db::migrate;
 
 use sqlx::postgres::PgPoolOptions;
@@ -98,6 +99,7 @@ impl Ingest {
     /// Connects to PostgreSQL, applies the migrations, binds the HTTP listener.
     pub async fn build(config: IngestConfig) -> Result<Ingest, IngestError> {
         consumer::check_mqtt(&config.mqtt)?;
+        check_limits(&config.limits)?;
         let tokens = Arc::new(ApiTokens::new(&config.tokens)?);
         let pool = PgPoolOptions::new()
             .max_connections(config.max_db_connections.max(2))
@@ -105,10 +107,13 @@ impl Ingest {
             .connect(&config.database_url)
             .await?;
         migrate(&pool).await?;
+        let api_pool = api_pool(&config).await?;
         let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
         let http_addr = listener.local_addr()?;
         let shared = Arc::new(consumer::Shared {
             pool,
+            api_pool,
+            inflight: budget::ByteBudget::new(config.limits.max_inflight_bytes),
             partitions: db::Partitions::default(),
             broker_connected: AtomicBool::new(false),
         });
@@ -127,6 +132,11 @@ impl Ingest {
 
     pub fn pool(&self) -> PgPool {
         self.shared.pool.clone()
+    }
+
+    /// The in-flight byte budget (its gauge and peak), for tests and probes.
+    pub fn inflight(&self) -> budget::ByteBudget {
+        self.shared.inflight.clone()
     }
 
     /// Whether the broker has acknowledged every subscription of the current
@@ -151,7 +161,7 @@ impl Ingest {
             tokens,
             ..
         } = self;
-        let router = api::router(shared.clone(), tokens);
+        let router = api::router(shared.clone(), tokens, &config.limits);
         let http = tokio::spawn(waterworks_service::serve(
             listener,
             router,
@@ -163,6 +173,11 @@ impl Ingest {
             shutdown.clone(),
         ));
         tokio::spawn(dashboard::sample(shared.clone(), shutdown.clone()));
+        tokio::spawn(sweep_quarantine(
+            shared.clone(),
+            config.limits.clone(),
+            shutdown.clone(),
+        ));
         let result = consumer::run(config, shared, shutdown.clone()).await;
         shutdown.cancel();
         let _ = maintenance.await;
@@ -181,6 +196,68 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
         .await?
         .run_until_stopped(shutdown)
         .await
+}
+
+/// The largest message ingest accepts must fit the in-flight budget.
+fn check_limits(l: &LimitsConfig) -> Result<(), IngestError> {
+    let min = waterworks_wire::reading::MAX_PAYLOAD_BYTES + 4096;
+    if l.max_inflight_bytes < min {
+        return Err(IngestError::Config(format!(
+            "limits.max_inflight_bytes must be at least {min} (the largest message)"
+        )));
+    }
+    if l.api_max_concurrent_requests == 0 || l.api_db_connections == 0 {
+        return Err(IngestError::Config(
+            "limits.api_max_concurrent_requests and limits.api_db_connections must be at least 1"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The API's own pool: every connection runs with
+/// `limits.api_statement_timeout_ms` as its `statement_timeout`.
+async fn api_pool(config: &IngestConfig) -> Result<PgPool, IngestError> {
+    use std::str::FromStr;
+    let opts = sqlx::postgres::PgConnectOptions::from_str(&config.database_url)?.options([(
+        "statement_timeout",
+        config.limits.api_statement_timeout_ms.to_string(),
+    )]);
+    Ok(PgPoolOptions::new()
+        .max_connections(config.limits.api_db_connections)
+        .acquire_timeout(Duration::from_secs(DB_ACQUIRE_TIMEOUT_S))
+        .connect_lazy_with(opts))
+}
+
+/// Deletes expired quarantine rows, a bounded number per pass, every
+/// `limits.quarantine_sweep_interval_s`.
+async fn sweep_quarantine(
+    shared: Arc<consumer::Shared>,
+    limits: LimitsConfig,
+    shutdown: CancellationToken,
+) {
+    let every = Duration::from_secs(limits.quarantine_sweep_interval_s.max(1));
+    loop {
+        match db::sweep_quarantine(
+            &shared.pool,
+            chrono::Utc::now(),
+            limits.quarantine_retention_days,
+            limits.quarantine_sweep_max_rows,
+        )
+        .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!("ingest_quarantine_expired_total").increment(n);
+                tracing::info!(rows = n, "expired quarantine rows deleted");
+            }
+            Err(e) => tracing::warn!(error = %e, "quarantine sweep failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// Creates partitions ahead, drops expired ones and compacts closed days, at
@@ -204,5 +281,21 @@ async fn maintain(shared: Arc<consumer::Shared>, retention_days: u32, shutdown: 
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(MAINTENANCE_INTERVAL_S)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inflight_budget_must_hold_the_largest_message() {
+        let mut l = LimitsConfig::default();
+        assert!(check_limits(&l).is_ok());
+        l.max_inflight_bytes = waterworks_wire::reading::MAX_PAYLOAD_BYTES;
+        assert!(matches!(check_limits(&l), Err(IngestError::Config(_))));
+        l.max_inflight_bytes = 128 << 20;
+        l.api_max_concurrent_requests = 0;
+        assert!(matches!(check_limits(&l), Err(IngestError::Config(_))));
     }
 }

@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rustc_hash::FxHashMap;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use waterworks_wire::reading::{Alarm, Reading, ReadingBatch};
 use waterworks_wire::topic::{self, Topic};
@@ -19,6 +20,13 @@ pub const SPIKE_MARGIN: f64 = 1.5;
 pub const EXPECTED_READ_INTERVAL_S: i64 = 900;
 /// Two consecutive reads further apart than this leave a `meter_reads` gap.
 pub const MAX_READ_GAP_S: i64 = EXPECTED_READ_INTERVAL_S * 3 / 2;
+
+/// Bytes of a refused message's payload the quarantine keeps (its prefix);
+/// the row also keeps the whole payload's SHA-256 and length.
+pub const QUARANTINE_PAYLOAD_PREFIX_BYTES: usize = 4096;
+/// A refused reading's raw JSON larger than this is kept as a prefix (see
+/// [`capped_reading`]).
+pub const QUARANTINE_READING_MAX_BYTES: usize = 4096;
 
 /// Why a reading or message was refused. The strings are stable (metrics
 /// labels, the quarantine table, the API).
@@ -80,8 +88,8 @@ pub struct Quarantined {
     pub msg: usize,
     pub reason: Reason,
     pub detail: String,
-    /// The whole payload, when the message was refused whole.
-    pub payload: Option<Vec<u8>>,
+    /// A sample of the payload, when the message was refused whole.
+    pub payload: Option<PayloadSample>,
     /// The reading, when one reading was refused.
     pub reading: Option<serde_json::Value>,
     pub meter_id: Option<String>,
@@ -104,12 +112,113 @@ pub struct Decoded {
     pub quarantine: Vec<Quarantined>,
 }
 
+/// What the quarantine keeps of a refused message's payload: its first
+/// [`QUARANTINE_PAYLOAD_PREFIX_BYTES`], and the whole payload's SHA-256 and
+/// length (so equal payloads are recognised and counted, not stored again).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PayloadSample {
+    pub prefix: Vec<u8>,
+    pub sha256: [u8; 32],
+    pub len: usize,
+}
+
+impl PayloadSample {
+    pub fn of(payload: &[u8]) -> PayloadSample {
+        let keep = payload.len().min(QUARANTINE_PAYLOAD_PREFIX_BYTES);
+        PayloadSample {
+            prefix: payload[..keep].to_vec(),
+            sha256: Sha256::digest(payload).into(),
+            len: payload.len(),
+        }
+    }
+}
+
+impl Quarantined {
+    /// The quarantine's deduplication key beside gateway and reason: the
+    /// payload's digest when the message was refused whole, else the digest
+    /// of the refused reading (its JSON), else of the detail.
+    pub fn digest(&self) -> [u8; 32] {
+        if let Some(p) = &self.payload {
+            return p.sha256;
+        }
+        let mut h = Sha256::new();
+        match &self.reading {
+            Some(r) => h.update(r.to_string().as_bytes()),
+            None => {
+                h.update(b"detail\0");
+                h.update(self.detail.as_bytes());
+            }
+        }
+        h.finalize().into()
+    }
+}
+
+/// A refused reading's raw JSON, or, when it serializes to more than
+/// [`QUARANTINE_READING_MAX_BYTES`], an object saying so with a prefix of it,
+/// its SHA-256 and length (`{"truncated": true, "prefix", "sha256", "bytes"}`).
+pub fn capped_reading(raw: serde_json::Value) -> serde_json::Value {
+    let text = raw.to_string();
+    if text.len() <= QUARANTINE_READING_MAX_BYTES {
+        return raw;
+    }
+    let mut end = QUARANTINE_READING_MAX_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    serde_json::json!({
+        "truncated": true,
+        "prefix": &text[..end],
+        "sha256": hex::encode(Sha256::digest(text.as_bytes())),
+        "bytes": text.len(),
+    })
+}
+
+/// Rows one gateway may hold in the quarantine for one reason; further
+/// distinct refusals are counted in one overflow row (see `writer`).
+pub const QUARANTINE_MAX_ROWS_PER_GATEWAY_REASON: i64 = 10_000;
+
+/// The digest of a gateway's overflow row for a reason: all zero bytes,
+/// which no payload, reading or detail hashes to (SHA-256 has no known
+/// preimage of it).
+pub fn overflow_digest() -> [u8; 32] {
+    [0; 32]
+}
+
+/// The overflow row standing for refusals beyond the cap: the reason and
+/// message of the first one folded in, no payload, reading, meter or time.
+pub fn overflow_row(first: &Quarantined, cap: i64) -> Quarantined {
+    Quarantined {
+        msg: first.msg,
+        reason: first.reason,
+        detail: format!(
+            "overflow: this gateway already has {cap} quarantine rows for this reason; \
+             further distinct refusals are counted here, not kept"
+        ),
+        payload: None,
+        reading: None,
+        meter_id: None,
+        ts: None,
+    }
+}
+
+/// Characters of a refusal's detail the quarantine keeps (a decoder's
+/// message can quote the offending value, however long).
+pub const QUARANTINE_DETAIL_MAX_CHARS: usize = 512;
+
+/// `detail` cut to [`QUARANTINE_DETAIL_MAX_CHARS`], marked with `…` when cut.
+pub fn capped_detail(detail: String) -> String {
+    match detail.char_indices().nth(QUARANTINE_DETAIL_MAX_CHARS) {
+        None => detail,
+        Some((end, _)) => format!("{}…", &detail[..end]),
+    }
+}
+
 fn whole(msg: usize, reason: Reason, detail: String, payload: &[u8]) -> Quarantined {
     Quarantined {
         msg,
         reason,
-        detail,
-        payload: Some(payload.to_vec()),
+        detail: capped_detail(detail),
+        payload: Some(PayloadSample::of(payload)),
         reading: None,
         meter_id: None,
         ts: None,
@@ -195,9 +304,9 @@ pub fn decode_message(msg: usize, meta: &mut MsgMeta, payload: &[u8]) -> Decoded
                 out.quarantine.push(Quarantined {
                     msg,
                     reason: Reason::Malformed,
-                    detail: bad.reason,
+                    detail: capped_detail(bad.reason),
                     payload: None,
-                    reading: Some(bad.raw),
+                    reading: Some(capped_reading(bad.raw)),
                     meter_id,
                     ts: None,
                 });
@@ -1014,7 +1123,17 @@ mod tests {
         };
         let d = decode_message(0, &mut meta, b"{not json");
         assert_eq!(d.quarantine[0].reason, Reason::Malformed);
-        assert_eq!(d.quarantine[0].payload.as_deref(), Some(&b"{not json"[..]));
+        let p = d.quarantine[0].payload.as_ref().unwrap();
+        assert_eq!(p.prefix, b"{not json");
+        assert_eq!(p.len, 9);
+        // A large payload keeps its prefix, length and whole digest.
+        let big = vec![b'x'; 3 * QUARANTINE_PAYLOAD_PREFIX_BYTES + 1];
+        let d = decode_message(0, &mut meta, &big);
+        let q = &d.quarantine[0];
+        let p = q.payload.as_ref().unwrap();
+        assert_eq!(p.prefix.len(), QUARANTINE_PAYLOAD_PREFIX_BYTES);
+        assert_eq!(p.len, big.len());
+        assert_eq!(q.digest(), <[u8; 32]>::from(Sha256::digest(&big)));
         let d = decode_message(
             0,
             &mut meta,

@@ -22,6 +22,7 @@ use crate::vee::{
 use crate::IngestError;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgPool, Postgres, Row as _, Transaction};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A batch ready to write: the messages' metadata and their decoded content.
@@ -658,6 +659,17 @@ async fn record_meter_gaps(
     Ok(())
 }
 
+/// A quarantine row's key: gateway, reason, digest.
+type QKey = (Option<String>, &'static str, [u8; 32]);
+/// Per key: the first refusal (kept), how many, last seen.
+type QRows<'a> = BTreeMap<QKey, (Cow<'a, Quarantined>, i64, DateTime<Utc>)>;
+
+/// Quarantine rows, deduplicated: rows equal in (gateway, reason, digest)
+/// merge (in this batch and with the table) into one row whose `seen_count`
+/// grows and whose `last_seen_at` moves; the first one's content is kept.
+/// A gateway holds at most [`vee::QUARANTINE_MAX_ROWS_PER_GATEWAY_REASON`]
+/// rows per reason (see [`cap_rows`]). Keys are written in order, so
+/// concurrent batches never deadlock on them.
 async fn insert_quarantine(
     tx: &mut Transaction<'_, Postgres>,
     metas: &[MsgMeta],
@@ -667,42 +679,75 @@ async fn insert_quarantine(
         return Ok(());
     }
     let meta = |i: usize| metas.get(i);
-    let received: Vec<DateTime<Utc>> = q
-        .iter()
-        .map(|x| meta(x.msg).map(|m| m.received_at).unwrap_or_else(Utc::now))
-        .collect();
-    let gw: Vec<Option<String>> = q
-        .iter()
-        .map(|x| meta(x.msg).and_then(|m| m.gateway_id.clone()))
-        .collect();
-    let topic: Vec<String> = q
-        .iter()
-        .map(|x| meta(x.msg).map(|m| m.topic.clone()).unwrap_or_default())
-        .collect();
-    let seq: Vec<Option<i64>> = q
-        .iter()
-        .map(|x| {
-            meta(x.msg)
-                .and_then(|m| m.batch_seq)
-                .map(|s| s.min(i64::MAX as u64) as i64)
-        })
-        .collect();
-    let reason: Vec<&str> = q.iter().map(|x| x.reason.as_str()).collect();
-    let detail: Vec<&str> = q.iter().map(|x| x.detail.as_str()).collect();
-    let payload: Vec<Option<Vec<u8>>> = q.iter().map(|x| x.payload.clone()).collect();
-    let reading: Vec<Option<String>> = q
-        .iter()
-        .map(|x| x.reading.as_ref().map(|r| r.to_string()))
-        .collect();
-    let meter: Vec<Option<String>> = q.iter().map(|x| x.meter_id.clone()).collect();
-    let ts: Vec<Option<DateTime<Utc>>> = q.iter().map(|x| x.ts).collect();
+    let mut rows: QRows = BTreeMap::new();
+    for x in q {
+        let at = meta(x.msg).map(|m| m.received_at).unwrap_or_else(Utc::now);
+        let gw = meta(x.msg).and_then(|m| m.gateway_id.clone());
+        let e =
+            rows.entry((gw, x.reason.as_str(), x.digest()))
+                .or_insert((Cow::Borrowed(x), 0, at));
+        e.1 += 1;
+        e.2 = e.2.max(at);
+    }
+    cap_rows(tx, &mut rows, vee::QUARANTINE_MAX_ROWS_PER_GATEWAY_REASON).await?;
+    let n = rows.len();
+    let (mut received, mut gw, mut topic, mut seq) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut reason, mut detail, mut payload, mut payload_len) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut reading, mut meter, mut ts, mut digest, mut count, mut last) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for ((g, r, d), (x, c, l)) in &rows {
+        let (c, l) = (*c, *l);
+        let m = meta(x.msg);
+        received.push(m.map(|m| m.received_at).unwrap_or(l).min(l));
+        gw.push(g.clone());
+        topic.push(m.map(|m| m.topic.clone()).unwrap_or_default());
+        seq.push(
+            m.and_then(|m| m.batch_seq)
+                .map(|s| s.min(i64::MAX as u64) as i64),
+        );
+        reason.push(*r);
+        detail.push(x.detail.as_str());
+        payload.push(x.payload.as_ref().map(|p| p.prefix.as_slice()));
+        payload_len.push(
+            x.payload
+                .as_ref()
+                .map(|p| p.len.min(i32::MAX as usize) as i32),
+        );
+        reading.push(x.reading.as_ref().map(|r| r.to_string()));
+        meter.push(x.meter_id.clone());
+        ts.push(x.ts);
+        digest.push(d.to_vec());
+        count.push(c);
+        last.push(l);
+    }
     sqlx::query(
         "INSERT INTO metering.quarantine
-            (received_at, gateway_id, topic, batch_seq, reason, detail, payload, reading, meter_id, ts)
-         SELECT r, g, t, s, re, d, p, rd::jsonb, m, ts
+            (received_at, gateway_id, topic, batch_seq, reason, detail, payload, reading, meter_id, ts,
+             payload_len, digest, seen_count, last_seen_at)
+         SELECT r, g, t, s, re, d, p, rd::jsonb, m, ts, pl, dg, c, l
            FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
-                       $7::bytea[], $8::text[], $9::text[], $10::timestamptz[])
-                AS u(r, g, t, s, re, d, p, rd, m, ts)",
+                       $7::bytea[], $8::text[], $9::text[], $10::timestamptz[], $11::int4[],
+                       $12::bytea[], $13::int8[], $14::timestamptz[])
+                AS u(r, g, t, s, re, d, p, rd, m, ts, pl, dg, c, l)
+         ON CONFLICT ((coalesce(gateway_id, '')), reason, digest) DO UPDATE
+            SET seen_count = metering.quarantine.seen_count + excluded.seen_count,
+                last_seen_at = greatest(metering.quarantine.last_seen_at, excluded.last_seen_at)",
     )
     .bind(&received)
     .bind(&gw)
@@ -714,8 +759,85 @@ async fn insert_quarantine(
     .bind(&reading)
     .bind(&meter)
     .bind(&ts)
+    .bind(&payload_len)
+    .bind(&digest)
+    .bind(&count)
+    .bind(&last)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Keeps a gateway's rows for one reason at `cap`: when the table's rows
+/// and this batch's new keys would pass it, the new keys beyond it are not
+/// kept but counted in one overflow row of that gateway and reason (digest
+/// [`vee::overflow_digest`], no payload or reading). Keys already in the
+/// table still count on their own rows. Run under the batch's gateway locks,
+/// so replicas do not race past the cap.
+async fn cap_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &mut QRows<'_>,
+    cap: i64,
+) -> Result<(), IngestError> {
+    let mut by_pair: BTreeMap<(Option<String>, &'static str), Vec<[u8; 32]>> = BTreeMap::new();
+    for (g, r, d) in rows.keys() {
+        by_pair.entry((g.clone(), r)).or_default().push(*d);
+    }
+    let (gws, reasons): (Vec<String>, Vec<&str>) = by_pair
+        .keys()
+        .map(|(g, r)| (g.clone().unwrap_or_default(), *r))
+        .unzip();
+    let held: Vec<i64> = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM metering.quarantine q
+                  WHERE coalesce(q.gateway_id, '') = k.g AND q.reason = k.r LIMIT $3) x)
+           FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(g, r, i) ORDER BY k.i",
+    )
+    .bind(&gws)
+    .bind(&reasons)
+    .bind(cap + 1)
+    .fetch_all(&mut **tx)
+    .await?;
+    let overflow = vee::overflow_digest();
+    for (((g, r), digests), held) in by_pair.into_iter().zip(held) {
+        if held + digests.len() as i64 <= cap {
+            continue;
+        }
+        let known: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT digest FROM metering.quarantine
+              WHERE coalesce(gateway_id, '') = $1 AND reason = $2 AND digest = ANY($3)",
+        )
+        .bind(g.clone().unwrap_or_default())
+        .bind(r)
+        .bind(digests.iter().map(|d| d.to_vec()).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
+        .await?;
+        let known: HashSet<Vec<u8>> = known.into_iter().collect();
+        let mut room = (cap - held).max(0);
+        let (mut folded, mut first, mut last) = (0i64, None, None::<DateTime<Utc>>);
+        for d in digests {
+            if d == overflow || known.contains(&d[..]) {
+                continue;
+            }
+            if room > 0 {
+                room -= 1;
+                continue;
+            }
+            let Some((x, c, l)) = rows.remove(&(g.clone(), r, d)) else {
+                continue;
+            };
+            folded += c;
+            last = Some(last.map_or(l, |t| t.max(l)));
+            first.get_or_insert(x);
+        }
+        let (Some(x), Some(l)) = (first, last) else {
+            continue;
+        };
+        let e = rows
+            .entry((g, r, overflow))
+            .or_insert_with(|| (Cow::Owned(vee::overflow_row(&x, cap)), 0, l));
+        e.1 += folded;
+        e.2 = e.2.max(l);
+    }
     Ok(())
 }
 
