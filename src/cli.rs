@@ -50,11 +50,46 @@ pub enum Command {
         #[arg(long, env = "CONSOLE_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Apply the database migrations of ingest and billing, then exit.
-    Migrate {
-        #[arg(long, env = "DATABASE_URL")]
-        database_url: String,
-    },
+    /// Apply the database migrations of ingest and billing, then exit. Run
+    /// it as the schemas' owner (in Kubernetes, the waterworks-migrate Job):
+    /// the services only check the schema at start.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Which schema: `metering` (as ingest's role, which owns it),
+    /// `billing` (as the owner role) or `all` (one role owning both: a
+    /// development database).
+    #[arg(long, value_enum, default_value_t = SchemaChoice::All)]
+    pub schema: SchemaChoice,
+    /// Change nothing: succeed when every migration of this build is
+    /// applied, fail naming the missing ones otherwise (an init container's
+    /// wait before a service starts).
+    #[arg(long)]
+    pub check: bool,
+    /// With `--check`: keep checking every 2 s for up to this many seconds
+    /// (the migrate Job may still be running).
+    #[arg(long, default_value_t = 0)]
+    pub wait_s: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaChoice {
+    Metering,
+    Billing,
+    All,
+}
+
+impl SchemaChoice {
+    fn metering(self) -> bool {
+        matches!(self, SchemaChoice::Metering | SchemaChoice::All)
+    }
+    fn billing(self) -> bool {
+        matches!(self, SchemaChoice::Billing | SchemaChoice::All)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -267,7 +302,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             } => {
                 let book = demo::load_tariff(tariff.as_deref())?;
                 let pool = crate::database::connect(&database_url, 4).await?;
-                billing::migrate(&pool).await?;
+                // The CronJob's role may not migrate: run `waterworks migrate` first.
+                billing::check_schema(&pool).await?;
                 let req = billing::run::RunRequest {
                     period,
                     group,
@@ -288,14 +324,50 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             waterworks_console::run(cfg, shutdown).await?;
             Ok(())
         }
-        Command::Migrate { database_url } => {
-            let pool = crate::database::connect(&database_url, 2).await?;
-            ingest::migrate(&pool).await?;
-            billing::migrate(&pool).await?;
-            println!("migrations applied (schemas metering and billing)");
-            Ok(())
-        }
+        Command::Migrate(args) => migrate(args).await,
     }
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let pool = crate::database::connect(&args.database_url, 2).await?;
+    let names = match args.schema {
+        SchemaChoice::Metering => "metering",
+        SchemaChoice::Billing => "billing",
+        SchemaChoice::All => "metering and billing",
+    };
+    if args.check {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait_s);
+        loop {
+            let result: anyhow::Result<()> = async {
+                if args.schema.metering() {
+                    ingest::db::check(&pool).await?;
+                }
+                if args.schema.billing() {
+                    billing::check_schema(&pool).await?;
+                }
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => break,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::info!(error = %format!("{e:#}"), "schema not ready, checking again in 2 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        println!("schema {names}: every migration of this build is applied");
+        return Ok(());
+    }
+    if args.schema.metering() {
+        ingest::migrate(&pool).await.context("metering migrations")?;
+    }
+    if args.schema.billing() {
+        billing::migrate(&pool).await.context("billing migrations")?;
+    }
+    println!("migrations applied (schema {names})");
+    Ok(())
 }
 
 fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {

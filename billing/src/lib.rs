@@ -28,7 +28,7 @@ pub mod service;
 pub mod tariff;
 pub mod usage;
 
-pub use db::migrate;
+pub use db::{check as check_schema, migrate};
 pub use period::Period;
 pub use service::{run, Billing, BillingConfig};
 
@@ -39,6 +39,8 @@ pub enum BillingError {
     Db(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Schema(#[from] waterworks_service::db::SchemaError),
     #[error(transparent)]
     Tariff(#[from] tariff::TariffError),
     #[error(transparent)]

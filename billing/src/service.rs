@@ -43,9 +43,19 @@ pub const MAX_PAGE: i64 = 1_000;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BillingConfig {
-    /// PostgreSQL URL; the `billing` schema is created and migrated at start.
+    /// PostgreSQL URL, as the service's role (a member of
+    /// `waterworks_billing`, not the schema's owner).
     #[serde(default = "default_database_url")]
     pub database_url: String,
+    /// Whether the service applies the `billing` migrations at start
+    /// (default false). In production the owner role migrates
+    /// (`waterworks migrate`, the Kubernetes Job) and the service only
+    /// checks that every migration it needs is applied, refusing to start
+    /// otherwise. True is for a development database where one role owns
+    /// everything; [`BillingConfig::new`], the in-process constructor of the
+    /// demo and the tests, sets it.
+    #[serde(default)]
+    pub migrate_on_start: bool,
     /// Where the HTTP API listens (port 0 picks a free port).
     #[serde(default = "default_listen")]
     pub http_listen: SocketAddr,
@@ -73,10 +83,12 @@ fn default_pool_max() -> u32 {
 }
 
 impl BillingConfig {
-    /// Defaults for everything but the tariff file.
+    /// Defaults for everything but the tariff file, except that the service
+    /// migrates at start (`migrate_on_start`: in-process use, demo and tests).
     pub fn new(database_url: &str, tariff_file: PathBuf) -> Self {
         Self {
             database_url: database_url.into(),
+            migrate_on_start: true,
             http_listen: default_listen(),
             tariff_file,
             tokens: Vec::new(),
@@ -93,7 +105,7 @@ pub(crate) struct AppState {
     policy: HoldPolicy,
 }
 
-/// A built service: database migrated, tariff loaded, port bound.
+/// A built service: schema checked (or migrated), tariff loaded, port bound.
 pub struct Billing {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
@@ -110,7 +122,11 @@ impl Billing {
             .acquire_timeout(Duration::from_secs(10))
             .connect(&config.database_url)
             .await?;
-        crate::migrate(&pool).await?;
+        if config.migrate_on_start {
+            crate::migrate(&pool).await?;
+        } else {
+            crate::check_schema(&pool).await?;
+        }
         // Bills issued before the ledger existed get their entries now.
         let posted = crate::ledger::store::post_unposted_bills(&pool).await?;
         if posted > 0 {
