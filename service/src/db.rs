@@ -88,10 +88,15 @@ pub async fn check_schema(
         "schema names are ours and plain identifiers"
     );
     let table = format!("{schema}._sqlx_migrations");
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(&table)
-        .fetch_one(pool)
-        .await?;
+    // From the catalog: a role without USAGE on a schema that the owner has
+    // not migrated yet (so not granted) cannot even name the table.
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = $1 AND c.relname = '_sqlx_migrations')",
+    )
+    .bind(schema)
+    .fetch_one(pool)
+    .await?;
     if !exists {
         return Err(SchemaError::NotMigrated {
             schema: schema.into(),
