@@ -198,22 +198,61 @@ pub struct ServiceArgs {
 pub enum BillingCommand {
     /// Serve the billing API.
     Serve(ServiceArgs),
-    /// Bill one month for one billing group.
+    /// Bill one month for one billing group. A month can be billed once it
+    /// is over in Korea (Asia/Seoul); an earlier run needs `--force --reason`.
     Run {
+        /// `YYYY-MM`, or `previous`: the last month that is over in Korea.
         #[arg(long)]
-        period: Period,
+        period: PeriodArg,
         #[arg(long)]
         group: String,
         /// Preview the totals and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Run a month that is not over yet (bills on partial usage).
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why the run is forced; kept in the audit log.
+        #[arg(long, requires = "force")]
+        reason: Option<String>,
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
         #[arg(long)]
         tariff: Option<PathBuf>,
+        /// Print the report as JSON (the run's outcome and its bill
+        /// numbers, ledger entries and holds by reason) instead of text.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--period`: a month, or `previous` (resolved against the clock when the
+/// command runs, in Korean time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeriodArg {
+    Month(Period),
+    Previous,
+}
+
+impl std::str::FromStr for PeriodArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "previous" {
+            return Ok(PeriodArg::Previous);
+        }
+        s.parse::<Period>()
+            .map(PeriodArg::Month)
+            .map_err(|e| format!("{e}, or `previous`"))
+    }
+}
+
+impl PeriodArg {
+    pub fn resolve(self, now: chrono::DateTime<chrono::Utc>) -> Period {
+        match self {
+            PeriodArg::Month(p) => p,
+            PeriodArg::Previous => Period::last_complete(now),
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -296,10 +335,17 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 period,
                 group,
                 dry_run,
+                force,
+                reason,
                 database_url,
                 tariff,
                 json,
             } => {
+                let now = chrono::Utc::now();
+                let period = period.resolve(now);
+                let force_reason = force.then(|| reason.as_deref().unwrap_or(""));
+                // Refused before touching the database: the month must be over.
+                let forced = billing::run::admit(&period, now, force_reason)?;
                 let book = demo::load_tariff(tariff.as_deref())?;
                 let pool = crate::database::connect(&database_url, 4).await?;
                 // The CronJob's role may not migrate: run `waterworks migrate` first.
@@ -309,11 +355,19 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     group,
                     dry_run,
                 };
+                if let (Some(reason), false) = (&forced, dry_run) {
+                    let actor = format!(
+                        "cli:{}",
+                        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                    );
+                    billing::run::record_forced_run(&pool, &req, reason, &actor).await?;
+                }
                 let outcome = billing::run::run_billing(&pool, &book, &req).await?;
+                let report = billing::run::RunReport::build(&pool, outcome, forced).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&outcome)?);
+                    println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {
-                    println!("{outcome:#?}");
+                    print!("{}", report.render_text());
                 }
                 Ok(())
             }
@@ -361,10 +415,14 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.schema.metering() {
-        ingest::migrate(&pool).await.context("metering migrations")?;
+        ingest::migrate(&pool)
+            .await
+            .context("metering migrations")?;
     }
     if args.schema.billing() {
-        billing::migrate(&pool).await.context("billing migrations")?;
+        billing::migrate(&pool)
+            .await
+            .context("billing migrations")?;
     }
     println!("migrations applied (schema {names})");
     Ok(())

@@ -51,6 +51,8 @@ pub enum BillingError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Release(#[from] run::ReleaseError),
+    #[error(transparent)]
+    RunRefused(#[from] run::RunRefused),
     #[error("a billing run for {period} group {group} is already in progress")]
     RunInProgress { period: Period, group: String },
     #[error(transparent)]

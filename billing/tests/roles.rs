@@ -52,8 +52,8 @@ async fn pool_as(db: &str, user: Option<&str>) -> PgPool {
 
 /// roles.sql with the test's own role and database names.
 fn roles_sql(prefix: &str, db: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/k8s/base/postgres/roles.sql");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s/base/postgres/roles.sql");
     let sql = std::fs::read_to_string(&path).expect("roles.sql");
     let rewritten = ["svc_ingest", "svc_billing", "svc_backup", "svc_owner"]
         .iter()
@@ -177,7 +177,10 @@ async fn scenario(prefix: String, db: String) {
     .fetch_one(&superuser)
     .await
     .unwrap();
-    assert_eq!(schema_owner, owner, "roles.sql gives schema billing to the owner role");
+    assert_eq!(
+        schema_owner, owner,
+        "roles.sql gives schema billing to the owner role"
+    );
 
     let svc = pool_as(&db, Some(&service)).await;
     let mut cfg = BillingConfig::new(&common::database_url_as(&db, &service), daejeon_path());
@@ -199,7 +202,9 @@ async fn scenario(prefix: String, db: String) {
 
     // The owner migrates.
     let own = pool_as(&db, Some(&owner)).await;
-    billing::migrate(&own).await.expect("migrate as the owner role");
+    billing::migrate(&own)
+        .await
+        .expect("migrate as the owner role");
     let not_owned: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_class WHERE relnamespace = 'billing'::regnamespace \
            AND relowner <> $1::regrole",
@@ -208,13 +213,20 @@ async fn scenario(prefix: String, db: String) {
     .fetch_one(&superuser)
     .await
     .unwrap();
-    assert_eq!(not_owned, 0, "every object of schema billing belongs to the owner");
+    assert_eq!(
+        not_owned, 0,
+        "every object of schema billing belongs to the owner"
+    );
 
     // The service starts on the migrated schema (checking it, not migrating),
     // and bills and posts as its own role through billing's code.
-    let service_app = Billing::build(cfg).await.expect("service starts as its role");
+    let service_app = Billing::build(cfg)
+        .await
+        .expect("service starts as its role");
     let accounts: Vec<Account> = (0..12).map(account).collect();
-    upsert_accounts(&svc, &accounts).await.expect("accounts as the service role");
+    upsert_accounts(&svc, &accounts)
+        .await
+        .expect("accounts as the service role");
     let book = TariffBook::load(&daejeon_path()).unwrap();
     let req = RunRequest {
         period: "2026-10".parse().unwrap(),

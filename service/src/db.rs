@@ -68,7 +68,9 @@ pub enum SchemaError {
          (checksum differs): the database and this build disagree"
     )]
     Modified { schema: String, version: i64 },
-    #[error("migration {version} of schema {schema} failed part-way: repair it by hand, then migrate")]
+    #[error(
+        "migration {version} of schema {schema} failed part-way: repair it by hand, then migrate"
+    )]
     Dirty { schema: String, version: i64 },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -114,7 +116,10 @@ pub async fn check_schema(
         });
     }
     let mut missing = Vec::new();
-    for m in migrator.iter().filter(|m| m.migration_type.is_up_migration()) {
+    for m in migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+    {
         match applied.iter().find(|(v, _, _)| *v == m.version) {
             None => missing.push(m.version),
             Some((_, _, checksum)) if checksum.as_slice() != &*m.checksum => {
