@@ -461,7 +461,12 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     opts.gateways = args.gateways;
     opts.seed = args.seed;
     opts.mqtt = args.mqtt;
-    opts.database_url = args.database_url;
+    // `cargo run -- demo` inherits the tests' DATABASE_URL from
+    // .cargo/config.toml: that one is not the user's choice.
+    opts.database_url = crate::database::given_url(
+        args.database_url,
+        std::env::var(crate::database::CARGO_DEFAULT_URL_VAR).ok(),
+    );
     opts.tariff = args.tariff.clone();
     opts.state_dir = args.state_dir.clone();
     opts.with_faults = !args.no_faults;

@@ -123,7 +123,7 @@ async fn the_service_role_cannot_rewrite_the_ledger_and_still_bills_and_posts() 
         .as_nanos();
     let tag = format!("{:x}{:x}", std::process::id(), nanos % 0xffff_ffff);
     let prefix = format!("wwr{tag}");
-    let db = format!("ww_roles_{tag}");
+    let db = format!("ww_test_roles_{tag}"); // scripts/test drops leftovers by this prefix
     let admin = pool_as("postgres", None).await;
     sqlx::query(&format!("CREATE DATABASE \"{db}\""))
         .execute(&admin)
