@@ -310,7 +310,10 @@ mod tests {
     #[test]
     fn cargos_test_default_is_not_the_users_choice() {
         let cargo = Some(LOCAL_SERVER_URL.to_string());
-        assert_eq!(given_url(Some(LOCAL_SERVER_URL.into()), cargo.clone()), None);
+        assert_eq!(
+            given_url(Some(LOCAL_SERVER_URL.into()), cargo.clone()),
+            None
+        );
         assert_eq!(given_url(None, cargo.clone()), None);
         assert_eq!(given_url(Some(String::new()), None), None);
         let mine = "postgres://me@db.example:5432/mine".to_string();
@@ -324,8 +327,9 @@ mod tests {
 
     #[test]
     fn cargo_config_marks_its_test_default() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.cargo/config.toml"))
-            .expect(".cargo/config.toml");
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.cargo/config.toml"))
+                .expect(".cargo/config.toml");
         let v: toml::Value = toml::from_str(&text).expect("TOML");
         let env = &v["env"];
         let url = env["DATABASE_URL"]["value"].as_str().unwrap();

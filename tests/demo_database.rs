@@ -10,10 +10,19 @@ async fn under_cargo_the_demo_uses_database_waterworks() {
     // its own DATABASE_URL: then that one is the user's and is kept).
     let marker = std::env::var(CARGO_DEFAULT_URL_VAR).expect("set by .cargo/config.toml");
     let given = given_url(Some(marker.clone()), Some(marker));
-    assert_eq!(given, None, "cargo's default is not taken as the user's choice");
+    assert_eq!(
+        given, None,
+        "cargo's default is not taken as the user's choice"
+    );
     let dir = tempfile::tempdir().unwrap();
-    let db = resolve(given, dir.path()).await.expect("the local server answers");
-    assert!(matches!(db.origin, Origin::LocalServer), "{}", db.describe());
+    let db = resolve(given, dir.path())
+        .await
+        .expect("the local server answers");
+    assert!(
+        matches!(db.origin, Origin::LocalServer),
+        "{}",
+        db.describe()
+    );
     assert!(
         db.url.ends_with(&format!("/{DEMO_DATABASE}")),
         "the demo's database: {}",

@@ -81,17 +81,28 @@ async fn an_account_change_and_its_audit_record_commit_together(pool: PgPool) {
         "POST",
         "/api/v1/accounts",
         Some(ADMIN),
-        Some(json!([account("A2", "김철수"), account("A1", "홍길동 (renamed)")])),
+        Some(json!([
+            account("A2", "김철수"),
+            account("A1", "홍길동 (renamed)")
+        ])),
     )
     .await;
     assert_eq!(status, 500);
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM billing.accounts WHERE account_no = 'A2'").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM billing.accounts WHERE account_no = 'A2'"
+        )
+        .await,
         0,
         "an account was created without its audit record"
     );
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM billing.accounts WHERE customer = '홍길동'").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM billing.accounts WHERE customer = '홍길동'"
+        )
+        .await,
         1,
         "an account was changed without its audit record"
     );
@@ -105,7 +116,11 @@ async fn an_account_change_and_its_audit_record_commit_together(pool: PgPool) {
     .await;
     assert_eq!(status, 500);
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM billing.accounts WHERE reductions = '{}'").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM billing.accounts WHERE reductions = '{}'"
+        )
+        .await,
         1,
         "reductions were granted without their audit record"
     );
@@ -122,7 +137,11 @@ async fn an_account_change_and_its_audit_record_commit_together(pool: PgPool) {
     )
     .await;
     assert_eq!(status, 404);
-    assert_eq!(count(&pool, audits).await, 0, "a record of a change not made");
+    assert_eq!(
+        count(&pool, audits).await,
+        0,
+        "a record of a change not made"
+    );
 
     // Success: both, attributed to the caller.
     let (status, body) = http(
@@ -144,19 +163,26 @@ async fn an_account_change_and_its_audit_record_commit_together(pool: PgPool) {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM billing.accounts WHERE account_no = 'A2'").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM billing.accounts WHERE account_no = 'A2'"
+        )
+        .await,
         1
     );
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM billing.accounts WHERE 'multi_child' = ANY(reductions)").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM billing.accounts WHERE 'multi_child' = ANY(reductions)"
+        )
+        .await,
         1
     );
-    let records: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT actor, action, target FROM billing.audit_log ORDER BY audit_id",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let records: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT actor, action, target FROM billing.audit_log ORDER BY audit_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(
         records,
         vec![
