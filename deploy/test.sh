@@ -17,7 +17,9 @@
 #    cannot publish under another gateway's prefix.
 # 4. smoke: ingest and billing images (podman, --network host) against a
 #    database of our own on the local PostgreSQL, with the per-service roles of
-#    roles.sql; simulated meters -> gateway image -> broker -> ingest -> rows.
+#    roles.sql; the migrate Job's commands first (metering as ingest's role,
+#    billing as the owner role); simulated meters -> gateway image -> broker
+#    -> ingest -> rows.
 # 5. podman kube play of the dev overlay's service workloads, same smoke test.
 # 6. restore drill: logical-backup.sh (as the backup role, encrypted to a
 #    public key), drop the schemas, logical-restore.sh with the private key
@@ -42,7 +44,7 @@ TMP=$(mktemp -d /tmp/ww-deploy.XXXXXX)
 chmod 755 "$TMP"
 PIDS=()
 CONTAINERS=()
-ROLES=("${ID}_ingest" "${ID}_billing" "${ID}_backup")
+ROLES=("${ID}_ingest" "${ID}_billing" "${ID}_backup" "${ID}_owner")
 KUBE_YAML=""
 declare -A DUMP_OF=()
 IMG_INGEST=localhost/waterworks-ingest:$ID
@@ -297,13 +299,31 @@ ok "gw-01 cannot publish as gw-02 (nor under gw-01x); anonymous cannot publish; 
 step "database: private database, per-service roles (roles.sql)"
 psql_su postgres -c "CREATE DATABASE \"$DB\"" >/dev/null
 sed -e "s/svc_ingest/${ID}_ingest/g" -e "s/svc_billing/${ID}_billing/g" \
-    -e "s/svc_backup/${ID}_backup/g" -e "s/DATABASE waterworks /DATABASE \"$DB\" /g" \
+    -e "s/svc_backup/${ID}_backup/g" -e "s/svc_owner/${ID}_owner/g" \
+    -e "s/DATABASE waterworks /DATABASE \"$DB\" /g" \
     $K8S/base/postgres/roles.sql >"$TMP/roles.sql"
 psql_su "$DB" -f "$TMP/roles.sql" >/dev/null || fail "roles.sql"
 URL_INGEST="postgres://${ID}_ingest@127.0.0.1:5432/$DB"
 URL_BILLING="postgres://${ID}_billing@127.0.0.1:5432/$DB"
 URL_BACKUP="postgres://${ID}_backup@127.0.0.1:5432/$DB"
+URL_OWNER="postgres://${ID}_owner@127.0.0.1:5432/$DB"
 ok "database $DB, roles ${ROLES[*]}"
+
+step "migrations: the waterworks-migrate Job's commands (k8s/base/billing.yaml) in the billing image"
+# The services only check their schema at start (migrate_on_start = false).
+"${PODMAN[@]}" run --rm --network host --read-only -e DATABASE_URL="$URL_INGEST" "$IMG_BILLING" \
+  migrate --schema metering >"$TMP/logs/migrate-metering" 2>&1 || { cat "$TMP/logs/migrate-metering"; fail "migrate --schema metering as the ingest role"; }
+"${PODMAN[@]}" run --rm --network host --read-only -e DATABASE_URL="$URL_OWNER" "$IMG_BILLING" \
+  migrate --schema billing >"$TMP/logs/migrate-billing" 2>&1 || { cat "$TMP/logs/migrate-billing"; fail "migrate --schema billing as the owner role"; }
+"${PODMAN[@]}" run --rm --network host --read-only -e DATABASE_URL="$URL_BILLING" "$IMG_BILLING" \
+  migrate --schema all --check >/dev/null 2>"$TMP/logs/migrate-check" || { cat "$TMP/logs/migrate-check"; fail "migrate --check as the billing role"; }
+[ "$(psql_su "$DB" -c "SELECT nspowner::regrole FROM pg_namespace WHERE nspname = 'billing'")" = "${ID}_owner" ] \
+  || fail "schema billing is not owned by the owner role"
+for sql in "ALTER TABLE billing.postings DISABLE TRIGGER ALL" "DROP TABLE billing.journal_entries" \
+           "TRUNCATE billing.audit_log" "UPDATE billing.payments SET amount_krw = 0"; do
+  if psql "$URL_BILLING" -qAtX -c "$sql" >/dev/null 2>&1; then fail "the billing role may: $sql"; fi
+done
+ok "metering migrated as ${ID}_ingest, billing as ${ID}_owner; ${ID}_billing checks them and cannot alter, drop, truncate or update the ledger"
 
 run_ctr() { # NAME IMAGE [podman args...] -- [command args...]
   local name=$1 image=$2; shift 2
@@ -380,11 +400,10 @@ psql "postgres://${ID}_billing@127.0.0.1:5432/$DB" -qAtX -v ON_ERROR_STOP=1 \
 if psql "$URL_BILLING" -qAtX -c "DELETE FROM metering.readings" >/dev/null 2>&1; then fail "billing role can delete readings"; fi
 if psql "$URL_INGEST" -qAtX -c "SELECT count(*) FROM billing.runs" >/dev/null 2>&1; then fail "ingest role can read billing"; fi
 ok "billing role reads period_reads_v1, cannot write metering; ingest role cannot read billing"
-period=$(TZ=Asia/Seoul date +%Y-%m)
 "${PODMAN[@]}" run --rm --network host --read-only -e DATABASE_URL="$URL_BILLING" "$IMG_BILLING" \
-  billing run --period "$period" --group A --json >"$TMP/billing-run.json" 2>"$TMP/logs/billing-run" \
+  billing run --period previous --group A --json >"$TMP/billing-run.json" 2>"$TMP/logs/billing-run" \
   || fail "billing run (the CronJob's command) in the billing image"
-ok "billing run --period $period --group A (CronJob command) as the billing role"
+ok "billing run --period previous --group A (CronJob command) as the billing role"
 # The console (k8s/base/console.yaml runs `waterworks console` from the billing image).
 CON_PORT=$(free_port)
 run_ctr "$ID-console" "$IMG_BILLING" -e CONSOLE_HTTP_LISTEN="127.0.0.1:$CON_PORT" \

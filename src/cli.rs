@@ -50,11 +50,46 @@ pub enum Command {
         #[arg(long, env = "CONSOLE_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Apply the database migrations of ingest and billing, then exit.
-    Migrate {
-        #[arg(long, env = "DATABASE_URL")]
-        database_url: String,
-    },
+    /// Apply the database migrations of ingest and billing, then exit. Run
+    /// it as the schemas' owner (in Kubernetes, the waterworks-migrate Job):
+    /// the services only check the schema at start.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Which schema: `metering` (as ingest's role, which owns it),
+    /// `billing` (as the owner role) or `all` (one role owning both: a
+    /// development database).
+    #[arg(long, value_enum, default_value_t = SchemaChoice::All)]
+    pub schema: SchemaChoice,
+    /// Change nothing: succeed when every migration of this build is
+    /// applied, fail naming the missing ones otherwise (an init container's
+    /// wait before a service starts).
+    #[arg(long)]
+    pub check: bool,
+    /// With `--check`: keep checking every 2 s for up to this many seconds
+    /// (the migrate Job may still be running).
+    #[arg(long, default_value_t = 0)]
+    pub wait_s: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaChoice {
+    Metering,
+    Billing,
+    All,
+}
+
+impl SchemaChoice {
+    fn metering(self) -> bool {
+        matches!(self, SchemaChoice::Metering | SchemaChoice::All)
+    }
+    fn billing(self) -> bool {
+        matches!(self, SchemaChoice::Billing | SchemaChoice::All)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -163,22 +198,61 @@ pub struct ServiceArgs {
 pub enum BillingCommand {
     /// Serve the billing API.
     Serve(ServiceArgs),
-    /// Bill one month for one billing group.
+    /// Bill one month for one billing group. A month can be billed once it
+    /// is over in Korea (Asia/Seoul); an earlier run needs `--force --reason`.
     Run {
+        /// `YYYY-MM`, or `previous`: the last month that is over in Korea.
         #[arg(long)]
-        period: Period,
+        period: PeriodArg,
         #[arg(long)]
         group: String,
         /// Preview the totals and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Run a month that is not over yet (bills on partial usage).
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why the run is forced; kept in the audit log.
+        #[arg(long, requires = "force")]
+        reason: Option<String>,
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
         #[arg(long)]
         tariff: Option<PathBuf>,
+        /// Print the report as JSON (the run's outcome and its bill
+        /// numbers, ledger entries and holds by reason) instead of text.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--period`: a month, or `previous` (resolved against the clock when the
+/// command runs, in Korean time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeriodArg {
+    Month(Period),
+    Previous,
+}
+
+impl std::str::FromStr for PeriodArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "previous" {
+            return Ok(PeriodArg::Previous);
+        }
+        s.parse::<Period>()
+            .map(PeriodArg::Month)
+            .map_err(|e| format!("{e}, or `previous`"))
+    }
+}
+
+impl PeriodArg {
+    pub fn resolve(self, now: chrono::DateTime<chrono::Utc>) -> Period {
+        match self {
+            PeriodArg::Month(p) => p,
+            PeriodArg::Previous => Period::last_complete(now),
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -261,23 +335,39 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 period,
                 group,
                 dry_run,
+                force,
+                reason,
                 database_url,
                 tariff,
                 json,
             } => {
+                let now = chrono::Utc::now();
+                let period = period.resolve(now);
+                let force_reason = force.then(|| reason.as_deref().unwrap_or(""));
+                // Refused before touching the database: the month must be over.
+                let forced = billing::run::admit(&period, now, force_reason)?;
                 let book = demo::load_tariff(tariff.as_deref())?;
                 let pool = crate::database::connect(&database_url, 4).await?;
-                billing::migrate(&pool).await?;
+                // The CronJob's role may not migrate: run `waterworks migrate` first.
+                billing::check_schema(&pool).await?;
                 let req = billing::run::RunRequest {
                     period,
                     group,
                     dry_run,
                 };
+                if let (Some(reason), false) = (&forced, dry_run) {
+                    let actor = format!(
+                        "cli:{}",
+                        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                    );
+                    billing::run::record_forced_run(&pool, &req, reason, &actor).await?;
+                }
                 let outcome = billing::run::run_billing(&pool, &book, &req).await?;
+                let report = billing::run::RunReport::build(&pool, outcome, forced).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&outcome)?);
+                    println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {
-                    println!("{outcome:#?}");
+                    print!("{}", report.render_text());
                 }
                 Ok(())
             }
@@ -288,14 +378,54 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             waterworks_console::run(cfg, shutdown).await?;
             Ok(())
         }
-        Command::Migrate { database_url } => {
-            let pool = crate::database::connect(&database_url, 2).await?;
-            ingest::migrate(&pool).await?;
-            billing::migrate(&pool).await?;
-            println!("migrations applied (schemas metering and billing)");
-            Ok(())
-        }
+        Command::Migrate(args) => migrate(args).await,
     }
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let pool = crate::database::connect(&args.database_url, 2).await?;
+    let names = match args.schema {
+        SchemaChoice::Metering => "metering",
+        SchemaChoice::Billing => "billing",
+        SchemaChoice::All => "metering and billing",
+    };
+    if args.check {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait_s);
+        loop {
+            let result: anyhow::Result<()> = async {
+                if args.schema.metering() {
+                    ingest::db::check(&pool).await?;
+                }
+                if args.schema.billing() {
+                    billing::check_schema(&pool).await?;
+                }
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => break,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::info!(error = %format!("{e:#}"), "schema not ready, checking again in 2 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        println!("schema {names}: every migration of this build is applied");
+        return Ok(());
+    }
+    if args.schema.metering() {
+        ingest::migrate(&pool)
+            .await
+            .context("metering migrations")?;
+    }
+    if args.schema.billing() {
+        billing::migrate(&pool)
+            .await
+            .context("billing migrations")?;
+    }
+    println!("migrations applied (schema {names})");
+    Ok(())
 }
 
 fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
@@ -331,7 +461,12 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     opts.gateways = args.gateways;
     opts.seed = args.seed;
     opts.mqtt = args.mqtt;
-    opts.database_url = args.database_url;
+    // `cargo run -- demo` inherits the tests' DATABASE_URL from
+    // .cargo/config.toml: that one is not the user's choice.
+    opts.database_url = crate::database::given_url(
+        args.database_url,
+        std::env::var(crate::database::CARGO_DEFAULT_URL_VAR).ok(),
+    );
     opts.tariff = args.tariff.clone();
     opts.state_dir = args.state_dir.clone();
     opts.with_faults = !args.no_faults;

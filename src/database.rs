@@ -1,5 +1,6 @@
 //! Finding a PostgreSQL for the demo, in this order:
-//! 1. `--database-url` or `DATABASE_URL`, used as given;
+//! 1. `--database-url` or `DATABASE_URL`, used as given (except the default
+//!    `.cargo/config.toml` sets for the tests, see [`given_url`]);
 //! 2. the local server on 127.0.0.1:5432 (user `postgres`), in a database
 //!    named `waterworks` created on first use;
 //! 3. a private cluster started from the PostgreSQL binaries on the machine
@@ -62,6 +63,26 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .connect_with(opts)
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))
+}
+
+/// Set by `.cargo/config.toml` to the same value as the `DATABASE_URL` it
+/// gives the tests (the server's `postgres` database), so that a
+/// `DATABASE_URL` that only cargo set can be told from one the user set.
+pub const CARGO_DEFAULT_URL_VAR: &str = "WATERWORKS_CARGO_DEFAULT_DATABASE_URL";
+
+/// The database URL the demo was given: `given` (from `--database-url` or
+/// `DATABASE_URL`), unless it is only cargo's default for the tests
+/// (`cargo_default`, from [`CARGO_DEFAULT_URL_VAR`]): then none, and the demo
+/// uses its own database `waterworks` as the README says.
+pub fn given_url(given: Option<String>, cargo_default: Option<String>) -> Option<String> {
+    let given = given.filter(|u| !u.is_empty())?;
+    match cargo_default {
+        Some(d) if d == given => {
+            tracing::info!("DATABASE_URL is cargo's default for the tests: the demo uses database {DEMO_DATABASE}");
+            None
+        }
+        _ => Some(given),
+    }
 }
 
 /// Resolves the demo's database (see the module doc for the order).
@@ -280,4 +301,45 @@ fn running_as_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargos_test_default_is_not_the_users_choice() {
+        let cargo = Some(LOCAL_SERVER_URL.to_string());
+        assert_eq!(
+            given_url(Some(LOCAL_SERVER_URL.into()), cargo.clone()),
+            None
+        );
+        assert_eq!(given_url(None, cargo.clone()), None);
+        assert_eq!(given_url(Some(String::new()), None), None);
+        let mine = "postgres://me@db.example:5432/mine".to_string();
+        assert_eq!(given_url(Some(mine.clone()), cargo), Some(mine.clone()));
+        // Outside cargo (no marker), DATABASE_URL is always the user's.
+        assert_eq!(
+            given_url(Some(LOCAL_SERVER_URL.into()), None),
+            Some(LOCAL_SERVER_URL.into())
+        );
+    }
+
+    #[test]
+    fn cargo_config_marks_its_test_default() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.cargo/config.toml"))
+                .expect(".cargo/config.toml");
+        let v: toml::Value = toml::from_str(&text).expect("TOML");
+        let env = &v["env"];
+        let url = env["DATABASE_URL"]["value"].as_str().unwrap();
+        let marker = env[CARGO_DEFAULT_URL_VAR]["value"].as_str().unwrap();
+        assert_eq!(url, marker, "the marker must equal cargo's DATABASE_URL");
+        assert_eq!(
+            env[CARGO_DEFAULT_URL_VAR]["force"].as_bool(),
+            Some(true),
+            "the marker always says what cargo's default is"
+        );
+        assert!(url.ends_with("/postgres"), "the tests' server database");
+    }
 }

@@ -79,9 +79,45 @@ impl Account {
 }
 
 /// Inserts or updates accounts; each account's meter history is replaced by
-/// the one given. All or nothing: one transaction.
+/// the one given. All or nothing: one transaction. (Imports and the demo;
+/// a person's change goes through [`upsert_accounts_audited`].)
 #[tracing::instrument(skip_all, fields(accounts = accounts.len()))]
 pub async fn upsert_accounts(pool: &PgPool, accounts: &[Account]) -> Result<(), BillingError> {
+    let mut tx = pool.begin().await?;
+    upsert_accounts_in(&mut tx, accounts).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`upsert_accounts`] by a person (the API's admin): the audit record
+/// (`upsert_accounts`, who, which accounts) is written in the same
+/// transaction, so there is never a change without its record or a record
+/// without its change.
+#[tracing::instrument(skip_all, fields(accounts = accounts.len()))]
+pub async fn upsert_accounts_audited(
+    pool: &PgPool,
+    accounts: &[Account],
+    actor: &str,
+) -> Result<(), BillingError> {
+    let mut tx = pool.begin().await?;
+    upsert_accounts_in(&mut tx, accounts).await?;
+    crate::corrections::audit(
+        &mut tx,
+        actor,
+        "upsert_accounts",
+        "accounts",
+        "",
+        serde_json::json!({ "accounts": accounts.iter().map(|a| &a.account_no).collect::<Vec<_>>() }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn upsert_accounts_in(
+    tx: &mut sqlx::PgConnection,
+    accounts: &[Account],
+) -> Result<(), BillingError> {
     let mut seen = std::collections::HashSet::with_capacity(accounts.len());
     for a in accounts {
         a.validate()?;
@@ -89,7 +125,6 @@ pub async fn upsert_accounts(pool: &PgPool, accounts: &[Account]) -> Result<(), 
             return Err(AccountError::Duplicate(a.account_no.clone()).into());
         }
     }
-    let mut tx = pool.begin().await?;
     for chunk in accounts.chunks(UPSERT_CHUNK) {
         let col = |f: fn(&Account) -> String| chunk.iter().map(f).collect::<Vec<String>>();
         let int = |f: fn(&Account) -> u32| {
@@ -141,25 +176,41 @@ pub async fn upsert_accounts(pool: &PgPool, accounts: &[Account]) -> Result<(), 
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
-/// Grants or withdraws tariff reductions (names from the tariff) for an account.
+/// Grants or withdraws tariff reductions (names from the tariff) for an
+/// account, with its audit record (`set_reductions`, who, which) in the same
+/// transaction. Returns false, changing nothing, if the account does not exist.
 pub async fn set_reductions(
     pool: &PgPool,
     account_no: &str,
     reductions: &[String],
+    actor: &str,
 ) -> Result<bool, BillingError> {
+    let mut tx = pool.begin().await?;
     let n = sqlx::query(
         "UPDATE billing.accounts SET reductions = $2, updated_at = now() WHERE account_no = $1",
     )
     .bind(account_no)
     .bind(reductions)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
-    Ok(n == 1)
+    if n != 1 {
+        return Ok(false);
+    }
+    crate::corrections::audit(
+        &mut tx,
+        actor,
+        "set_reductions",
+        &format!("account:{account_no}"),
+        "",
+        serde_json::json!({ "reductions": reductions }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Records a clerk's approval of leak relief for an account's usage month.

@@ -315,20 +315,10 @@ pub(crate) async fn upsert_accounts(
             "at most {MAX_ACCOUNTS_PER_REQUEST} accounts per request"
         )));
     }
-    crate::accounts::upsert_accounts(&s.pool, &accounts)
+    // The audit record is written in the change's transaction.
+    crate::accounts::upsert_accounts_audited(&s.pool, &accounts, &caller.name)
         .await
         .map_err(api_error)?;
-    let mut conn = s.pool.acquire().await.map_err(ApiError::internal)?;
-    crate::corrections::audit(
-        &mut conn,
-        &caller.name,
-        "upsert_accounts",
-        "accounts",
-        "",
-        serde_json::json!({ "accounts": accounts.iter().map(|a| &a.account_no).collect::<Vec<_>>() }),
-    )
-    .await
-    .map_err(api_error)?;
     Ok(Json(serde_json::json!({ "upserted": accounts.len() })))
 }
 
@@ -350,23 +340,13 @@ pub(crate) async fn set_reductions(
             "at most 16 reductions of at most 64 bytes".into(),
         ));
     }
-    let found = crate::accounts::set_reductions(&s.pool, &no, &req.reductions)
+    // The audit record is written in the change's transaction.
+    let found = crate::accounts::set_reductions(&s.pool, &no, &req.reductions, &caller.name)
         .await
         .map_err(api_error)?;
     if !found {
         return Err(ApiError::NotFound(format!("no account {no:?}")));
     }
-    let mut conn = s.pool.acquire().await.map_err(ApiError::internal)?;
-    crate::corrections::audit(
-        &mut conn,
-        &caller.name,
-        "set_reductions",
-        &format!("account:{no}"),
-        "",
-        serde_json::json!({ "reductions": req.reductions }),
-    )
-    .await
-    .map_err(api_error)?;
     Ok(Json(
         serde_json::json!({ "account_no": no, "reductions": req.reductions }),
     ))

@@ -28,7 +28,7 @@ pub mod service;
 pub mod tariff;
 pub mod usage;
 
-pub use db::migrate;
+pub use db::{check as check_schema, migrate};
 pub use period::Period;
 pub use service::{run, Billing, BillingConfig};
 
@@ -40,6 +40,8 @@ pub enum BillingError {
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
+    Schema(#[from] waterworks_service::db::SchemaError),
+    #[error(transparent)]
     Tariff(#[from] tariff::TariffError),
     #[error(transparent)]
     Account(#[from] accounts::AccountError),
@@ -49,6 +51,8 @@ pub enum BillingError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Release(#[from] run::ReleaseError),
+    #[error(transparent)]
+    RunRefused(#[from] run::RunRefused),
     #[error("a billing run for {period} group {group} is already in progress")]
     RunInProgress { period: Period, group: String },
     #[error(transparent)]

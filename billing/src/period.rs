@@ -107,6 +107,12 @@ impl Period {
         self.next().start_utc()
     }
 
+    /// The last month that is over in Korea at `now` (the month before the
+    /// one holding `now`'s local date): what `--period previous` bills.
+    pub fn last_complete(now: DateTime<Utc>) -> Period {
+        Period::containing(now).prev()
+    }
+
     /// The period holding the local (KST) date of `ts`.
     pub fn containing(ts: DateTime<Utc>) -> Period {
         let local = ts.with_timezone(&kst());

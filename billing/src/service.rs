@@ -7,7 +7,9 @@
 //!   ledger and reports: `GET /api/v1/ledger/trial-balance`,
 //!   `GET /api/v1/reports/{ageing,arrears,run-summary}` (`?format=csv`),
 //!   `GET /api/v1/bills/{id}/entries`, `GET /api/v1/audit`;
-//! - clerk: `POST /api/v1/billing-runs` (`{"period","group","dry_run"}`),
+//! - clerk: `POST /api/v1/billing-runs` (`{"period","group","dry_run"}`; a
+//!   month not over yet in Korea answers 409 `period_not_over` unless
+//!   `"force": true, "reason": "..."`, which the audit log keeps),
 //!   `POST /api/v1/bills/{id}/release` (issue a held bill after review),
 //!   `POST /api/v1/payments`, `POST /api/v1/payments/import` (a bank file),
 //!   `POST /api/v1/bills/{id}/{cancel,rebill,adjustments}`;
@@ -43,9 +45,19 @@ pub const MAX_PAGE: i64 = 1_000;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BillingConfig {
-    /// PostgreSQL URL; the `billing` schema is created and migrated at start.
+    /// PostgreSQL URL, as the service's role (a member of
+    /// `waterworks_billing`, not the schema's owner).
     #[serde(default = "default_database_url")]
     pub database_url: String,
+    /// Whether the service applies the `billing` migrations at start
+    /// (default false). In production the owner role migrates
+    /// (`waterworks migrate`, the Kubernetes Job) and the service only
+    /// checks that every migration it needs is applied, refusing to start
+    /// otherwise. True is for a development database where one role owns
+    /// everything; [`BillingConfig::new`], the in-process constructor of the
+    /// demo and the tests, sets it.
+    #[serde(default)]
+    pub migrate_on_start: bool,
     /// Where the HTTP API listens (port 0 picks a free port).
     #[serde(default = "default_listen")]
     pub http_listen: SocketAddr,
@@ -73,10 +85,12 @@ fn default_pool_max() -> u32 {
 }
 
 impl BillingConfig {
-    /// Defaults for everything but the tariff file.
+    /// Defaults for everything but the tariff file, except that the service
+    /// migrates at start (`migrate_on_start`: in-process use, demo and tests).
     pub fn new(database_url: &str, tariff_file: PathBuf) -> Self {
         Self {
             database_url: database_url.into(),
+            migrate_on_start: true,
             http_listen: default_listen(),
             tariff_file,
             tokens: Vec::new(),
@@ -93,7 +107,7 @@ pub(crate) struct AppState {
     policy: HoldPolicy,
 }
 
-/// A built service: database migrated, tariff loaded, port bound.
+/// A built service: schema checked (or migrated), tariff loaded, port bound.
 pub struct Billing {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
@@ -110,7 +124,11 @@ impl Billing {
             .acquire_timeout(Duration::from_secs(10))
             .connect(&config.database_url)
             .await?;
-        crate::migrate(&pool).await?;
+        if config.migrate_on_start {
+            crate::migrate(&pool).await?;
+        } else {
+            crate::check_schema(&pool).await?;
+        }
         // Bills issued before the ledger existed get their entries now.
         let posted = crate::ledger::store::post_unposted_bills(&pool).await?;
         if posted > 0 {
@@ -245,16 +263,69 @@ async fn post_quote(
     Ok(Json(v))
 }
 
+/// The body of `POST /api/v1/billing-runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRun {
+    period: Period,
+    group: String,
+    #[serde(default)]
+    dry_run: bool,
+    /// Run a month that is not over yet (Korean time); needs `reason`.
+    #[serde(default)]
+    force: bool,
+    /// Why the run is forced: kept in the audit log.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
 async fn post_run(
     State(s): State<AppState>,
-    body: Result<Json<RunRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<crate::run::RunOutcome>, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    if req.group.is_empty() || req.group.len() > 64 {
+    axum::Extension(caller): axum::Extension<waterworks_service::auth::Caller>,
+    body: Result<Json<StartRun>, axum::extract::rejection::JsonRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let Json(start) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if start.group.is_empty() || start.group.len() > 64 {
         return Err(ApiError::BadRequest("group must be 1-64 characters".into()));
     }
+    if start.reason.is_some() && !start.force {
+        return Err(ApiError::BadRequest(
+            "reason is only for a forced run (\"force\": true)".into(),
+        ));
+    }
+    let force_reason = match (start.force, start.reason.as_deref()) {
+        (true, None) => Some(""),
+        (true, Some(r)) => Some(r),
+        (false, _) => None,
+    };
+    let forced = match crate::run::admit(&start.period, chrono::Utc::now(), force_reason) {
+        Ok(f) => f,
+        Err(e @ crate::run::RunRefused::NotOver { billable_from, .. }) => {
+            let body = serde_json::json!({
+                "error": "period_not_over",
+                "message": e.to_string(),
+                "period": start.period,
+                "billable_from": billable_from,
+            });
+            return Ok((axum::http::StatusCode::CONFLICT, Json(body)).into_response());
+        }
+        Err(e @ crate::run::RunRefused::ReasonMissing) => {
+            return Err(ApiError::BadRequest(e.to_string()))
+        }
+    };
+    let req = RunRequest {
+        period: start.period,
+        group: start.group,
+        dry_run: start.dry_run,
+    };
+    if let (Some(reason), false) = (&forced, req.dry_run) {
+        crate::run::record_forced_run(&s.pool, &req, reason, &caller.name)
+            .await
+            .map_err(ApiError::internal)?;
+    }
     match run_billing_with(&s.pool, &s.book, &req, &SqlReads(&s.pool), &s.policy).await {
-        Ok(o) => Ok(Json(o)),
+        Ok(o) => Ok(Json(o).into_response()),
         Err(e @ BillingError::RunInProgress { .. }) => Err(ApiError::Conflict(e.to_string())),
         Err(BillingError::Tariff(e)) => Err(ApiError::BadRequest(e.to_string())),
         Err(e) => Err(ApiError::internal(e)),
@@ -430,10 +501,12 @@ async fn openapi() -> Json<serde_json::Value> {
             "/api/v1/whoami": { "get": { "summary": "Who the token belongs to: {name, role} (viewer and up; the console's sign-in)",
                 "security": [{ "bearer": [] }] } },
             "/api/v1/billing-runs": {
-                "post": { "summary": "Run billing for a period and group (clerk); dry_run previews",
+                "post": { "summary": "Run billing for a period and group (clerk); dry_run previews. \
+                    A month not over in Korea answers 409 period_not_over unless force with a reason (kept in the audit log)",
                     "security": [{ "bearer": [] }],
                     "requestBody": { "content": { "application/json": { "example":
-                        { "period": "2026-10", "group": "A", "dry_run": true } } } } },
+                        { "period": "2026-10", "group": "A", "dry_run": true, "force": false } } } },
+                    "responses": { "409": { "description": "period_not_over (with billable_from) or a run in progress" } } },
                 "get": { "summary": "Runs, newest first (viewer)", "security": [{ "bearer": [] }],
                     "parameters": [{ "name": "period", "in": "query" }] } },
             "/api/v1/bills": { "get": { "summary": "Bills of a period (viewer), keyset pages",

@@ -515,3 +515,143 @@ async fn ledger_over_http_with_roles(pool: PgPool) {
     shutdown.cancel();
     server.await.unwrap().unwrap();
 }
+
+/// Issue 23, item 9: a month that is not over in Korea is not billed over the
+/// API unless forced with a reason, which the audit log keeps.
+#[sqlx::test(migrations = false)]
+async fn a_run_of_an_unfinished_month_is_refused_unless_forced_with_a_reason(pool: PgPool) {
+    let Server {
+        addr,
+        shutdown,
+        task: server,
+    } = Server::start(&pool).await;
+    sqlx::query("CREATE SCHEMA metering")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE FUNCTION metering.period_reads_v1(period_start timestamptz, period_end timestamptz) \
+         RETURNS TABLE (meter_id text, start_ts timestamptz, start_volume_l bigint, end_ts timestamptz, \
+                        end_volume_l bigint, reads bigint) \
+         LANGUAGE sql STABLE AS $$ SELECT 'M1'::text, period_start, 0::bigint, period_end, 26500::bigint, 2976::bigint $$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    upsert_accounts(
+        &pool,
+        &[Account {
+            account_no: "A1".into(),
+            customer: "홍길동".into(),
+            address: "대전광역시 서구".into(),
+            usage_type: "household".into(),
+            diameter_mm: 15,
+            households: 1,
+            sewer_connected: true,
+            levy_exempt: false,
+            billing_group: "G".into(),
+            meters: vec![MeterInstallation {
+                meter_id: "M1".into(),
+                installed_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+                removed_at: None,
+            }],
+        }],
+    )
+    .await
+    .unwrap();
+    let now = chrono::Utc::now();
+    let current = billing::Period::containing(now);
+    let ends = current
+        .end_utc()
+        .with_timezone(&billing::period::kst())
+        .format("%Y-%m-%d %H:%M")
+        .to_string();
+    let future = current.add_months(3);
+
+    for (period, dry_run) in [(current, true), (current, false), (future, true)] {
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/api/v1/billing-runs",
+            Some(CLERK),
+            Some(json!({"period": period.to_string(), "group": "G", "dry_run": dry_run})),
+        )
+        .await;
+        assert_eq!(status, 409, "{period}: {body}");
+        assert_eq!(body["error"], "period_not_over", "{body}");
+        assert_eq!(body["period"], period.to_string());
+        let msg = body["message"].as_str().unwrap();
+        assert!(
+            msg.contains(&format!("period {period} is not over")),
+            "{msg}"
+        );
+        if period == current {
+            assert!(msg.contains(&ends), "{msg} names when it can run ({ends})");
+        }
+    }
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM billing.runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 0, "a refused run writes nothing");
+
+    // Force without a reason, or a reason without force: 400.
+    for body in [
+        json!({"period": current.to_string(), "group": "G", "force": true}),
+        json!({"period": current.to_string(), "group": "G", "force": true, "reason": "  "}),
+        json!({"period": current.to_string(), "group": "G", "reason": "why"}),
+    ] {
+        let (status, e) = http(
+            addr,
+            "POST",
+            "/api/v1/billing-runs",
+            Some(CLERK),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 400, "{e}");
+    }
+
+    // Forced with a reason: billed, and the reason is in the audit log.
+    let (status, out) = http(
+        addr,
+        "POST",
+        "/api/v1/billing-runs",
+        Some(CLERK),
+        Some(
+            json!({"period": current.to_string(), "group": "G", "force": true,
+                    "reason": "meter replacement campaign closes early"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["bills_created"], 1, "{out}");
+    let (actor, action, target, reason): (String, String, String, String) = sqlx::query_as(
+        "SELECT actor, action, target, reason FROM billing.audit_log WHERE action = 'billing_run_forced'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (actor.as_str(), action.as_str(), reason.as_str()),
+        (
+            "clerk",
+            "billing_run_forced",
+            "meter replacement campaign closes early"
+        )
+    );
+    assert_eq!(target, format!("run:{current}/G"));
+
+    // The previous month is over: no force needed.
+    let (status, out) = http(
+        addr,
+        "POST",
+        "/api/v1/billing-runs",
+        Some(CLERK),
+        Some(json!({"period": current.prev().to_string(), "group": "G", "dry_run": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}

@@ -11,6 +11,13 @@ use waterworks_service::auth::TokenConfig;
 pub struct IngestConfig {
     /// PostgreSQL URL (required), e.g. `postgres://ingest@db:5432/waterworks`.
     pub database_url: String,
+    /// Whether ingest applies the `metering` migrations at start (default
+    /// false). In production `waterworks migrate` (the Kubernetes Job)
+    /// migrates and ingest only checks that every migration it needs is
+    /// applied, refusing to start otherwise. [`IngestConfig::new`], the
+    /// in-process constructor of the demo and the tests, sets it.
+    #[serde(default)]
+    pub migrate_on_start: bool,
     /// Bound of the connection pool (default 8). The writer holds one
     /// connection per batch; the HTTP API shares the rest.
     #[serde(default = "default_max_db_connections")]
@@ -237,10 +244,12 @@ impl Default for BatchConfig {
 }
 
 impl IngestConfig {
-    /// A configuration with every default but the database and broker.
+    /// A configuration with every default but the database and broker,
+    /// except that it migrates at start (in-process use: demo, tests).
     pub fn new(database_url: impl Into<String>, mqtt: MqttConfig) -> Self {
         Self {
             database_url: database_url.into(),
+            migrate_on_start: true,
             max_db_connections: default_max_db_connections(),
             mqtt,
             http_listen: default_http_listen(),

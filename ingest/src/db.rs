@@ -24,6 +24,13 @@ pub async fn migrate(pool: &PgPool) -> Result<(), IngestError> {
     Ok(())
 }
 
+/// Checks that every migration of this build is applied, changing nothing:
+/// ingest's start-up check when it does not migrate (`migrate_on_start`).
+pub async fn check(pool: &PgPool) -> Result<(), IngestError> {
+    waterworks_service::db::check_schema(pool, "metering", &MIGRATOR).await?;
+    Ok(())
+}
+
 /// Day partitions known to exist (created by this process or seen).
 #[derive(Debug, Default)]
 pub struct Partitions {

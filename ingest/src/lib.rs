@@ -54,6 +54,8 @@ pub enum IngestError {
     Db(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Schema(#[from] waterworks_service::db::SchemaError),
     #[error("http: {0}")]
     Io(#[from] std::io::Error),
     #[error("tokens: {0}")]
@@ -96,7 +98,8 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Connects to PostgreSQL, applies the migrations, binds the HTTP listener.
+    /// Connects to PostgreSQL, applies the migrations (`migrate_on_start`)
+    /// or checks that they are applied, binds the HTTP listener.
     pub async fn build(config: IngestConfig) -> Result<Ingest, IngestError> {
         consumer::check_mqtt(&config.mqtt)?;
         check_limits(&config.limits)?;
@@ -106,7 +109,11 @@ impl Ingest {
             .acquire_timeout(Duration::from_secs(DB_ACQUIRE_TIMEOUT_S))
             .connect(&config.database_url)
             .await?;
-        migrate(&pool).await?;
+        if config.migrate_on_start {
+            migrate(&pool).await?;
+        } else {
+            db::check(&pool).await?;
+        }
         let api_pool = api_pool(&config).await?;
         let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
         let http_addr = listener.local_addr()?;

@@ -24,6 +24,19 @@ pub fn database_url(pool: &PgPool) -> String {
     format!("{prefix}/{db}")
 }
 
+/// The URL of database `db` on the test server, logging in as `user`.
+pub fn database_url_as(db: &str, user: &str) -> String {
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let opts: sqlx::postgres::PgConnectOptions = base.parse().expect("DATABASE_URL");
+    // The local test server trusts local connections (no password).
+    format!(
+        "postgres://{user}@{}:{}/{db}",
+        opts.get_host(),
+        opts.get_port()
+    )
+}
+
 /// A billing service (Daejeon tariff) with a clerk, a viewer and an admin
 /// token, serving until `shutdown` is cancelled.
 pub struct Server {
