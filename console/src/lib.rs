@@ -8,6 +8,7 @@
 //! - [`config`]: [`ConsoleConfig`] (TOML, then `CONSOLE_*` environment).
 //! - [`session`]: server-side sessions (random 256-bit id, bounded, idle expiry).
 //! - [`login`]: sign in with one's token (`whoami` on both backends), out, language.
+//! - [`redirect`]: the one check of every redirect target (local paths only).
 //! - [`web`]: the page-handler pattern ([`web::Ctx`], [`web::Authed`],
 //!   [`web::PageError`]), CSRF origin check, security headers.
 //! - [`layout`]: the frame, nav by role, error page, charts, formatting.
@@ -27,6 +28,7 @@ pub mod i18n;
 pub mod layout;
 pub mod login;
 pub mod ops;
+pub mod redirect;
 pub mod session;
 pub mod web;
 
