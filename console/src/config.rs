@@ -31,6 +31,10 @@ pub struct ConsoleConfig {
     /// Timeout of one call to a backend, in milliseconds (default 10 000).
     #[serde(default = "default_backend_timeout_ms")]
     pub backend_timeout_ms: u64,
+    /// Single sign-on for staff through the city's identity provider
+    /// (`[oidc]`, see [`crate::sso::OidcConfig`]); absent: token sign-in only.
+    #[serde(default)]
+    pub oidc: Option<crate::sso::OidcConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +66,7 @@ impl ConsoleConfig {
             max_sessions: default_max_sessions(),
             secure_cookies: false,
             backend_timeout_ms: default_backend_timeout_ms(),
+            oidc: None,
         }
     }
 
@@ -136,6 +141,9 @@ impl ConsoleConfig {
             return Err(ConfigError::Invalid(
                 "session_idle_s, max_sessions and backend_timeout_ms must be above zero".into(),
             ));
+        }
+        if let Some(o) = &self.oidc {
+            o.validate()?;
         }
         Ok(())
     }
