@@ -174,6 +174,47 @@ mod tests {
         assert_eq!(c.max_sessions, 10_000);
     }
 
+    /// The cluster's console.toml (inline in the console's ConfigMap) and
+    /// the commented [oidc] example of deploy/config/console.toml parse and
+    /// validate.
+    #[test]
+    fn the_cluster_config_and_the_oidc_example_are_valid() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let yaml = std::fs::read_to_string(root.join("deploy/k8s/base/console.yaml")).unwrap();
+        let toml_text: String = yaml
+            .lines()
+            .skip_while(|l| l.trim() != "console.toml: |")
+            .skip(1)
+            .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+            .collect();
+        let c: ConsoleConfig = toml::from_str(&toml_text).expect("the ConfigMap's console.toml");
+        c.validate().unwrap();
+        let o = c
+            .oidc
+            .expect("the cluster signs staff in through the provider");
+        assert!(!o.allow_token_login);
+        assert!(o.issuer_url.starts_with("https://"));
+
+        let local = std::fs::read_to_string(root.join("deploy/config/console.toml")).unwrap();
+        let example: String = local
+            .lines()
+            .skip_while(|l| !l.starts_with("# [oidc]"))
+            .map(|l| {
+                format!(
+                    "{}\n",
+                    l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#'))
+                )
+            })
+            .collect();
+        let c: ConsoleConfig = toml::from_str(&format!(
+            "ingest_url = \"http://i:1\"\nbilling_url = \"http://b:2\"\n{example}"
+        ))
+        .expect("the commented [oidc] example");
+        c.validate().unwrap();
+        assert_eq!(c.oidc.unwrap().roles.len(), 3);
+    }
+
     #[test]
     fn minimal_file_gets_defaults_and_bad_urls_are_refused() {
         let c: ConsoleConfig =
