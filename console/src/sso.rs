@@ -534,8 +534,34 @@ impl Sso {
             .map_err(|e| SsoError::Exchange(error_chain(&e)))?;
         use openidconnect::TokenResponse as _;
         let token = resp.id_token().ok_or(SsoError::NoIdToken)?;
-        let identity = self.verify(&provider, token, &pending.nonce)?;
+        let identity = self.verify_with(provider, token, &pending.nonce).await?;
         Ok((identity, token.to_string()))
+    }
+
+    /// [`Sso::verify`], and if the token names a key the cached JWKS lacks
+    /// (the provider rotated its keys), once more after reading the
+    /// provider's metadata and keys again.
+    async fn verify_with(
+        &self,
+        provider: Arc<Provider>,
+        token: &StaffIdToken,
+        nonce: &Nonce,
+    ) -> Result<Identity, SsoError> {
+        use openidconnect::{ClaimsVerificationError as C, SignatureVerificationError as S};
+        match self.verify(&provider, token, nonce) {
+            Err((C::SignatureVerification(S::NoMatchingKey), _)) => {
+                tracing::info!("ID token signed by a key not in the cached JWKS: reading the provider's keys again");
+                {
+                    let mut slot = self.provider.lock().await;
+                    if slot.as_ref().is_some_and(|p| Arc::ptr_eq(p, &provider)) {
+                        *slot = None;
+                    }
+                }
+                let fresh = self.provider().await?;
+                self.verify(&fresh, token, nonce).map_err(|(_, e)| e)
+            }
+            other => other.map_err(|(_, e)| e),
+        }
     }
 
     fn verify(
@@ -543,13 +569,14 @@ impl Sso {
         provider: &Provider,
         token: &StaffIdToken,
         nonce: &Nonce,
-    ) -> Result<Identity, SsoError> {
+    ) -> Result<Identity, (openidconnect::ClaimsVerificationError, SsoError)> {
         // Signature by a key of the provider's JWKS (no `none`, no HMAC with
         // a guessable key), iss, aud (and azp), exp and iat, and the nonce.
         let verifier = provider.client.id_token_verifier();
-        let claims = token
-            .claims(&verifier, nonce)
-            .map_err(|e| SsoError::IdToken(e.to_string()))?;
+        let claims = token.claims(&verifier, nonce).map_err(|e| {
+            let msg = SsoError::IdToken(error_chain(&e));
+            (e, msg)
+        })?;
         let role_values = match claims.additional_claims().all.get(&self.config.role_claim) {
             Some(serde_json::Value::String(s)) => vec![s.clone()],
             Some(serde_json::Value::Array(a)) => a
@@ -580,7 +607,8 @@ impl Sso {
         let token: StaffIdToken = raw
             .parse()
             .map_err(|e: serde_json::Error| SsoError::IdToken(e.to_string()))?;
-        self.verify(&provider, &token, &Nonce::new(nonce.to_string()))
+        self.verify_with(provider, &token, &Nonce::new(nonce.to_string()))
+            .await
     }
 
     /// The console's credential for `role`.
@@ -726,6 +754,10 @@ async fn callback(
     let Some(sso) = app.sso.as_ref() else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    // The pages below must not carry the code and state on (the language
+    // switch links back to the current path).
+    let mut ctx = ctx;
+    ctx.path = "/login".to_string();
     let refused = |result: &'static str| {
         metrics::counter!("console_sso_logins_total", "result" => result).increment(1);
     };

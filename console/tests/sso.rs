@@ -55,13 +55,17 @@ struct Provider {
 
 impl Provider {
     fn start(console_port: u16, id_token_ttl_s: u32) -> Provider {
+        Provider::start_on(free_port(), console_port, id_token_ttl_s)
+    }
+
+    /// On `port`: each start makes a new signing key (a key rotation).
+    fn start_on(port: u16, console_port: u16, id_token_ttl_s: u32) -> Provider {
         let dir = oidc_dir();
         assert!(
             dir.join("node_modules/oidc-provider/package.json").exists(),
             "{}/node_modules/oidc-provider is missing: run `npm ci` there (scripts/test does)",
             dir.display()
         );
-        let port = free_port();
         let mut child = Command::new("node")
             .arg("provider.mjs")
             .current_dir(&dir)
@@ -427,6 +431,10 @@ async fn staff_sign_in_through_the_city_identity_provider() {
     );
     assert!(kim.has_cookie("ww_session"));
     assert!(!kim.has_cookie("ww_sso"), "the pending cookie is cleared");
+    assert!(
+        !done.body.contains("code="),
+        "the code is not linked from the page"
+    );
     let runs = kim
         .go("GET", &format!("{console}/clerk/runs"), None, None)
         .await;
@@ -484,6 +492,18 @@ async fn staff_sign_in_through_the_city_identity_provider() {
     forged_state(&console).await;
     forged_id_tokens(&provider, port, &dir).await;
     sign_out(&console, &provider).await;
+
+    // The provider rotates its signing key (a restart makes a new one): the
+    // console, holding the old key set, reads the new one and signs in.
+    let issuer = provider.issuer.clone();
+    let provider_port = Url::parse(&issuer).unwrap().port().unwrap();
+    drop(provider);
+    let provider = Provider::start_on(provider_port, port, 300);
+    assert_eq!(provider.issuer, issuer);
+    let mut kim = Agent::new();
+    let done = sign_in(&mut kim, &console, "kim", "kim-password-1", "/clerk/runs").await;
+    assert_eq!(done.status, 200, "after a key rotation: {}", done.body);
+    assert!(kim.has_cookie("ww_session"));
 
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
@@ -596,6 +616,24 @@ fn b64url_decode(s: &str) -> Vec<u8> {
     out
 }
 
+/// `openssl dgst -sha256 -binary ARGS` over `input`.
+fn openssl_dgst(dir: &std::path::Path, args: &[&str], input: &str) -> Vec<u8> {
+    let file = dir.join("signing-input");
+    std::fs::write(&file, input).unwrap();
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-binary"])
+        .args(args)
+        .arg(&file)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A genuine ID token from the provider for this client (the test plays the
 /// client: its own PKCE verifier and nonce), then forgeries of it.
 async fn forged_id_tokens(provider: &Provider, port: u16, dir: &std::path::Path) {
@@ -677,6 +715,43 @@ async fn forged_id_tokens(provider: &Provider, port: u16, dir: &std::path::Path)
     sig[10] ^= 1;
     let flipped = format!("{}.{}.{}", parts[0], parts[1], b64url(&sig));
     assert!(sso.verify_id_token(&flipped, nonce).await.is_err());
+
+    // The same claims signed by someone else's RSA key under the provider's
+    // key id, and with HS256 keyed by the client secret (which the provider
+    // does not use for ID tokens: only its RS256 key may sign them).
+    let header: serde_json::Value = serde_json::from_slice(&b64url_decode(parts[0])).unwrap();
+    let kid = header["kid"].as_str().expect("a kid").to_string();
+    let key = dir.join("attacker.pem");
+    let ok = Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (scripts/test installs it)");
+    assert!(ok.success());
+    let rs_header = b64url(format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#).as_bytes());
+    let input = format!("{rs_header}.{forged_payload}");
+    let sig = openssl_dgst(dir, &["-sign", key.to_str().unwrap()], &input);
+    let attacker = format!("{input}.{}", b64url(&sig));
+    let err = sso.verify_id_token(&attacker, nonce).await.unwrap_err();
+    assert!(err.to_string().contains("ID token refused"), "{err}");
+    let hs_header = b64url(br#"{"alg":"HS256"}"#);
+    let input = format!("{hs_header}.{forged_payload}");
+    let sig = openssl_dgst(dir, &["-hmac", CLIENT_SECRET], &input);
+    let hmac = format!("{input}.{}", b64url(&sig));
+    assert!(sso.verify_id_token(&hmac, nonce).await.is_err());
+    // The unchanged genuine claims re-signed by the attacker: still refused.
+    let input = format!("{rs_header}.{}", parts[1]);
+    let sig = openssl_dgst(dir, &["-sign", key.to_str().unwrap()], &input);
+    assert!(sso
+        .verify_id_token(&format!("{input}.{}", b64url(&sig)), nonce)
+        .await
+        .is_err());
+    // ... and the genuine one still passes (nothing above poisoned the keys).
+    sso.verify_id_token(&id_token, nonce)
+        .await
+        .expect("genuine token");
 
     // Another audience: the claims are signed, but not for this client.
     let mut other = oidc_config(&provider.issuer, port, dir);

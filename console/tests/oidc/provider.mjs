@@ -14,6 +14,7 @@
 // The sign-in page is this script's own (login + password checked against
 // USERS), not oidc-provider's development pages, which accept any password.
 
+import crypto from 'node:crypto';
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -36,7 +37,17 @@ const USERS = {
   lee: { password: 'lee-password-1', name: '이도서', groups: ['library-staff'] },
 };
 
+// A signing key of this process only (oidc-provider's quick-start keys are
+// public): a restarted provider has rotated its key, as a real one does.
+const signingKey = {
+  ...crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }),
+  kid: crypto.randomUUID(),
+  use: 'sig',
+  alg: 'RS256',
+};
+
 const provider = new Provider(issuer, {
+  jwks: { keys: [signingKey] },
   clients: [{
     client_id: env('OIDC_CLIENT_ID'),
     client_secret: env('OIDC_CLIENT_SECRET'),
