@@ -51,6 +51,8 @@ fn oidc_dir() -> PathBuf {
 struct Provider {
     child: Child,
     issuer: String,
+    /// Kept open: a provider writing to a closed pipe would die of EPIPE.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
 }
 
 impl Provider {
@@ -88,7 +90,8 @@ impl Provider {
         use std::io::BufRead;
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(stdout)
+        let mut stdout = std::io::BufReader::new(stdout);
+        stdout
             .read_line(&mut line)
             .expect("read the provider's first line");
         assert!(
@@ -98,6 +101,7 @@ impl Provider {
         Provider {
             child,
             issuer: line["ready ".len()..].trim().to_string(),
+            _stdout: stdout,
         }
     }
 }
