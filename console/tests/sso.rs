@@ -14,7 +14,9 @@
 //!   `none`, or given another nonce are refused;
 //! - sign-out ends the session here and at the provider (RP-initiated
 //!   logout: the next sign-in asks for the password again);
-//! - with a 4-second ID token the session ends at its expiry.
+//! - with a 4-second ID token the session ends at its expiry;
+//! - with `allow_token_login = false` the token form is gone and a posted
+//!   token is refused.
 //!
 //! `npm ci` in `tests/oidc` (scripts/test does it) must have run: a missing
 //! provider fails the test.
@@ -833,8 +835,27 @@ async fn expiry(stack: &Stack, dir: &std::path::Path) {
     let port = free_port();
     let provider = Provider::start(port, 4);
     let stop = CancellationToken::new();
-    let task = start_console(stack, port, oidc_config(&provider.issuer, port, dir), &stop).await;
+    let mut oidc = oidc_config(&provider.issuer, port, dir);
+    oidc.allow_token_login = false;
+    let task = start_console(stack, port, oidc, &stop).await;
     let console = format!("http://127.0.0.1:{port}");
+
+    // This console takes no tokens at the sign-in page (the cluster's setting).
+    let mut bot = Agent::new();
+    let login = bot.go("GET", &format!("{console}/login"), None, None).await;
+    assert!(login.body.contains("id=\"sso-login\""));
+    assert!(!login.body.contains("id=\"token\""), "no token form");
+    let posted = bot
+        .go(
+            "POST",
+            &format!("{console}/login"),
+            Some(&[("token", CLERK), ("next", "/")]),
+            None,
+        )
+        .await;
+    assert_eq!(posted.status, 401);
+    assert!(!bot.has_cookie("ww_session"));
+
     let mut kim = Agent::new();
     let done = sign_in(&mut kim, &console, "kim", "kim-password-1", "/clerk/bills").await;
     assert_eq!(done.status, 200, "{}", done.body);
