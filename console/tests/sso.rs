@@ -453,6 +453,24 @@ async fn staff_sign_in_through_the_city_identity_provider() {
         .await;
     assert_eq!(gw.status, 200, "viewer pages are open to a clerk");
 
+    // The redirect after single sign-on passes the same check as every other
+    // (issue 23, item 5).
+    for bypass in [
+        "%2F%09%2Fevil.example",
+        "%2F%2Fevil.example",
+        "https:evil.example",
+    ] {
+        let mut a = Agent::new();
+        let done = sign_in(&mut a, &console, "kim", "kim-password-1", bypass).await;
+        assert_eq!(done.status, 200, "{}", done.body);
+        assert_eq!(
+            attr(&done.body, "id=\"sso-continue\"", "data-next"),
+            "/",
+            "{bypass}"
+        );
+        assert!(done.body.contains("content=\"0;url=/\""), "{bypass}");
+    }
+
     // An operator: the reverse.
     let mut park = Agent::new();
     let done = sign_in(&mut park, &console, "park", "park-password-1", "/ops").await;
