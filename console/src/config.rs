@@ -31,6 +31,10 @@ pub struct ConsoleConfig {
     /// Timeout of one call to a backend, in milliseconds (default 10 000).
     #[serde(default = "default_backend_timeout_ms")]
     pub backend_timeout_ms: u64,
+    /// Single sign-on for staff through the city's identity provider
+    /// (`[oidc]`, see [`crate::sso::OidcConfig`]); absent: token sign-in only.
+    #[serde(default)]
+    pub oidc: Option<crate::sso::OidcConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +66,7 @@ impl ConsoleConfig {
             max_sessions: default_max_sessions(),
             secure_cookies: false,
             backend_timeout_ms: default_backend_timeout_ms(),
+            oidc: None,
         }
     }
 
@@ -137,6 +142,9 @@ impl ConsoleConfig {
                 "session_idle_s, max_sessions and backend_timeout_ms must be above zero".into(),
             ));
         }
+        if let Some(o) = &self.oidc {
+            o.validate()?;
+        }
         Ok(())
     }
 }
@@ -164,6 +172,47 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/console.toml");
         let c = ConsoleConfig::load(Some(&path)).unwrap();
         assert_eq!(c.max_sessions, 10_000);
+    }
+
+    /// The cluster's console.toml (inline in the console's ConfigMap) and
+    /// the commented [oidc] example of deploy/config/console.toml parse and
+    /// validate.
+    #[test]
+    fn the_cluster_config_and_the_oidc_example_are_valid() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let yaml = std::fs::read_to_string(root.join("deploy/k8s/base/console.yaml")).unwrap();
+        let toml_text: String = yaml
+            .lines()
+            .skip_while(|l| l.trim() != "console.toml: |")
+            .skip(1)
+            .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+            .collect();
+        let c: ConsoleConfig = toml::from_str(&toml_text).expect("the ConfigMap's console.toml");
+        c.validate().unwrap();
+        let o = c
+            .oidc
+            .expect("the cluster signs staff in through the provider");
+        assert!(!o.allow_token_login);
+        assert!(o.issuer_url.starts_with("https://"));
+
+        let local = std::fs::read_to_string(root.join("deploy/config/console.toml")).unwrap();
+        let example: String = local
+            .lines()
+            .skip_while(|l| !l.starts_with("# [oidc]"))
+            .map(|l| {
+                format!(
+                    "{}\n",
+                    l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#'))
+                )
+            })
+            .collect();
+        let c: ConsoleConfig = toml::from_str(&format!(
+            "ingest_url = \"http://i:1\"\nbilling_url = \"http://b:2\"\n{example}"
+        ))
+        .expect("the commented [oidc] example");
+        c.validate().unwrap();
+        assert_eq!(c.oidc.unwrap().roles.len(), 3);
     }
 
     #[test]

@@ -69,7 +69,12 @@ impl Lang {
 pub type Msg = (&'static str, &'static str, &'static str);
 
 /// Every area's rows. Keys must be unique across them (a test checks).
-pub static TABLES: &[&[Msg]] = &[COMMON, crate::ops::MESSAGES, crate::clerk::MESSAGES];
+pub static TABLES: &[&[Msg]] = &[
+    COMMON,
+    crate::ops::MESSAGES,
+    crate::clerk::MESSAGES,
+    crate::sso::MESSAGES,
+];
 
 fn index() -> &'static HashMap<&'static str, (&'static str, &'static str)> {
     static INDEX: OnceLock<HashMap<&'static str, (&'static str, &'static str)>> = OnceLock::new();

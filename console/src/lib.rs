@@ -7,7 +7,9 @@
 //!
 //! - [`config`]: [`ConsoleConfig`] (TOML, then `CONSOLE_*` environment).
 //! - [`session`]: server-side sessions (random 256-bit id, bounded, idle expiry).
+//! - [`sso`]: single sign-on for staff (OpenID Connect, code flow with PKCE).
 //! - [`login`]: sign in with one's token (`whoami` on both backends), out, language.
+//! - [`redirect`]: the one check of every redirect target (local paths only).
 //! - [`web`]: the page-handler pattern ([`web::Ctx`], [`web::Authed`],
 //!   [`web::PageError`]), CSRF origin check, security headers.
 //! - [`layout`]: the frame, nav by role, error page, charts, formatting.
@@ -17,7 +19,8 @@
 //! - [`ops`]: the operators' pages; `clerk`: the clerks' pages.
 //!
 //! It must never hold data of its own beyond sessions, nor call a backend
-//! with any token but the person's.
+//! with any token but the person's own or, for a person signed in through
+//! the identity provider, the console's credential of that person's role.
 
 pub mod assets;
 pub mod backend;
@@ -27,7 +30,9 @@ pub mod i18n;
 pub mod layout;
 pub mod login;
 pub mod ops;
+pub mod redirect;
 pub mod session;
+pub mod sso;
 pub mod web;
 
 pub use config::ConsoleConfig;
@@ -47,6 +52,8 @@ pub struct App {
     pub sessions: Sessions,
     pub ingest: Backend,
     pub billing: Backend,
+    /// Single sign-on, when `[oidc]` is configured.
+    pub sso: Option<sso::Sso>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +68,7 @@ pub enum ConsoleError {
 pub fn router(app: Arc<App>) -> Router {
     let pages = Router::new()
         .merge(login::routes())
+        .merge(sso::routes())
         .merge(ops::routes())
         .merge(clerk::routes());
     let ready_app = app.clone();
@@ -101,7 +109,12 @@ impl Console {
     pub async fn build(config: ConsoleConfig) -> Result<Console, ConsoleError> {
         config.validate()?;
         let timeout = Duration::from_millis(config.backend_timeout_ms);
+        let sso = match &config.oidc {
+            Some(o) => Some(sso::Sso::new(o.clone(), timeout)?),
+            None => None,
+        };
         let app = Arc::new(App {
+            sso,
             sessions: Sessions::new(
                 Duration::from_secs(config.session_idle_s),
                 config.max_sessions,

@@ -31,12 +31,10 @@ pub struct Next {
     next: Option<String>,
 }
 
-/// Only a local path is a safe place to return to (no open redirect).
+/// Only a path of this console is a place to return to (no open redirect):
+/// the one rule of [`crate::redirect`].
 fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
-        _ => "/".to_string(),
-    }
+    crate::redirect::local_path(next)
 }
 
 /// `/`: the first page of the person's role.
@@ -48,6 +46,16 @@ async fn home(ctx: Ctx) -> Redirect {
     }
 }
 
+/// Whether people may sign in with a token here (always, unless single
+/// sign-on is configured with `allow_token_login = false`).
+fn token_login(ctx: &Ctx) -> bool {
+    ctx.app
+        .config
+        .oidc
+        .as_ref()
+        .is_none_or(|o| o.allow_token_login)
+}
+
 fn form(ctx: &Ctx, next: &str, error: Option<&str>) -> Markup {
     ctx.page(
         ctx.t("login.title"),
@@ -56,11 +64,15 @@ fn form(ctx: &Ctx, next: &str, error: Option<&str>) -> Markup {
                 h1 { (ctx.t("login.title")) }
                 p { (ctx.t("login.help")) }
                 @if let Some(e) = error { p class="flash error" id="login-error" { (e) } }
-                form method="post" action="/login" {
-                    input type="hidden" name="next" value=(next);
-                    label for="token" { (ctx.t("login.token")) }
-                    input type="password" id="token" name="token" autocomplete="off" required autofocus;
-                    button type="submit" id="login-submit" { (ctx.t("login.submit")) }
+                @if ctx.app.sso.is_some() { (crate::sso::login_link(ctx, next)) }
+                @if token_login(ctx) {
+                    @if ctx.app.sso.is_some() { p { (ctx.t("sso.or_token")) } }
+                    form method="post" action="/login" {
+                        input type="hidden" name="next" value=(next);
+                        label for="token" { (ctx.t("login.token")) }
+                        input type="password" id="token" name="token" autocomplete="off" required autofocus;
+                        button type="submit" id="login-submit" { (ctx.t("login.submit")) }
+                    }
                 }
             }
         },
@@ -98,6 +110,9 @@ async fn login(
         )
             .into_response())
     };
+    if !token_login(&ctx) {
+        return bad("login.token_disabled");
+    }
     if token.is_empty() || token.len() > 4096 {
         return bad("login.bad_token");
     }
@@ -120,11 +135,9 @@ async fn login(
         );
         return bad("login.role_mismatch");
     }
-    let id = app.sessions.create(Session {
-        token,
-        name: i.name.clone(),
-        role: i.role,
-    });
+    let id = app
+        .sessions
+        .create(Session::with_token(token, i.name.clone(), i.role));
     tracing::info!(who = %i.name, role = i.role.as_str(), "signed in");
     metrics::counter!("console_logins_total", "result" => "ok").increment(1);
     let mut resp = Redirect::to(&next).into_response();
@@ -146,10 +159,18 @@ async fn login(
 }
 
 async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    // A session from the identity provider is also ended there
+    // (RP-initiated logout); the local one ends here either way.
+    let mut to = "/login".to_string();
     if let Some(id) = cookie(&headers, session::COOKIE) {
+        if let Some(s) = app.sessions.get(id) {
+            if let Some(url) = crate::sso::end_session_url(&app, &s).await {
+                to = url;
+            }
+        }
         app.sessions.remove(id);
     }
-    let mut resp = Redirect::to("/login").into_response();
+    let mut resp = Redirect::to(&to).into_response();
     set_cookie(
         resp.headers_mut(),
         &format!(
@@ -176,19 +197,5 @@ async fn switch_lang(Path(code): Path<String>, Query(q): Query<Next>) -> Respons
 fn set_cookie(headers: &mut HeaderMap, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.append(header::SET_COOKIE, v);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn next_must_be_local() {
-        assert_eq!(safe_next(Some("/ops/meters?q=1")), "/ops/meters?q=1");
-        assert_eq!(safe_next(Some("//evil.example/")), "/");
-        assert_eq!(safe_next(Some("https://evil.example/")), "/");
-        assert_eq!(safe_next(Some("/\\evil")), "/");
-        assert_eq!(safe_next(None), "/");
     }
 }

@@ -18,10 +18,37 @@ pub const COOKIE: &str = "ww_session";
 /// Who is signed in, as both backends told the console at login.
 #[derive(Clone)]
 pub struct Session {
-    /// The person's own bearer token, sent to the backends on their behalf.
+    /// The bearer token sent to the backends on the person's behalf: their
+    /// own (token sign-in) or the console's credential of their role
+    /// (single sign-on, [`crate::sso`]).
     pub token: String,
     pub name: String,
     pub role: Role,
+    /// When the session ends whatever the activity (single sign-on: the ID
+    /// token's expiry); `None`: only the idle limit.
+    pub expires_at: Option<Instant>,
+    /// The ID token of a single sign-on session (the logout hint).
+    pub id_token: Option<String>,
+    /// The provider's subject of a single sign-on session.
+    pub subject: Option<String>,
+}
+
+impl Session {
+    /// A session of a person signed in with their own token.
+    pub fn with_token(token: String, name: String, role: Role) -> Session {
+        Session {
+            token,
+            name,
+            role,
+            expires_at: None,
+            id_token: None,
+            subject: None,
+        }
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -30,7 +57,10 @@ impl std::fmt::Debug for Session {
             .field("name", &self.name)
             .field("role", &self.role)
             .field("token", &"<redacted>")
-            .finish()
+            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
+            .field("subject", &self.subject)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,7 +80,8 @@ struct Entry {
     last_seen: Instant,
 }
 
-/// The bounded session table.
+/// The bounded session table. A session ends after `idle` without a
+/// request, or at its `expires_at`.
 pub struct Sessions {
     idle: Duration,
     max: usize,
@@ -74,7 +105,7 @@ impl Sessions {
         let id = hex::encode(raw);
         let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, e| now.duration_since(e.last_seen) < self.idle);
+        map.retain(|_, e| now.duration_since(e.last_seen) < self.idle && !e.session.expired(now));
         while map.len() >= self.max {
             let oldest = map
                 .iter()
@@ -104,7 +135,7 @@ impl Sessions {
         let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let entry = map.get_mut(id)?;
-        if now.duration_since(entry.last_seen) >= self.idle {
+        if now.duration_since(entry.last_seen) >= self.idle || entry.session.expired(now) {
             map.remove(id);
             return None;
         }
@@ -132,11 +163,7 @@ mod tests {
     use super::*;
 
     fn s(name: &str) -> Session {
-        Session {
-            token: "secret-token-0000000".into(),
-            name: name.into(),
-            role: Role::Viewer,
-        }
+        Session::with_token("secret-token-0000000".into(), name.into(), Role::Viewer)
     }
 
     #[test]
@@ -159,5 +186,15 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert!(short.get(&id).is_none());
         assert!(!format!("{:?}", s("x")).contains("secret-token"));
+        // A session with an end ends then, however busy.
+        let t = Sessions::new(Duration::from_secs(60), 4);
+        let mut sso = s("y");
+        sso.expires_at = Some(Instant::now() + Duration::from_millis(30));
+        sso.id_token = Some("eyJ-secret-id-token".into());
+        assert!(!format!("{sso:?}").contains("eyJ-secret"));
+        let id = t.create(sso);
+        assert!(t.get(&id).is_some());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(t.get(&id).is_none());
     }
 }
