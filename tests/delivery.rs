@@ -58,12 +58,84 @@ fn repo() -> PathBuf {
 /// its listener address, its paths and its log destination.
 struct Broker {
     port: u16,
+    tls: bool,
     conf: PathBuf,
     child: Option<std::process::Child>,
 }
 
 impl Broker {
     async fn start(dir: &Path, gateway: &str) -> Broker {
+        Broker::start_with(dir, gateway, "").await
+    }
+
+    /// The same, its listener over TLS with a certificate for 127.0.0.1
+    /// signed by a test CA (`dir/ca.crt`). Needs `openssl`.
+    async fn start_tls(dir: &Path, gateway: &str) -> Broker {
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("this test needs openssl on PATH");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=waterworks-test-ca",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        let d = dir.display();
+        let extra = format!("cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n");
+        let mut b = Broker::start_with(dir, gateway, &extra).await;
+        b.tls = true;
+        b
+    }
+
+    async fn start_with(dir: &Path, gateway: &str, extra: &str) -> Broker {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("a free port")
             .local_addr()
@@ -100,6 +172,8 @@ impl Broker {
         conf.push_str(&format!(
             "user root\nlog_dest file {d}/mosquitto.log\nlog_type error\nlog_type warning\n"
         ));
+        // Listener options (TLS) go last: they apply to its one listener.
+        conf.push_str(extra);
         let conf_path = dir.join("mosquitto.conf");
         std::fs::write(&conf_path, conf).expect("write the broker config");
         std::fs::copy(repo().join("deploy/mosquitto/acl"), dir.join("acl"))
@@ -117,6 +191,7 @@ impl Broker {
         assert!(hashed.success());
         let mut b = Broker {
             port,
+            tls: false,
             conf: conf_path,
             child: None,
         };
@@ -125,7 +200,8 @@ impl Broker {
     }
 
     fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     async fn restart(&mut self) {
@@ -149,6 +225,16 @@ impl Broker {
         panic!("private mosquitto did not start on port {}", self.port);
     }
 
+    /// SIGHUP: Mosquitto reloads its password file and ACL.
+    fn reload(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
     /// SIGKILL: no save; what arrived since the last autosave is gone.
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -166,11 +252,11 @@ impl Drop for Broker {
 
 fn ingest_config(
     db_url: &str,
-    broker: &Broker,
+    broker_url: &str,
     client_id: &str,
     password: &str,
 ) -> ingest::IngestConfig {
-    let mut m = ingest::config::MqttConfig::new(broker.url(), client_id);
+    let mut m = ingest::config::MqttConfig::new(broker_url, client_id);
     m.username = Some("ingest".into());
     m.password = Some(ingest::config::Secret(password.into()));
     let mut c = ingest::IngestConfig::new(db_url, m);
@@ -386,7 +472,7 @@ async fn wait_acked(rx: &mut tokio::sync::watch::Receiver<gateway::Progress>, se
     let ok = matches!(
         tokio::time::timeout(
             StdDuration::from_secs(secs),
-            rx.wait_for(|p| p.acked_seq >= seq && p.pending_batches == 0),
+            rx.wait_for(|p| p.acked_seq >= seq),
         )
         .await,
         Ok(Ok(_))
@@ -411,10 +497,11 @@ async fn broker_killed_while_ingest_is_away_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let gw_id = format!("{prefix}-gw");
     let mut broker = Broker::start(dir.path(), &gw_id).await;
+    let broker_url = broker.url();
     let icfg = || {
         ingest_config(
             &db_url,
-            &broker,
+            &broker_url,
             &format!("{prefix}-ingest"),
             INGEST_PASSWORD,
         )
@@ -448,13 +535,16 @@ async fn broker_killed_while_ingest_is_away_loses_nothing() {
     assert_eq!(p.spooled_seq, 5, "{p:?}");
     // The broker has them (PUBACKed) but ingest has acknowledged nothing:
     // the gateway keeps all five and its status says how old the oldest is.
-    let aged = tokio::time::timeout(
-        StdDuration::from_secs(10),
-        progress.wait_for(|p| p.oldest_unacked_age_s >= 2),
-    )
-    .await;
+    let aged = matches!(
+        tokio::time::timeout(
+            StdDuration::from_secs(10),
+            progress.wait_for(|p| p.oldest_unacked_age_s >= 2),
+        )
+        .await,
+        Ok(Ok(_))
+    );
     let p = progress.borrow().clone();
-    assert!(aged.is_ok(), "the unacknowledged age shows: {p:?}");
+    assert!(aged, "the unacknowledged age shows: {p:?}");
     assert_eq!((p.acked_seq, p.pending_batches), (0, 5), "{p:?}");
 
     broker.kill();
@@ -490,7 +580,7 @@ async fn broker_sigkilled_twice_under_load_stores_every_polled_reading_once() {
     let mut broker = Broker::start(dir.path(), &gw_id).await;
     let (replica, pool) = start_ingest(ingest_config(
         &db_url,
-        &broker,
+        &broker.url(),
         &format!("{prefix}-ingest"),
         INGEST_PASSWORD,
     ))
@@ -509,21 +599,52 @@ async fn broker_sigkilled_twice_under_load_stores_every_polled_reading_once() {
     for _ in 0..6 {
         field.round(&mut progress).await;
     }
+    // Delivery flows before the first kill.
+    wait_acked(&mut progress, 6, 30).await;
+    let mut replica = Some(replica);
     for kill in 0..2 {
-        // Rounds keep being polled and published while the broker dies.
+        // Rounds keep being polled and published, and the broker dies right
+        // after the last one was handed over: batches it PUBACKed may not be
+        // committed yet, and it has not saved them (autosave 30 s). The
+        // second time ingest is away meanwhile (a rolling restart), so the
+        // broker surely holds PUBACKed batches nobody has committed.
+        if kill == 1 {
+            replica.take().expect("running").stop().await;
+        }
         for _ in 0..3 {
             field.round(&mut progress).await;
         }
+        if kill == 1 {
+            // Let the broker PUBACK them all.
+            tokio::time::sleep(StdDuration::from_millis(500)).await;
+        }
+        let at_kill = progress.borrow().clone();
         broker.kill();
         for _ in 0..4 {
             field.round(&mut progress).await;
         }
         tokio::time::sleep(StdDuration::from_millis(300)).await;
         broker.restart().await;
-        eprintln!("kill {kill}: progress {:?}", *progress.borrow());
+        if replica.is_none() {
+            replica = Some(
+                start_ingest(ingest_config(
+                    &db_url,
+                    &broker.url(),
+                    &format!("{prefix}-ingest"),
+                    INGEST_PASSWORD,
+                ))
+                .await
+                .0,
+            );
+        }
+        eprintln!("kill {kill}: at the kill {at_kill:?}");
+        // Back up: the backlog drains (replayed where the broker lost it)
+        // while new rounds come.
         for _ in 0..3 {
             field.round(&mut progress).await;
         }
+        wait_acked(&mut progress, at_kill.spooled_seq, 60).await;
+        eprintln!("kill {kill}: drained to {:?}", *progress.borrow());
     }
     let rest = field.slot;
     let p = progress
@@ -563,7 +684,7 @@ async fn broker_sigkilled_twice_under_load_stores_every_polled_reading_once() {
     stop_gw.cancel();
     handle.wait().await.expect("gateway stops cleanly");
     field.stop_sim.cancel();
-    replica.stop().await;
+    replica.expect("running").stop().await;
     pool.close().await;
 }
 
@@ -576,7 +697,7 @@ async fn ingest_with_a_wrong_password_fails_loudly() {
     let broker = Broker::start(dir.path(), &format!("{prefix}-gw")).await;
     let cfg = ingest_config(
         &db_url,
-        &broker,
+        &broker.url(),
         &format!("{prefix}-ingest"),
         "not-the-password",
     );
@@ -594,7 +715,7 @@ async fn ingest_with_a_wrong_password_fails_loudly() {
         "{e}"
     );
     // Anonymous is refused too: the reference broker has no anonymous access.
-    let mut anon = ingest_config(&db_url, &broker, &format!("{prefix}-anon"), "x");
+    let mut anon = ingest_config(&db_url, &broker.url(), &format!("{prefix}-anon"), "x");
     anon.mqtt.username = None;
     anon.mqtt.password = None;
     let ingest = ingest::Ingest::build(anon).await.expect("builds");
@@ -606,5 +727,139 @@ async fn ingest_with_a_wrong_password_fails_loudly() {
     .expect("ingest stops on its own");
     let e = r.expect_err("anonymous is refused").to_string();
     assert!(e.contains("refused") && e.contains("anonymous"), "{e}");
+    pool.close().await;
+}
+
+/// Item 2: publishes the broker's ACL refuses (a gateway missing from the
+/// ACL; with a username other than its id it could not even start) are
+/// PUBACKed by Mosquitto and dropped. The gateway keeps them, its status
+/// shows them unacknowledged with their age, and once the ACL is fixed its
+/// replay delivers every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_refused_by_the_acl_stay_in_the_spool_and_show() {
+    let prefix = unique("da");
+    let db_url = fresh_database(&format!("ww_test_{prefix}")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw_id = format!("{prefix}-gw");
+    let broker = Broker::start(dir.path(), &gw_id).await;
+    let reference_acl = std::fs::read_to_string(dir.path().join("acl")).expect("the reference ACL");
+    // Ingest's rules and the gateways' ack rule, but no gateway may publish.
+    let refusing: String = reference_acl
+        .lines()
+        .filter(|l| !l.starts_with("pattern write"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(refusing, reference_acl);
+    std::fs::write(dir.path().join("acl"), refusing).expect("write the ACL");
+    broker.reload();
+    let (replica, pool) = start_ingest(ingest_config(
+        &db_url,
+        &broker.url(),
+        &format!("{prefix}-ingest"),
+        INGEST_PASSWORD,
+    ))
+    .await;
+    let mut field = Field::new(&prefix, 10, &pool).await;
+    let stop_gw = CancellationToken::new();
+    let handle = gateway::start(
+        field.gateway_config(&broker, &dir.path().join("spool")),
+        field.clock.clone(),
+        stop_gw.clone(),
+    )
+    .await
+    .expect("gateway starts");
+    let mut progress = handle.progress.clone();
+    for _ in 0..3 {
+        field.round(&mut progress).await;
+    }
+    let rest = field.slot;
+    progress
+        .wait_for(|p| p.last_round == Some(rest))
+        .await
+        .expect("progress");
+    field.slots.push(rest);
+    let shown = matches!(
+        tokio::time::timeout(
+            StdDuration::from_secs(15),
+            progress.wait_for(|p| p.oldest_unacked_age_s >= 3),
+        )
+        .await,
+        Ok(Ok(_))
+    );
+    let p = progress.borrow().clone();
+    assert!(
+        shown,
+        "the age of the oldest unacknowledged batch shows: {p:?}"
+    );
+    assert_eq!((p.acked_seq, p.pending_batches), (0, 4), "{p:?}");
+    let (stored, _) = field.stored(&pool).await;
+    assert!(stored.is_empty(), "the broker dropped what its ACL refused");
+
+    // The ACL fixed: the next replay delivers everything, once.
+    std::fs::write(dir.path().join("acl"), &reference_acl).expect("write the ACL");
+    broker.reload();
+    wait_acked(&mut progress, 4, 60).await;
+    let polled = field.polled();
+    let (stored, rows) = field.stored(&pool).await;
+    assert_eq!(rows, stored.len(), "no reading stored twice");
+    assert_eq!(
+        stored, polled,
+        "every polled reading stored, with its value"
+    );
+    assert_eq!(progress.borrow().oldest_unacked_age_s, 0);
+
+    stop_gw.cancel();
+    handle.wait().await.expect("gateway stops cleanly");
+    field.stop_sim.cancel();
+    replica.stop().await;
+    pool.close().await;
+}
+
+/// Item 8 over TLS: ingest and the gateway log in with their passwords over
+/// `mqtts://`, each trusting the test CA (`tls_ca_file`); readings flow and
+/// are acknowledged end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_and_gateway_over_tls_with_passwords() {
+    let prefix = unique("dt");
+    let db_url = fresh_database(&format!("ww_test_{prefix}")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw_id = format!("{prefix}-gw");
+    let broker = Broker::start_tls(dir.path(), &gw_id).await;
+    let ca = dir.path().join("ca.crt");
+    let mut cfg = ingest_config(
+        &db_url,
+        &broker.url(),
+        &format!("{prefix}-ingest"),
+        INGEST_PASSWORD,
+    );
+    assert!(cfg.mqtt.url.starts_with("mqtts://"));
+    cfg.mqtt.tls_ca_file = Some(ca.clone());
+    let (replica, pool) = start_ingest(cfg).await;
+    let mut field = Field::new(&prefix, 10, &pool).await;
+    let mut gcfg = field.gateway_config(&broker, &dir.path().join("spool"));
+    gcfg.uplink.tls_ca_file = Some(ca);
+    let stop_gw = CancellationToken::new();
+    let handle = gateway::start(gcfg, field.clock.clone(), stop_gw.clone())
+        .await
+        .expect("gateway starts");
+    let mut progress = handle.progress.clone();
+    for _ in 0..2 {
+        field.round(&mut progress).await;
+    }
+    let rest = field.slot;
+    progress
+        .wait_for(|p| p.last_round == Some(rest))
+        .await
+        .expect("progress");
+    field.slots.push(rest);
+    wait_acked(&mut progress, 3, 30).await;
+    let (stored, rows) = field.stored(&pool).await;
+    assert_eq!(rows, stored.len());
+    assert_eq!(stored, field.polled());
+
+    stop_gw.cancel();
+    handle.wait().await.expect("gateway stops cleanly");
+    field.stop_sim.cancel();
+    replica.stop().await;
     pool.close().await;
 }
