@@ -250,8 +250,10 @@ mkdir -p "$MQ/config" "$MQ/data" "$MQ/auth" "$MQ/tls"
 cp $K8S/base/mosquitto/acl-internal $K8S/base/mosquitto/acl-gateways "$MQ/config/"
 printf 'gw-01:%s\n' "pw-$ID-1" >"$MQ/creds"
 python3 deploy/mosquitto/gen-acl.py --gateways $K8S/base/mosquitto/gateways.txt --acl "$MQ/config/acl-gateways" \
-  --passwd "$MQ/auth/passwd" --credentials "$MQ/creds" --generate-missing
+  --passwd "$MQ/auth/passwd" --credentials "$MQ/creds" --generate-missing --service-user ingest
 GW2_PW=$(grep '^gw-02:' "$MQ/creds" | cut -d: -f2-)
+INGEST_MQ_PW=$(grep '^ingest:' "$MQ/creds" | cut -d: -f2-)
+[ -n "$INGEST_MQ_PW" ] || fail "gen-acl.py --service-user ingest wrote no password for ingest"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$MQ/tls/tls.key" -out "$MQ/tls/tls.crt" -days 1 \
   -subj /CN=localhost -addext subjectAltName=DNS:localhost >/dev/null 2>&1
 MQ_INT=$(free_port); MQ_GW=$(free_port); MQ_TLS=$(free_port)
@@ -265,19 +267,27 @@ grep -q "^listener $MQ_TLS 127.0.0.1" "$MQ/mosquitto.conf" || fail "could not re
 chown -R mosquitto "$MQ" 2>/dev/null || chmod -R a+rX "$MQ"
 mosquitto -c "$MQ/mosquitto.conf" >"$TMP/logs/mosquitto" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 50); do mosquitto_pub -h 127.0.0.1 -p "$MQ_INT" -t probe -n -q 0 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 50); do mosquitto_pub -h 127.0.0.1 -p "$MQ_INT" -u ingest -P "$INGEST_MQ_PW" -t probe -n -q 0 2>/dev/null && break; sleep 0.1; done
 kill -0 "${PIDS[-1]}" || fail "mosquitto did not start with the production configuration"
 ok "mosquitto up: internal :$MQ_INT, gateways :$MQ_GW, TLS :$MQ_TLS"
 
 step "broker ACL with real clients"
 sub_out=$TMP/acl-sub.out
-mosquitto_sub -h 127.0.0.1 -p "$MQ_INT" -i "$ID-aclsub" -q 1 -v -t 'waterworks/v1/+/readings' -t 'waterworks/v1/+/status' >"$sub_out" &
+mosquitto_sub -h 127.0.0.1 -p "$MQ_INT" -i "$ID-aclsub" -u ingest -P "$INGEST_MQ_PW" -q 1 -v \
+  -t 'waterworks/v1/+/readings' -t 'waterworks/v1/+/status' >"$sub_out" &
 SUBPID=$!; PIDS+=($SUBPID)
+# gw-01 subscribes to every ack topic; the ACL delivers only its own.
+ack_out=$TMP/acl-ack.out
+mosquitto_sub -h 127.0.0.1 -p "$MQ_GW" -i "$ID-acksub" -u gw-01 -P "pw-$ID-1" -q 1 -v -t 'waterworks/v1/+/ack' >"$ack_out" &
+ACKPID=$!; PIDS+=($ACKPID)
 sleep 0.5
+if mosquitto_pub -h 127.0.0.1 -p "$MQ_INT" -q 1 -t probe -m anonymous-probe 2>/dev/null; then
+  fail "anonymous client accepted on the internal listener"
+fi
 pub() { mosquitto_pub -h 127.0.0.1 -q 1 "$@"; }
 pub -p "$MQ_GW" -u gw-01 -P "pw-$ID-1" -t waterworks/v1/gw-02/readings -m "spoofed-by-gw-01" || true
 pub -p "$MQ_GW" -u gw-01 -P "pw-$ID-1" -t waterworks/v1/gw-01x/readings -m "prefix-trick-by-gw-01" || true
-pub -p "$MQ_INT" -t waterworks/v1/gw-01/readings -m "anonymous-internal" || true
+pub -p "$MQ_INT" -t waterworks/v1/gw-01/readings -m "anonymous-internal" 2>/dev/null || true
 if pub -p "$MQ_GW" -u gw-01 -P wrong -t waterworks/v1/gw-01/readings -m "bad-password" 2>/dev/null; then
   fail "a wrong password was accepted"
 fi
@@ -287,13 +297,19 @@ fi
 pub -p "$MQ_GW" -u gw-01 -P "pw-$ID-1" -t waterworks/v1/gw-01/readings -m "own-gw-01"
 pub -p "$MQ_GW" -u gw-02 -P "$GW2_PW" -t waterworks/v1/gw-02/status -m "own-gw-02-status"
 pub -p "$MQ_TLS" -h localhost --cafile "$MQ/tls/tls.crt" -u gw-02 -P "$GW2_PW" -t waterworks/v1/gw-02/readings -m "own-gw-02-tls"
-for _ in $(seq 50); do grep -q own-gw-02-tls "$sub_out" && break; sleep 0.1; done
-kill "$SUBPID"
+pub -p "$MQ_INT" -u ingest -P "$INGEST_MQ_PW" -t waterworks/v1/gw-01/readings -m "forged-by-ingest" || true
+pub -p "$MQ_GW" -u gw-02 -P "$GW2_PW" -t waterworks/v1/gw-01/ack -m "ack-forged-by-gw-02" || true
+pub -p "$MQ_INT" -u ingest -P "$INGEST_MQ_PW" -t waterworks/v1/gw-02/ack -m "ack-for-gw-02"
+pub -p "$MQ_INT" -u ingest -P "$INGEST_MQ_PW" -t waterworks/v1/gw-01/ack -m "ack-for-gw-01"
+for _ in $(seq 50); do grep -q own-gw-02-tls "$sub_out" && grep -q ack-for-gw-01 "$ack_out" && break; sleep 0.1; done
+kill "$SUBPID" "$ACKPID"
+grep -qx 'waterworks/v1/gw-01/ack ack-for-gw-01' "$ack_out" || fail "ingest's ack to gw-01 did not reach gw-01"
+if grep -E 'gw-02|forged' "$ack_out"; then fail "gw-01 read another gateway's ack, or a forged one"; fi
 grep -qx 'waterworks/v1/gw-01/readings own-gw-01' "$sub_out" || fail "gw-01's own reading did not arrive"
 grep -qx 'waterworks/v1/gw-02/status own-gw-02-status' "$sub_out" || fail "gw-02's status did not arrive"
 grep -qx 'waterworks/v1/gw-02/readings own-gw-02-tls' "$sub_out" || fail "gw-02's TLS publish did not arrive"
-if grep -E 'spoofed|prefix-trick|anonymous|bad-password' "$sub_out"; then fail "a forbidden publish was delivered"; fi
-ok "gw-01 cannot publish as gw-02 (nor under gw-01x); anonymous cannot publish; wrong password refused; own prefix, status and TLS delivered"
+if grep -E 'spoofed|prefix-trick|anonymous|bad-password|forged' "$sub_out"; then fail "a forbidden publish was delivered"; fi
+ok "gw-01 cannot publish as gw-02 (nor under gw-01x); anonymous refused on both listeners; wrong password refused; ingest publishes acks only, each gateway reads only its own; own prefix, status and TLS delivered"
 
 # ---------------------------------------------------------------- 4. smoke
 step "database: private database, per-service roles (roles.sql)"
@@ -344,7 +360,7 @@ start_services() { # SUFFIX CLIENT_ID
   sed -e "s#^http_listen = .*#http_listen = \"127.0.0.1:$BIL_PORT\"#" $K8S/base/config/billing.toml >"$TMP/billing-$sfx.toml"
   chmod 644 "$TMP"/*.toml
   run_ctr "$ID-ingest-$sfx" "$IMG_INGEST" -v "$TMP/ingest-$sfx.toml:/etc/waterworks/ingest.toml:ro" \
-    -e DATABASE_URL="$URL_INGEST" -e MQTT_URL="mqtt://127.0.0.1:$MQ_INT"
+    -e DATABASE_URL="$URL_INGEST" -e MQTT_URL="mqtt://127.0.0.1:$MQ_INT" -e MQTT_PASSWORD="$INGEST_MQ_PW"
   run_ctr "$ID-billing-$sfx" "$IMG_BILLING" -v "$TMP/billing-$sfx.toml:/etc/waterworks/billing.toml:ro" \
     -e DATABASE_URL="$URL_BILLING"
 }
@@ -439,6 +455,7 @@ python3 deploy/test/manifests.py kubeplay "$TMP/dev.yaml" "$KUBE_YAML" \
   "cfg:client_id = \"ingest-0\"=>client_id = \"$ID-kube-ingest-0\"" \
   "prefix=>$ID-" \
   "secret:waterworks-db-ingest/DATABASE_URL=>$URL_INGEST" \
+  "secret:mosquitto-ingest/password=>$INGEST_MQ_PW" \
   "secret:waterworks-db-billing/DATABASE_URL=>$URL_BILLING" \
   "field:ingest/metadata.name=>ingest-0"
 sed -i "s#localhost/waterworks-\(ingest\|billing\):dev#localhost/waterworks-\1:$ID#" "$KUBE_YAML"

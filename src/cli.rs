@@ -1,5 +1,6 @@
 //! Command-line interface. Each service's subcommand reads its TOML
-//! configuration (see `deploy/config/`), with `DATABASE_URL` and `MQTT_URL`
+//! configuration (see `deploy/config/`), with `DATABASE_URL`, `MQTT_URL`,
+//! `MQTT_CLIENT_ID`, `MQTT_USERNAME` (and `MQTT_PASSWORD`, read by ingest)
 //! from the environment taking precedence, as Kubernetes injects them.
 
 use crate::demo::{self, DemoOptions};
@@ -316,6 +317,17 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             if let Ok(url) = std::env::var("MQTT_URL") {
                 cfg.mqtt.url = url;
+            }
+            // The pod's name in Kubernetes: a stable id per replica.
+            if let Ok(id) = std::env::var("MQTT_CLIENT_ID") {
+                if !id.is_empty() {
+                    cfg.mqtt.client_id = id;
+                }
+            }
+            if let Ok(user) = std::env::var("MQTT_USERNAME") {
+                if !user.is_empty() {
+                    cfg.mqtt.username = Some(user);
+                }
             }
             let shutdown = waterworks_service::shutdown::on_signals();
             ingest::run(cfg, shutdown).await?;

@@ -163,7 +163,7 @@ async fn main() {
         ));
     }
     text.push_str(&format!(
-        "[uplink]\nurl = \"mqtt://127.0.0.1:{}\"\n\n[spool]\ndir = {:?}\n",
+        "[uplink]\nurl = \"mqtt://127.0.0.1:{}\"\nack = \"broker\"\n\n[spool]\ndir = {:?}\n",
         broker.port,
         dir.path().join("spool-poll").display().to_string()
     ));
@@ -238,7 +238,7 @@ async fn main() {
     std::fs::write(
         &cfg,
         format!(
-            "gateway_id = \"{gw}\"\n\n[uplink]\nurl = \"mqtt://127.0.0.1:{}\"\n\n[spool]\ndir = {:?}\nmax_bytes = 1073741824\n",
+            "gateway_id = \"{gw}\"\n\n[uplink]\nurl = \"mqtt://127.0.0.1:{}\"\nack = \"broker\"\n\n[spool]\ndir = {:?}\nmax_bytes = 1073741824\n",
             broker.port,
             spool_dir.display().to_string()
         ),

@@ -64,7 +64,7 @@ async fn run(n: usize, window: u32) {
         ));
     }
     text.push_str(&format!(
-        "[uplink]\nurl = \"mqtt://127.0.0.1:{port}\"\n[spool]\ndir = \"spool\"\n"
+        "[uplink]\nurl = \"mqtt://127.0.0.1:{port}\"\nack = \"broker\"\n[spool]\ndir = \"spool\"\n"
     ));
     std::fs::write(dir.path().join("gw.toml"), text).expect("write config");
     let config = gateway::load_config(&dir.path().join("gw.toml")).expect("config");

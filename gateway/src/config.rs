@@ -343,6 +343,32 @@ pub struct UplinkConfig {
     /// roots (a utility's private CA). Relative to the config file's folder.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// What removes a batch from the spool: `ingest` (default) waits for
+    /// ingest's acknowledgement on `waterworks/v1/{gateway_id}/ack`, sent
+    /// after the batch is committed to the store (end to end); `broker`
+    /// forgets a batch on the broker's PUBACK (a broker without ingest
+    /// behind it: tools, the gateway's own tests; a broker crash can lose
+    /// what it acknowledged).
+    #[serde(default)]
+    pub ack: AckMode,
+    /// With `ack = "ingest"`: seconds to wait for ingest's acknowledgement of
+    /// batches the broker accepted before sending them again; doubles on
+    /// each replay without progress, up to [`crate::uplink::REPLAY_MAX`].
+    #[serde(default = "default_ack_timeout_s")]
+    pub ack_timeout_s: u32,
+}
+
+/// See [`UplinkConfig::ack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    #[default]
+    Ingest,
+    Broker,
+}
+
+fn default_ack_timeout_s() -> u32 {
+    30
 }
 
 fn default_keep_alive_s() -> u16 {
@@ -366,6 +392,8 @@ impl Default for UplinkConfig {
             max_inflight: default_max_inflight(),
             batch_max_readings: default_batch_max_readings(),
             tls_ca_file: None,
+            ack: AckMode::default(),
+            ack_timeout_s: default_ack_timeout_s(),
         }
     }
 }
@@ -659,6 +687,26 @@ pub fn validate(c: &GatewayConfig) -> Result<(), (String, String)> {
     if u.password.is_some() && u.username.is_none() {
         return err("uplink.password", "a password needs a username".into());
     }
+    // The broker's ACL lets a user publish only under its own name
+    // (`waterworks/v1/%u/...`); a refused publish is still PUBACKed by
+    // Mosquitto, so a mismatch would lose every reading without an error.
+    if let Some(user) = &u.username {
+        if user.as_str() != c.gateway_id.as_str() {
+            return err(
+                "uplink.username",
+                format!(
+                    "{user:?} differs from gateway_id {:?}; the broker lets a gateway publish only under its own id as username",
+                    c.gateway_id.as_str()
+                ),
+            );
+        }
+    }
+    if u.ack_timeout_s == 0 || u.ack_timeout_s > 3600 {
+        return err(
+            "uplink.ack_timeout_s",
+            format!("{} is not between 1 and 3600", u.ack_timeout_s),
+        );
+    }
     if c.spool.max_bytes < crate::spool::MIN_SPOOL_BYTES {
         return err(
             "spool.max_bytes",
@@ -926,6 +974,23 @@ max_bytes = 10000000
         }
         assert_eq!(c.meters[1].interval_s(&c.poll), 300);
         assert_eq!(c.uplink.batch_max_readings, 1000);
+    }
+
+    #[test]
+    fn username_must_be_the_gateway_id() {
+        let bad = GOOD.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"mqtt://127.0.0.1:1883\"\nusername = \"gw-02\"\npassword = \"pw\"",
+        );
+        let s = parse_config(&bad, "gw.toml").unwrap_err().to_string();
+        assert!(
+            s.contains("uplink.username") && s.contains("gw-02") && s.contains("gw-01"),
+            "{s}"
+        );
+        let good = bad.replace("username = \"gw-02\"", "username = \"gw-01\"");
+        let c = parse_config(&good, "gw.toml").unwrap();
+        assert_eq!(c.uplink.ack, AckMode::Ingest);
+        assert_eq!(c.uplink.ack_timeout_s, 30);
     }
 
     #[test]

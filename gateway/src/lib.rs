@@ -4,7 +4,7 @@
 //! ```text
 //!  meters --Modbus TCP/RTU--> poller --batches--> spool (fsync) --> uplink --QoS 1--> broker
 //!           (poll.rs, rtu.rs)  (lib.rs)            (spool.rs)       (uplink.rs)
-//!                                   progress (watch) <-- PUBACK moves the spool's watermark
+//!                                   progress (watch) <-- ingest's ack (after commit) moves the spool's watermark
 //! ```
 //!
 //! - [`config`]: the TOML configuration and its validation ([`load_config`]).
@@ -28,8 +28,8 @@ pub mod spool;
 pub mod uplink;
 
 pub use config::{
-    load_config, ConfigError, GatewayConfig, JsonMapping, MeterConfig, MqttMeterConfig, PollConfig,
-    SpoolConfig, Transport, UplinkConfig,
+    load_config, AckMode, ConfigError, GatewayConfig, JsonMapping, MeterConfig, MqttMeterConfig,
+    PollConfig, SpoolConfig, Transport, UplinkConfig,
 };
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
@@ -48,11 +48,16 @@ pub struct Progress {
     pub last_round: Option<DateTime<Utc>>,
     /// Highest batch_seq written to the spool.
     pub spooled_seq: u64,
-    /// Highest batch_seq PUBACKed and removed from the spool (every batch up to
-    /// it has left the spool; batches dropped by the size bound count as left).
+    /// The spool's done mark: every batch up to it has left the spool,
+    /// acknowledged by ingest after its commit (`uplink.ack = "ingest"`) or by
+    /// the broker's PUBACK (`"broker"`); batches dropped by the size bound
+    /// count as left.
     pub acked_seq: u64,
-    /// Batches in the spool not yet PUBACKed.
+    /// Batches in the spool not yet acknowledged.
     pub pending_batches: u64,
+    /// Seconds since the oldest unacknowledged batch was first sent (0 when
+    /// none; batches found in the spool at start count from the start).
+    pub oldest_unacked_age_s: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +119,7 @@ pub async fn start(
         spooled_seq: spool.last_seq(),
         acked_seq: spool.done_seq(),
         pending_batches: spool.pending_batches(),
+        oldest_unacked_age_s: 0,
     };
     metrics::gauge!("gateway_spool_pending_batches").set(initial.pending_batches as f64);
     metrics::gauge!("gateway_spool_bytes").set(spool.bytes() as f64);

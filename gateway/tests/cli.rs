@@ -58,6 +58,30 @@ fn check_config_accepts_good_and_names_the_fault() {
         stderr.contains("gw.toml") && stderr.contains("line 14") && stderr.contains("colour"),
         "{stderr}"
     );
+
+    // A username other than the gateway id: the broker's ACL would refuse
+    // every publish (and still PUBACK it), so it is refused here.
+    std::fs::write(
+        &path,
+        good.replace(
+            "[uplink]\n",
+            "[uplink]\nusername = \"gw-other\"\npassword = \"secret\"\n",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_waterworks-gateway"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("uplink.username")
+            && stderr.contains("gw-other")
+            && stderr.contains("gw-cli"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,7 +70,7 @@ async fn mqtt_native_meters_through_the_spool() {
         ));
     }
     text.push_str(&format!(
-        "[uplink]\nurl = \"mqtt://127.0.0.1:{}\"\nmax_inflight = 8\n\n[spool]\ndir = \"spool\"\nmax_bytes = 16777216\n",
+        "[uplink]\nurl = \"mqtt://127.0.0.1:{}\"\nack = \"broker\"\nmax_inflight = 8\n\n[spool]\ndir = \"spool\"\nmax_bytes = 16777216\n",
         broker.port
     ));
     std::fs::write(dir.path().join("gw.toml"), &text).unwrap();

@@ -111,7 +111,7 @@ async fn rtu_meters_over_a_pty_pair() {
         ));
     }
     text.push_str(&format!(
-        "[uplink]\nurl = \"mqtt://127.0.0.1:{}\"\n\n[spool]\ndir = {:?}\n",
+        "[uplink]\nurl = \"mqtt://127.0.0.1:{}\"\nack = \"broker\"\n\n[spool]\ndir = {:?}\n",
         broker.port,
         dir.path().join("spool").display().to_string()
     ));

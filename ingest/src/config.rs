@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use waterworks_service::auth::TokenConfig;
 
 /// The whole configuration of one ingest replica.
@@ -143,13 +144,32 @@ fn default_api_max_response_bytes() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// Broker URL, `mqtt://host:port` (port defaults to 1883).
+    /// Broker URL, `mqtt://host:port` (port defaults to 1883) or
+    /// `mqtts://host:port` for TLS (port defaults to 8883; the broker's
+    /// certificate is checked against `tls_ca_file`, else the system roots,
+    /// and must name `host`). `MQTT_URL` in the environment overrides it.
     pub url: String,
     /// Client id: stable per replica (e.g. the StatefulSet pod name), because
     /// the session is persistent (MQTT 5 `clean_start = false` with a session
     /// expiry interval; 3.1.1 `clean_session = false`): messages that arrive
-    /// while the replica is down wait for it at the broker.
+    /// while the replica is down wait for it at the broker. `MQTT_CLIENT_ID`
+    /// in the environment overrides it (the pod's name).
     pub client_id: String,
+    /// Username at the broker (the broker's ACL gives it ingest's topics).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password, inline (tests; in production prefer `password_file`).
+    /// Without either, `MQTT_PASSWORD` in the environment is used when
+    /// `username` is set. Never logged.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// File holding the password (a mounted Kubernetes Secret); one line,
+    /// surrounding whitespace ignored.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PEM file of the CA(s) trusted for `mqtts://` instead of the system roots.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// Protocol of the session: `"v5"` (default: MQTT 5, shared
     /// subscription, session expiry, Receive Maximum) or `"v311"` (MQTT
     /// 3.1.1, for brokers without a usable MQTT 5 listener; the broker then
@@ -191,6 +211,10 @@ impl MqttConfig {
         Self {
             url: url.into(),
             client_id: client_id.into(),
+            username: None,
+            password: None,
+            password_file: None,
+            tls_ca_file: None,
             protocol: MqttProtocol::default(),
             session_expiry_s: default_session_expiry_s(),
             receive_maximum: default_receive_maximum(),
@@ -198,6 +222,58 @@ impl MqttConfig {
             keep_alive_s: default_keep_alive_s(),
             max_inflight: default_max_inflight(),
         }
+    }
+}
+
+impl MqttConfig {
+    /// The password to log in with: `password`, else the content of
+    /// `password_file`, else `MQTT_PASSWORD`; `None` without a username.
+    pub fn resolve_password(&self) -> Result<Option<Secret>, String> {
+        if self.username.is_none() {
+            if self.password.is_some() || self.password_file.is_some() {
+                return Err("mqtt.password needs mqtt.username".into());
+            }
+            return Ok(None);
+        }
+        if self.password.is_some() && self.password_file.is_some() {
+            return Err("set one of mqtt.password and mqtt.password_file".into());
+        }
+        if let Some(p) = &self.password {
+            return Ok(Some(p.clone()));
+        }
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("mqtt.password_file {}: {e}", path.display()))?;
+            let text = text.trim();
+            if text.is_empty() {
+                return Err(format!("mqtt.password_file {} is empty", path.display()));
+            }
+            return Ok(Some(Secret(text.to_string())));
+        }
+        match std::env::var("MQTT_PASSWORD") {
+            Ok(p) if !p.is_empty() => Ok(Some(Secret(p))),
+            _ => Err(
+                "mqtt.username is set but no password: set mqtt.password_file or MQTT_PASSWORD"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// A secret string: `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
     }
 }
 
@@ -339,6 +415,44 @@ mod tests {
             r#"{"database_url":"x","mqtt":{"url":"u","client_id":"c"},"retention":3}"#,
         );
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn the_password_never_shows_and_comes_from_a_file() {
+        let c = toml_like(
+            r#"{"database_url":"x","mqtt":{"url":"u","client_id":"c","username":"ingest","password":"hunter2-secret"}}"#,
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("Secret(***)"),
+            "{shown}"
+        );
+        assert_eq!(
+            c.mqtt.resolve_password().unwrap().unwrap().expose(),
+            "hunter2-secret"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "from-a-file\n").unwrap();
+        let mut m = MqttConfig::new("u", "c");
+        m.username = Some("ingest".into());
+        m.password_file = Some(f.clone());
+        assert_eq!(
+            m.resolve_password().unwrap().unwrap().expose(),
+            "from-a-file"
+        );
+        m.password = Some(Secret("x".into()));
+        assert!(m.resolve_password().is_err(), "both is ambiguous");
+        m.password = None;
+        m.password_file = Some(dir.path().join("missing"));
+        assert!(m.resolve_password().unwrap_err().contains("missing"));
+        let mut anon = MqttConfig::new("u", "c");
+        assert_eq!(anon.resolve_password().unwrap(), None);
+        anon.password_file = Some(f);
+        assert!(
+            anon.resolve_password().is_err(),
+            "a password needs a username"
+        );
     }
 
     fn toml_like(s: &str) -> IngestConfig {

@@ -94,21 +94,67 @@ struct Batch {
     messages: Vec<Message>,
 }
 
-/// `(host, port)` of an `mqtt://host[:port]` URL.
-fn broker_address(url: &str) -> Result<(String, u16), IngestError> {
-    let rest = url
+/// `(host, port, tls)` of an `mqtt://host[:port]` (1883) or
+/// `mqtts://host[:port]` (8883, TLS) URL.
+fn broker_address(url: &str) -> Result<(String, u16, bool), IngestError> {
+    let (rest, tls) = if let Some(r) = url.strip_prefix("mqtts://") {
+        (r, true)
+    } else if let Some(r) = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| IngestError::Config(format!("mqtt url {url:?} must start with mqtt://")))?;
+    {
+        (r, false)
+    } else {
+        return Err(IngestError::Config(format!(
+            "mqtt url {url:?} must start with mqtt:// or mqtts://"
+        )));
+    };
     let rest = rest.trim_end_matches('/');
     match rest.rsplit_once(':') {
         Some((h, p)) => Ok((
             h.to_string(),
             p.parse::<u16>()
                 .map_err(|_| IngestError::Config(format!("bad port in mqtt url {url:?}")))?,
+            tls,
         )),
-        None => Ok((rest.to_string(), 1883)),
+        None => Ok((rest.to_string(), if tls { 8883 } else { 1883 }, tls)),
     }
+}
+
+/// The transport of `cfg`: TCP, or TLS trusting `tls_ca_file` (else the
+/// system roots).
+fn transport(
+    cfg: &crate::config::MqttConfig,
+    tls: bool,
+) -> Result<rumqttc::Transport, IngestError> {
+    if !tls {
+        if cfg.tls_ca_file.is_some() {
+            return Err(IngestError::Config(
+                "mqtt.tls_ca_file is only used with an mqtts:// url".into(),
+            ));
+        }
+        return Ok(rumqttc::Transport::Tcp);
+    }
+    Ok(match &cfg.tls_ca_file {
+        Some(path) => {
+            let ca = std::fs::read(path).map_err(|e| {
+                IngestError::Config(format!("mqtt.tls_ca_file {}: {e}", path.display()))
+            })?;
+            rumqttc::Transport::tls(ca, None, None)
+        }
+        None => rumqttc::Transport::tls_with_default_config(),
+    })
+}
+
+/// Username and password of `cfg`, if it has a username.
+fn credentials(cfg: &crate::config::MqttConfig) -> Result<Option<(String, String)>, IngestError> {
+    let password = cfg.resolve_password().map_err(IngestError::Config)?;
+    Ok(cfg.username.clone().map(|u| {
+        (
+            u,
+            password.map(|p| p.expose().to_string()).unwrap_or_default(),
+        )
+    }))
 }
 
 /// Largest packet ingest accepts: one full gateway batch plus headers.
@@ -116,12 +162,16 @@ const MAX_PACKET_BYTES: usize = waterworks_wire::reading::MAX_PAYLOAD_BYTES + 40
 
 /// The MQTT 3.1.1 session: persistent (`clean_session = false`), manual acks.
 pub fn mqtt_options(cfg: &crate::config::MqttConfig) -> Result<rumqttc::MqttOptions, IngestError> {
-    let (host, port) = broker_address(&cfg.url)?;
+    let (host, port, tls) = broker_address(&cfg.url)?;
     let mut o = rumqttc::MqttOptions::new(cfg.client_id.clone(), host, port);
     o.set_clean_session(false)
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(5)))
-        .set_max_packet_size(MAX_PACKET_BYTES, 64 * 1024);
+        .set_max_packet_size(MAX_PACKET_BYTES, 64 * 1024)
+        .set_transport(transport(cfg, tls)?);
+    if let Some((u, p)) = credentials(cfg)? {
+        o.set_credentials(u, p);
+    }
     Ok(o)
 }
 
@@ -130,7 +180,7 @@ pub fn mqtt_options(cfg: &crate::config::MqttConfig) -> Result<rumqttc::MqttOpti
 /// sends before it sees acknowledgements. No topic aliases (every publish
 /// carries its topic).
 pub fn mqtt5_options(cfg: &crate::config::MqttConfig) -> Result<v5::MqttOptions, IngestError> {
-    let (host, port) = broker_address(&cfg.url)?;
+    let (host, port, tls) = broker_address(&cfg.url)?;
     if cfg.receive_maximum == 0 {
         return Err(IngestError::Config(
             "mqtt.receive_maximum must be at least 1".into(),
@@ -142,7 +192,11 @@ pub fn mqtt5_options(cfg: &crate::config::MqttConfig) -> Result<v5::MqttOptions,
         .set_receive_maximum(Some(cfg.receive_maximum))
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(5)))
-        .set_max_packet_size(Some(MAX_PACKET_BYTES as u32));
+        .set_max_packet_size(Some(MAX_PACKET_BYTES as u32))
+        .set_transport(transport(cfg, tls)?);
+    if let Some((u, p)) = credentials(cfg)? {
+        o.set_credentials(u, p);
+    }
     Ok(o)
 }
 
@@ -178,6 +232,9 @@ enum Event {
     Publish(Message),
     Other,
     Lost(String),
+    /// The broker refused the connection for a reason retrying cannot fix
+    /// (credentials, authorization, client id): fatal.
+    Refused(String),
 }
 
 impl Client {
@@ -228,6 +285,20 @@ impl Client {
         }
     }
 
+    /// Publishes a gateway's delivery acknowledgement (QoS 1, retained).
+    async fn publish_ack(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+        match self {
+            Client::V311(c) => c
+                .publish(topic, rumqttc::QoS::AtLeastOnce, true, payload)
+                .await
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .publish(topic, v5::mqttbytes::QoS::AtLeastOnce, true, payload)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     fn try_disconnect(&self) {
         let _ = match self {
             Client::V311(c) => c.try_disconnect().map_err(|e| e.to_string()),
@@ -256,6 +327,11 @@ impl Events {
                         budget: None,
                     }),
                     Ok(_) => Event::Other,
+                    Err(rumqttc::ConnectionError::ConnectionRefused(code))
+                        if code != rumqttc::ConnectReturnCode::ServiceUnavailable =>
+                    {
+                        Event::Refused(format!("{code:?}"))
+                    }
                     Err(e) => Event::Lost(e.to_string()),
                 }
             }
@@ -282,6 +358,18 @@ impl Events {
                         Event::Other
                     }
                     Ok(_) => Event::Other,
+                    Err(v5::ConnectionError::ConnectionRefused(code))
+                        if !matches!(
+                            code,
+                            v5::mqttbytes::v5::ConnectReturnCode::ServiceUnavailable
+                                | v5::mqttbytes::v5::ConnectReturnCode::ServerUnavailable
+                                | v5::mqttbytes::v5::ConnectReturnCode::ServerBusy
+                                | v5::mqttbytes::v5::ConnectReturnCode::ConnectionRateExceeded
+                                | v5::mqttbytes::v5::ConnectReturnCode::QuotaExceeded
+                        ) =>
+                    {
+                        Event::Refused(format!("{code:?}"))
+                    }
                     Err(e) => Event::Lost(e.to_string()),
                 }
             }
@@ -325,6 +413,7 @@ pub async fn run(
         eventloop,
         client.clone(),
         in_txs,
+        cfg.mqtt.username.clone(),
         shared.clone(),
         vec![
             cfg.mqtt.subscription.clone(),
@@ -371,7 +460,11 @@ pub async fn run(
     client.try_disconnect();
     tokio::time::sleep(Duration::from_millis(50)).await;
     mqtt_stop.cancel();
-    let _ = mqtt.await;
+    match mqtt.await {
+        Ok(Err(e)) => return Err(e),
+        Err(e) => tracing::error!(error = %e, "mqtt task failed"),
+        Ok(Ok(())) => {}
+    }
     writer_result
 }
 
@@ -385,15 +478,17 @@ fn lane_of(topic: &str, lanes: usize) -> usize {
     (h.finish() % lanes.max(1) as u64) as usize
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn mqtt_loop(
     mut eventloop: Events,
     client: Client,
     txs: Vec<mpsc::Sender<Inbound>>,
+    username: Option<String>,
     shared: Arc<Shared>,
     subscriptions: Vec<String>,
     stop: CancellationToken,
     shutdown: CancellationToken,
-) {
+) -> Result<(), IngestError> {
     let mut backoff_ms = RETRY_MIN_MS;
     // Subscriptions of this connection not yet acknowledged. The replica
     // counts as connected (and /ready) only once all are: before that, a
@@ -443,6 +538,15 @@ async fn mqtt_loop(
                 }
             }
             Event::Other => {}
+            Event::Refused(code) => {
+                shared.broker_connected.store(false, Ordering::Relaxed);
+                metrics::counter!("ingest_broker_refusals_total").increment(1);
+                let user = username.as_deref().unwrap_or("(anonymous)");
+                tracing::error!(code = %code, user, "the broker refused ingest's connection; check mqtt.username, the password and the broker's ACL");
+                return Err(IngestError::Config(format!(
+                    "the broker refused the connection ({code}) for user {user}: check mqtt.username, mqtt.password_file / MQTT_PASSWORD and the broker's ACL"
+                )));
+            }
             Event::Lost(e) if shutdown.is_cancelled() => {
                 // Our own disconnect (or a loss while draining): no reconnect,
                 // nothing to warn about. Unacknowledged messages are
@@ -465,6 +569,7 @@ async fn mqtt_loop(
         }
     }
     shared.broker_connected.store(false, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Groups messages into batches; decodes as they arrive (pipelined with the
@@ -613,7 +718,12 @@ async fn write_loop(
         let mut parts = vec![batch];
         while let Some(b) = parts.pop() {
             match write_with_retry(&shared, &b.input, window, &shutdown).await {
-                WriteResult::Done => ack_all(&client, &b.messages).await,
+                WriteResult::Done(acks) => {
+                    // Committed: tell the gateways (their spools may now
+                    // forget these batches), then release the messages.
+                    publish_acks(&client, acks).await;
+                    ack_all(&client, &b.messages).await
+                }
                 WriteResult::Isolate => {
                     if b.messages.len() > 1 {
                         tracing::warn!(
@@ -634,7 +744,8 @@ async fn write_loop(
 }
 
 enum WriteResult {
-    Done,
+    /// Committed; the gateways' acknowledgements to publish.
+    Done(Vec<(String, waterworks_wire::topic::Ack)>),
     Isolate,
     Stopped,
 }
@@ -670,7 +781,8 @@ async fn write_with_retry(
                     ?out,
                     "batch committed"
                 );
-                return WriteResult::Done;
+                gateway_metrics(input, &out.acks);
+                return WriteResult::Done(out.acks);
             }
             Err(e) => {
                 metrics::counter!("ingest_write_retries_total").increment(1);
@@ -759,6 +871,78 @@ async fn refuse_whole(shared: &Shared, b: &Batch, window: WindowCfg) {
     }
     metrics::counter!("ingest_quarantined_total", "reason" => vee::Reason::Malformed.as_str())
         .increment(1);
+}
+
+/// Publishes each gateway's acknowledgement (after the commit that it
+/// reports). A failure is only logged: the next commit of that gateway, or
+/// its replay of the batches (which stores nothing twice), publishes again.
+async fn publish_acks(client: &Client, acks: Vec<(String, waterworks_wire::topic::Ack)>) {
+    for (gw, ack) in acks {
+        let Ok(id) = waterworks_wire::GatewayId::parse(&gw) else {
+            continue;
+        };
+        if let Err(e) = client.publish_ack(topic::ack(&id), ack.encode()).await {
+            tracing::debug!(error = %e, gateway = %gw, "ack not published");
+            return;
+        }
+        metrics::counter!("ingest_acks_published_total").increment(1);
+    }
+}
+
+/// Most gateways given their own Prometheus series; later ones are counted
+/// in `ingest_gateway_series_refused_total` only (cardinality bound: a
+/// gateway id comes from the topic, and a broken or hostile publisher could
+/// invent ids; the broker's ACL already limits ids to provisioned users).
+pub const MAX_GATEWAY_SERIES: usize = 2000;
+
+static GATEWAY_SERIES: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+    std::sync::Mutex::new(None);
+
+/// Whether `gw` may have its own series (it has one, or there is room).
+fn gateway_series(gw: &str) -> bool {
+    let mut g = GATEWAY_SERIES.lock().expect("series lock");
+    let set = g.get_or_insert_with(Default::default);
+    if set.contains(gw) {
+        return true;
+    }
+    if set.len() >= MAX_GATEWAY_SERIES {
+        metrics::counter!("ingest_gateway_series_refused_total").increment(1);
+        return false;
+    }
+    set.insert(gw.to_string());
+    true
+}
+
+/// After a commit: per gateway, the batch it acknowledged up to
+/// contiguously, when its last batch was committed (the age is
+/// `time() - ingest_gateway_last_commit_timestamp_seconds`), and its
+/// status from the retained status topic (1 online, 0 offline); and the
+/// consumer lag (oldest message of the batch, received to committed).
+fn gateway_metrics(input: &BatchInput, acks: &[(String, waterworks_wire::topic::Ack)]) {
+    let now = Utc::now();
+    if let Some(oldest) = input.metas.iter().map(|m| m.received_at).min() {
+        let lag = (now - oldest).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::gauge!("ingest_consumer_lag_seconds").set(lag);
+        metrics::histogram!("ingest_consumer_lag_seconds_hist").record(lag);
+    }
+    for (gw, ack) in acks {
+        if gateway_series(gw) {
+            metrics::gauge!("ingest_gateway_acked_batch_seq", "gateway" => gw.clone())
+                .set(ack.batch_seq as f64);
+            metrics::gauge!("ingest_gateway_last_commit_timestamp_seconds", "gateway" => gw.clone())
+                .set(now.timestamp() as f64);
+        }
+    }
+    for (gw, status, _) in &input.statuses {
+        if gateway_series(gw) {
+            let v = if status == topic::STATUS_ONLINE {
+                1.0
+            } else {
+                0.0
+            };
+            metrics::gauge!("ingest_gateway_online", "gateway" => gw.clone()).set(v);
+        }
+    }
 }
 
 async fn ack_all(client: &Client, messages: &[Message]) {

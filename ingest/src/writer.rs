@@ -49,6 +49,13 @@ pub struct BatchOutcome {
     pub quarantined: BTreeMap<&'static str, u64>,
     pub seq_gaps: u64,
     pub seq_resets: u64,
+    /// Per sending gateway, what is committed of its batches once this
+    /// transaction commits (its sequence state under the gateway's lock):
+    /// published by the consumer on `waterworks/v1/{gateway_id}/ack` only
+    /// after the commit. It covers exactly `1..=last_batch_seq` minus the open
+    /// `batch_seq` gaps, so batches committed out of order by two replicas
+    /// never acknowledge a batch between them that is not committed.
+    pub acks: Vec<(String, waterworks_wire::topic::Ack)>,
 }
 
 pub async fn write_batch(
@@ -171,8 +178,9 @@ pub async fn write_batch(
         copy.finish().await?;
         clock.mark("copy");
     }
-    let (gaps, resets, gateway_rows) =
+    let (gaps, resets, gateway_rows, acks) =
         record_gateway_seqs(&mut tx, input, &rows, &meters, gateway_states).await?;
+    out.acks = acks;
     store_state(&mut tx, &rows, &v.new_last, &gateway_rows).await?;
     clock.mark("state");
     out.seq_gaps = gaps;
@@ -548,7 +556,15 @@ async fn record_gateway_seqs(
     rows: &[Row],
     meters: &HashMap<String, MeterState>,
     mut states: BTreeMap<String, SeqState>,
-) -> Result<(u64, u64, Vec<GatewayRow>), IngestError> {
+) -> Result<
+    (
+        u64,
+        u64,
+        Vec<GatewayRow>,
+        Vec<(String, waterworks_wire::topic::Ack)>,
+    ),
+    IngestError,
+> {
     let mut new_in_msg = vec![false; input.decoded.len()];
     for r in rows {
         if let Some(x) = new_in_msg.get_mut(r.msg) {
@@ -564,8 +580,9 @@ async fn record_gateway_seqs(
         }
     }
     let mut out = Vec::with_capacity(seqs.len());
+    let mut acks = Vec::with_capacity(seqs.len());
     if seqs.is_empty() {
-        return Ok((0, 0, out));
+        return Ok((0, 0, out, acks));
     }
     let mut stored: BTreeMap<&str, i64> = BTreeMap::new();
     for r in rows {
@@ -631,8 +648,15 @@ async fn record_gateway_seqs(
             stored.get(gw).copied().unwrap_or(0),
             gw_resets,
         ));
+        if let Some(last) = state.last {
+            let open: Vec<(u64, u64)> = state.gaps.iter().map(|g| (g.1, g.2)).collect();
+            acks.push((
+                gw.to_string(),
+                waterworks_wire::topic::Ack::from_gaps(last, &open),
+            ));
+        }
     }
-    Ok((gaps, resets, out))
+    Ok((gaps, resets, out, acks))
 }
 
 async fn record_meter_gaps(

@@ -185,7 +185,7 @@ pub fn config_text(
         ));
     }
     s.push_str(&format!(
-        "[uplink]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"{gateway_id}-c\"\nmax_inflight = 8\n\n[spool]\ndir = {:?}\nmax_bytes = 16777216\n",
+        "[uplink]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nack = \"broker\"\nclient_id = \"{gateway_id}-c\"\nmax_inflight = 8\n\n[spool]\ndir = {:?}\nmax_bytes = 16777216\n",
         spool.display().to_string()
     ));
     s
