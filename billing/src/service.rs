@@ -513,7 +513,7 @@ mod tests {
             http_listen = "127.0.0.1:8082"
             tariff_file = "fixtures/tariffs/daejeon.toml"
             db_pool_max = 8
-            tokens = [{ name = "clerk-1", role = "clerk", token = "at-least-16-characters" }]
+            tokens = [{ name = "clerk-1", role = "clerk", token_file = "/run/secrets/waterworks-tokens/clerk-1" }]
             [hold_policy]
             high_ratio = "3"
             low_ratio = "0.2"
@@ -521,7 +521,7 @@ mod tests {
         "#;
         let cfg: BillingConfig = toml::from_str(text).unwrap();
         assert_eq!(cfg.hold_policy, HoldPolicy::default());
-        assert_eq!(cfg.tokens[0].role, Role::Clerk);
+        assert_eq!(cfg.tokens[0].role, Some(Role::Clerk));
         let minimal: BillingConfig = toml::from_str("tariff_file = \"t.toml\"").unwrap();
         assert_eq!(minimal.http_listen.port(), 8082);
         assert!(toml::from_str::<BillingConfig>("tariff_file = \"t\"\nbogus = 1").is_err());
