@@ -1,6 +1,13 @@
 //! Reports for clerks and the finance office, each as JSON (serde) and CSV
 //! (`to_csv`): trial balance, receivables ageing, billing run summary, arrears.
 //!
+//! CSV cells of text (names, addresses, account numbers, usage types) that
+//! begin with `=`, `+`, `-`, `@`, a tab or a carriage return get a leading
+//! `'`, as OWASP advises against formula injection: a spreadsheet then shows
+//! the text instead of evaluating it. Amounts and counts are written from
+//! integers, so they are numbers and are never prefixed: a negative balance
+//! stays `-5000` and sums in the spreadsheet.
+//!
 //! Reads only. Ageing counts days from a bill's date, the first day after its
 //! period (the October 2026 bill is dated 2026-11-01), to `as_of`: 0-30 days
 //! is current, then 31-60, 61-90 and 90+.
@@ -17,12 +24,19 @@ use std::fmt::Write;
 /// Rows a list report returns at most (the CSV says when it was cut).
 pub const MAX_REPORT_ROWS: usize = 100_000;
 
-/// Quotes a CSV field when it needs it (RFC 4180).
+/// A text cell for CSV: neutralised against formula injection (a leading
+/// `'` before `=`, `+`, `-`, `@`, tab or CR), then quoted when it needs it
+/// (RFC 4180). Numeric columns are not written through this.
 pub fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
 }
 
@@ -59,7 +73,7 @@ impl TrialBalance {
             let _ = writeln!(
                 out,
                 "{},{},{},{},{}",
-                r.code,
+                csv_field(&r.code),
                 csv_field(&r.name),
                 r.debit_krw,
                 r.credit_krw,
@@ -441,6 +455,18 @@ mod tests {
     fn csv_fields_are_quoted_only_when_needed_and_ages_bucket() {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a, \"b\""), "\"a, \"\"b\"\"\"");
+        // Formula injection: text cells that a spreadsheet would evaluate.
+        assert_eq!(csv_field("=1+1"), "'=1+1");
+        assert_eq!(csv_field("+821012345678"), "'+821012345678");
+        assert_eq!(csv_field("-5"), "'-5");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("\rx"), "\"'\rx\"");
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://evil\",\"x\")"),
+            "\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\""
+        );
+        assert_eq!(csv_field("a=b"), "a=b");
         let mut r = AgeingRow::default();
         for (d, a) in [
             (0, 1),
