@@ -31,6 +31,15 @@ pub struct ConsoleConfig {
     /// Timeout of one call to a backend, in milliseconds (default 10 000).
     #[serde(default = "default_backend_timeout_ms")]
     pub backend_timeout_ms: u64,
+    /// Sign-in attempts (`POST /login`) a minute per client IP (default 20);
+    /// over it, 429 with `Retry-After`.
+    #[serde(default = "default_login_per_ip_per_min")]
+    pub login_per_ip_per_min: u32,
+    /// Take the client IP from the rightmost address of this header (e.g.
+    /// `x-forwarded-for` behind the cluster's ingress) instead of the TCP
+    /// peer. Default none.
+    #[serde(default)]
+    pub client_ip_header: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +71,8 @@ impl ConsoleConfig {
             max_sessions: default_max_sessions(),
             secure_cookies: false,
             backend_timeout_ms: default_backend_timeout_ms(),
+            login_per_ip_per_min: default_login_per_ip_per_min(),
+            client_ip_header: None,
         }
     }
 
@@ -152,6 +163,9 @@ fn default_max_sessions() -> usize {
 }
 fn default_backend_timeout_ms() -> u64 {
     10_000
+}
+fn default_login_per_ip_per_min() -> u32 {
+    20
 }
 
 #[cfg(test)]
