@@ -179,11 +179,16 @@ async fn open_bills(
     pool: &PgPool,
 ) -> Result<Vec<(String, String, Period, i64, i64)>, BillingError> {
     let rows = sqlx::query(
-        "SELECT p.party, coalesce(a.customer, ''), b.period, p.bill_id, sum(p.amount_krw)::int8 \
-           FROM billing.postings p JOIN billing.bills b ON b.bill_id = p.bill_id \
-           LEFT JOIN billing.accounts a ON a.account_no = p.party \
-          WHERE p.ledger_account = '1100' \
-          GROUP BY 1, 2, 3, 4 HAVING sum(p.amount_krw) <> 0 ORDER BY 1, 3, 4",
+        // Open amounts first, from the covering index of receivable
+        // postings (0020_report_indexes.sql), then names and periods for the
+        // open bills only (the bills' period from its own narrow index).
+        "WITH open AS (SELECT bill_id, party, sum(amount_krw)::int8 AS open_krw \
+                         FROM billing.postings WHERE ledger_account = '1100' \
+                        GROUP BY bill_id, party HAVING sum(amount_krw) <> 0) \
+         SELECT o.party, coalesce(a.customer, ''), b.period, o.bill_id, o.open_krw \
+           FROM open o JOIN billing.bills b ON b.bill_id = o.bill_id \
+           LEFT JOIN billing.accounts a ON a.account_no = o.party \
+          ORDER BY 1, 3, 4",
     )
     .fetch_all(pool)
     .await?;

@@ -247,3 +247,54 @@ async fn pagination_walks_every_bill_exactly_once_within_the_byte_bound(pool: Pg
     );
     shutdown.cancel();
 }
+
+/// The plan PostgreSQL picks for `sql` when a scan of the whole table is
+/// made as costly as it is on a big one (these tables are tiny).
+async fn plan(pool: &PgPool, sql: &str) -> String {
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let rows: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    rows.join("\n")
+}
+
+#[sqlx::test(migrations = false)]
+async fn searches_and_open_bills_read_indexes_not_tables(pool: PgPool) {
+    let (_addr, shutdown) = start(config(&pool)).await;
+    // pg_trgm ships with PostgreSQL (contrib); the migration must have used it.
+    let trgm: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        trgm, 1,
+        "pg_trgm is not installed: customer searches scan the table"
+    );
+    let p = plan(
+        &pool,
+        "SELECT account_no FROM billing.accounts WHERE customer ILIKE '%김철수%' OR address ILIKE '%김철수%'",
+    )
+    .await;
+    assert!(p.contains("accounts_customer_trgm_idx"), "{p}");
+    assert!(p.contains("accounts_address_trgm_idx"), "{p}");
+    let p = plan(
+        &pool,
+        "SELECT account_no FROM billing.meter_installations WHERE meter_id LIKE 'M-00%'",
+    )
+    .await;
+    assert!(p.contains("meter_installations_meter_prefix_idx"), "{p}");
+    let p = plan(
+        &pool,
+        "SELECT bill_id, party, sum(amount_krw) FROM billing.postings \
+          WHERE ledger_account = '1100' GROUP BY bill_id, party",
+    )
+    .await;
+    assert!(p.contains("postings_receivable_by_bill_idx"), "{p}");
+    shutdown.cancel();
+}

@@ -98,6 +98,7 @@ impl ConsoleConfig {
             ("CONSOLE_HTTP_LISTEN", "http_listen"),
             ("CONSOLE_INGEST_URL", "ingest_url"),
             ("CONSOLE_BILLING_URL", "billing_url"),
+            ("CONSOLE_CLIENT_IP_HEADER", "client_ip_header"),
         ] {
             if let Some(v) = env(var) {
                 table.insert(key.into(), toml::Value::String(v));
