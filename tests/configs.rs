@@ -57,3 +57,15 @@ fn embedded_tariff_and_profile_load() {
     )
     .expect("profile");
 }
+
+#[test]
+fn demo_tokens_are_strong_and_independent() {
+    let admin = "5f0c9a3e7b1d84c2a6e0f9b3d7c1a5e82b4f6d0c9e3a7b1d5f8c2e6a0b4d9f3c";
+    let tokens = waterworks::demo::demo_tokens(admin);
+    waterworks_service::auth::ApiTokens::new(&tokens).expect("every demo token passes the rule");
+    for t in &tokens[1..] {
+        let token = t.token.as_deref().unwrap();
+        // A role's token no longer carries the admin token inside it.
+        assert!(!token.contains(admin), "{}", t.name);
+    }
+}
