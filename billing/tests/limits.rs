@@ -298,3 +298,44 @@ async fn searches_and_open_bills_read_indexes_not_tables(pool: PgPool) {
     assert!(p.contains("postings_receivable_by_bill_idx"), "{p}");
     shutdown.cancel();
 }
+
+#[sqlx::test(migrations = false)]
+async fn past_the_bound_of_requests_at_once_the_service_sheds_with_503(pool: PgPool) {
+    let mut cfg = config(&pool);
+    cfg.http_limits.max_concurrent = 1;
+    let (addr, shutdown) = start(cfg).await;
+    let mut locker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE billing.bills IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    // One request holds the only slot, waiting on the lock.
+    let held = tokio::spawn(async move {
+        get(addr, "/api/v1/bills?period=2026-10", Some(VIEWER))
+            .await
+            .0
+    });
+    // Until PostgreSQL shows it waiting.
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+              WHERE wait_event_type = 'Lock' AND query LIKE '%billing.bills%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (status, head, body) = get(addr, "/api/v1/billing-runs", Some(CLERK)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "unavailable");
+    assert!(head.contains("retry-after: "));
+    locker.rollback().await.unwrap();
+    assert_eq!(held.await.unwrap(), 200);
+    // The slot is free again.
+    assert_eq!(get(addr, "/api/v1/billing-runs", Some(CLERK)).await.0, 200);
+    shutdown.cancel();
+}
