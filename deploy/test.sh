@@ -360,12 +360,18 @@ start_services() { # SUFFIX CLIENT_ID
   sed -e "s#^http_listen = .*#http_listen = \"127.0.0.1:$BIL_PORT\"#" $K8S/base/config/billing.toml >"$TMP/billing-$sfx.toml"
   chmod 644 "$TMP"/*.toml
   run_ctr "$ID-ingest-$sfx" "$IMG_INGEST" -v "$TMP/ingest-$sfx.toml:/etc/waterworks/ingest.toml:ro" \
+    -v "$TMP/api-tokens:/run/secrets/waterworks-tokens:ro" \
     -e DATABASE_URL="$URL_INGEST" -e MQTT_URL="mqtt://127.0.0.1:$MQ_INT" -e MQTT_PASSWORD="$INGEST_MQ_PW"
   run_ctr "$ID-billing-$sfx" "$IMG_BILLING" -v "$TMP/billing-$sfx.toml:/etc/waterworks/billing.toml:ro" \
+    -v "$TMP/api-tokens:/run/secrets/waterworks-tokens:ro" \
     -e DATABASE_URL="$URL_BILLING"
 }
 
 step "smoke: ingest and billing images (podman run --network host)"
+# The bearer-token directory the Secret waterworks-api-tokens provides in the cluster.
+mkdir -p "$TMP/api-tokens"
+printf 'name = "deploy-test"\nrole = "viewer"\ntoken = "%s"\n' "$(openssl rand -hex 32)" >"$TMP/api-tokens/deploy-test"
+chmod 755 "$TMP/api-tokens"; chmod 644 "$TMP/api-tokens/deploy-test"
 start_services run "$ID-ingest-0"
 wait_http "http://127.0.0.1:$ING_PORT/ready" 60 "ingest container"
 wait_http "http://127.0.0.1:$BIL_PORT/ready" 60 "billing container"
@@ -457,6 +463,7 @@ python3 deploy/test/manifests.py kubeplay "$TMP/dev.yaml" "$KUBE_YAML" \
   "secret:waterworks-db-ingest/DATABASE_URL=>$URL_INGEST" \
   "secret:mosquitto-ingest/password=>$INGEST_MQ_PW" \
   "secret:waterworks-db-billing/DATABASE_URL=>$URL_BILLING" \
+  "secretdir:waterworks-api-tokens=>$TMP/api-tokens" \
   "field:ingest/metadata.name=>ingest-0"
 sed -i "s#localhost/waterworks-\(ingest\|billing\):dev#localhost/waterworks-\1:$ID#" "$KUBE_YAML"
 before=$(psql_su "$DB" -c "SELECT count(*) FROM metering.readings")

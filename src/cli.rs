@@ -511,7 +511,8 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
             println!("  billing http://{b}/api/v1/  (/health /ready /metrics)");
         }
         for t in demo::demo_tokens(&running.token) {
-            println!("  token   {}  (role {})", t.token, t.role.as_str());
+            let role = t.role.map(|r| r.as_str()).unwrap_or_default();
+            println!("  token   {}  (role {role})", t.token.unwrap_or_default());
         }
         signals.cancelled().await;
     }

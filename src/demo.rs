@@ -213,21 +213,23 @@ impl Running {
 }
 
 /// The demo's tokens: `admin` (the one printed in the summary) and one per
-/// other role, derived from it, for signing in to the console as each.
+/// other role, for signing in to the console as each. Each role's token is
+/// the SHA-256 of the admin token and the role, so holding one role's token
+/// tells nothing of the admin token (it used to be the admin token plus a
+/// suffix).
 pub fn demo_tokens(admin: &str) -> Vec<waterworks_service::auth::TokenConfig> {
+    use sha2::{Digest, Sha256};
     use waterworks_service::auth::{Role, TokenConfig};
+    let derived =
+        |role: &str| hex::encode(Sha256::digest(format!("waterworks-demo:{role}:{admin}")));
     [
         ("demo-admin", Role::Admin, admin.to_string()),
-        ("demo-operator", Role::Operator, format!("{admin}-operator")),
-        ("demo-clerk", Role::Clerk, format!("{admin}-clerk")),
-        ("demo-viewer", Role::Viewer, format!("{admin}-viewer")),
+        ("demo-operator", Role::Operator, derived("operator")),
+        ("demo-clerk", Role::Clerk, derived("clerk")),
+        ("demo-viewer", Role::Viewer, derived("viewer")),
     ]
     .into_iter()
-    .map(|(name, role, token)| TokenConfig {
-        name: name.into(),
-        role,
-        token,
-    })
+    .map(|(name, role, token)| TokenConfig::inline(name, role, token))
     .collect()
 }
 
@@ -300,7 +302,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
 
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
-    let token = demo_token(opts.seed);
+    let token = demo_token();
 
     // Ingest first, so nothing published waits on it.
     let ingest_cfg = ingest_config(&database.url, &ingest_mqtt_url, opts, &token);
@@ -581,17 +583,13 @@ fn say(opts: &DemoOptions, line: &str) {
     }
 }
 
-/// A token for this demo's services, derived from the seed and the hour so it
-/// is not guessable from the outside yet stable within a session.
-fn demo_token(seed: u64) -> String {
-    use sha2::{Digest, Sha256};
-    let pid = std::process::id();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let h = Sha256::digest(format!("{seed}:{pid}:{nanos}").as_bytes());
-    format!("demo-{}", hex::encode(&h[..16]))
+/// The demo's admin token: 32 bytes from the operating system's random
+/// source, in hexadecimal (64 characters), new for every run.
+fn demo_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
 }
 
 fn ingest_config(

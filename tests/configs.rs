@@ -23,7 +23,20 @@ fn ingest_example_is_valid() {
         cfg.mqtt.subscription,
         waterworks_wire::topic::SHARED_READINGS_FILTER
     );
-    waterworks_service::auth::ApiTokens::new(&cfg.tokens).expect("tokens are long enough");
+    assert_tokens_from_secret(&cfg.tokens);
+}
+
+/// The examples the images copy in carry no token, only the directory the
+/// Secret is mounted on (a placeholder there would be a working token).
+fn assert_tokens_from_secret(tokens: &[waterworks_service::auth::TokenConfig]) {
+    assert!(!tokens.is_empty());
+    for t in tokens {
+        assert!(t.token.is_none(), "{t:?}: an inline token");
+        assert_eq!(
+            t.dir.as_deref(),
+            Some(Path::new("/run/secrets/waterworks-tokens"))
+        );
+    }
 }
 
 #[test]
@@ -32,6 +45,7 @@ fn billing_example_is_valid() {
         toml::from_str(&read("deploy/config/billing.toml")).expect("billing.toml");
     let tariff = Path::new(env!("CARGO_MANIFEST_DIR")).join(&cfg.tariff_file);
     billing::tariff::TariffBook::load(&tariff).expect("its tariff file loads");
+    assert_tokens_from_secret(&cfg.tokens);
 }
 
 #[test]
@@ -42,4 +56,16 @@ fn embedded_tariff_and_profile_load() {
         "embedded",
     )
     .expect("profile");
+}
+
+#[test]
+fn demo_tokens_are_strong_and_independent() {
+    let admin = "5f0c9a3e7b1d84c2a6e0f9b3d7c1a5e82b4f6d0c9e3a7b1d5f8c2e6a0b4d9f3c";
+    let tokens = waterworks::demo::demo_tokens(admin);
+    waterworks_service::auth::ApiTokens::new(&tokens).expect("every demo token passes the rule");
+    for t in &tokens[1..] {
+        let token = t.token.as_deref().unwrap();
+        // A role's token no longer carries the admin token inside it.
+        assert!(!token.contains(admin), "{}", t.name);
+    }
 }

@@ -113,9 +113,12 @@ async fn search_accounts(
                             FROM billing.meter_installations m \
                            WHERE m.account_no = a.account_no AND m.removed_at IS NULL), '{}') \
            FROM billing.accounts a \
-          WHERE a.account_no = $1 OR a.account_no LIKE $2 OR a.customer ILIKE $3 OR a.address ILIKE $3 \
-             OR a.account_no IN (SELECT m.account_no FROM billing.meter_installations m \
-                                  WHERE m.meter_id = $1 OR m.meter_id LIKE $2) \
+          WHERE a.account_no IN ( \
+                SELECT account_no FROM billing.accounts \
+                 WHERE account_no = $1 OR account_no LIKE $2 OR customer ILIKE $3 OR address ILIKE $3 \
+                UNION \
+                SELECT account_no FROM billing.meter_installations \
+                 WHERE meter_id = $1 OR meter_id LIKE $2) \
           ORDER BY (a.account_no = $1) DESC, a.account_no LIMIT $4",
     )
     .bind(&text)

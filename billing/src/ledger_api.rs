@@ -44,6 +44,7 @@ pub(crate) fn api_error(e: BillingError) -> ApiError {
         BillingError::Account(e) => ApiError::BadRequest(e.to_string()),
         BillingError::Release(e @ ReleaseError::NotFound(_)) => ApiError::NotFound(e.to_string()),
         BillingError::Release(e) => ApiError::Conflict(e.to_string()),
+        BillingError::Db(e) => ApiError::from_db(&e),
         e => ApiError::internal(e),
     }
 }

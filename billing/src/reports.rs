@@ -1,6 +1,13 @@
 //! Reports for clerks and the finance office, each as JSON (serde) and CSV
 //! (`to_csv`): trial balance, receivables ageing, billing run summary, arrears.
 //!
+//! CSV cells of text (names, addresses, account numbers, usage types) that
+//! begin with `=`, `+`, `-`, `@`, a tab or a carriage return get a leading
+//! `'`, as OWASP advises against formula injection: a spreadsheet then shows
+//! the text instead of evaluating it. Amounts and counts are written from
+//! integers, so they are numbers and are never prefixed: a negative balance
+//! stays `-5000` and sums in the spreadsheet.
+//!
 //! Reads only. Ageing counts days from a bill's date, the first day after its
 //! period (the October 2026 bill is dated 2026-11-01), to `as_of`: 0-30 days
 //! is current, then 31-60, 61-90 and 90+.
@@ -17,12 +24,19 @@ use std::fmt::Write;
 /// Rows a list report returns at most (the CSV says when it was cut).
 pub const MAX_REPORT_ROWS: usize = 100_000;
 
-/// Quotes a CSV field when it needs it (RFC 4180).
+/// A text cell for CSV: neutralised against formula injection (a leading
+/// `'` before `=`, `+`, `-`, `@`, tab or CR), then quoted when it needs it
+/// (RFC 4180). Numeric columns are not written through this.
 pub fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
 }
 
@@ -59,7 +73,7 @@ impl TrialBalance {
             let _ = writeln!(
                 out,
                 "{},{},{},{},{}",
-                r.code,
+                csv_field(&r.code),
                 csv_field(&r.name),
                 r.debit_krw,
                 r.credit_krw,
@@ -165,11 +179,16 @@ async fn open_bills(
     pool: &PgPool,
 ) -> Result<Vec<(String, String, Period, i64, i64)>, BillingError> {
     let rows = sqlx::query(
-        "SELECT p.party, coalesce(a.customer, ''), b.period, p.bill_id, sum(p.amount_krw)::int8 \
-           FROM billing.postings p JOIN billing.bills b ON b.bill_id = p.bill_id \
-           LEFT JOIN billing.accounts a ON a.account_no = p.party \
-          WHERE p.ledger_account = '1100' \
-          GROUP BY 1, 2, 3, 4 HAVING sum(p.amount_krw) <> 0 ORDER BY 1, 3, 4",
+        // Open amounts first, from the covering index of receivable
+        // postings (0020_report_indexes.sql), then names and periods for the
+        // open bills only (the bills' period from its own narrow index).
+        "WITH open AS (SELECT bill_id, party, sum(amount_krw)::int8 AS open_krw \
+                         FROM billing.postings WHERE ledger_account = '1100' \
+                        GROUP BY bill_id, party HAVING sum(amount_krw) <> 0) \
+         SELECT o.party, coalesce(a.customer, ''), b.period, o.bill_id, o.open_krw \
+           FROM open o JOIN billing.bills b ON b.bill_id = o.bill_id \
+           LEFT JOIN billing.accounts a ON a.account_no = o.party \
+          ORDER BY 1, 3, 4",
     )
     .fetch_all(pool)
     .await?;
@@ -441,6 +460,18 @@ mod tests {
     fn csv_fields_are_quoted_only_when_needed_and_ages_bucket() {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a, \"b\""), "\"a, \"\"b\"\"\"");
+        // Formula injection: text cells that a spreadsheet would evaluate.
+        assert_eq!(csv_field("=1+1"), "'=1+1");
+        assert_eq!(csv_field("+821012345678"), "'+821012345678");
+        assert_eq!(csv_field("-5"), "'-5");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("\rx"), "\"'\rx\"");
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://evil\",\"x\")"),
+            "\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\""
+        );
+        assert_eq!(csv_field("a=b"), "a=b");
         let mut r = AgeingRow::default();
         for (d, a) in [
             (0, 1),

@@ -2,7 +2,9 @@
 //!
 //! - open: `/health`, `/ready`, `/metrics`, `POST /api/v1/quote` (the public fee
 //!   calculator), `GET /api/v1/openapi.json`;
-//! - viewer: `GET /api/v1/bills?period=YYYY-MM[&account_no&status&after_id&limit]`,
+//! - viewer: `GET /api/v1/bills?period=YYYY-MM[&account_no&status&after_id&limit]`
+//!   (a page: at most `limit` rows and `max_page_bytes` of JSON; `next_after_id`
+//!   continues it),
 //!   `GET /api/v1/bills/{id}`, `GET /api/v1/billing-runs?period=`;
 //!   ledger and reports: `GET /api/v1/ledger/trial-balance`,
 //!   `GET /api/v1/reports/{ageing,arrears,run-summary}` (`?format=csv`),
@@ -27,7 +29,7 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +38,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use waterworks_service::auth::{require, ApiTokens, Role, TokenConfig};
 use waterworks_service::error::ApiError;
+use waterworks_service::limits::{HttpLimits, Limits};
 use waterworks_service::ops::{routes, ReadyCheck};
 
 /// Bills returned per page at most.
@@ -72,6 +75,18 @@ pub struct BillingConfig {
     /// When bills are held for review instead of issued.
     #[serde(default)]
     pub hold_policy: HoldPolicy,
+    /// Longest a single SQL statement of the API may run, in milliseconds
+    /// (default 60 000): PostgreSQL cancels it and the caller gets a clean
+    /// error. Migrations at start are not bound by it.
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// Rate limits per token and IP, requests at once, read deadline.
+    #[serde(default)]
+    pub http_limits: HttpLimits,
+    /// Bytes of JSON a list page holds at most (default 4 MiB); a page ends
+    /// early when it would exceed this, and its cursor continues from there.
+    #[serde(default = "default_max_page_bytes")]
+    pub max_page_bytes: usize,
 }
 
 fn default_database_url() -> String {
@@ -82,6 +97,12 @@ fn default_listen() -> SocketAddr {
 }
 fn default_pool_max() -> u32 {
     8
+}
+fn default_statement_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_page_bytes() -> usize {
+    4 * 1024 * 1024
 }
 
 impl BillingConfig {
@@ -96,6 +117,9 @@ impl BillingConfig {
             tokens: Vec::new(),
             db_pool_max: default_pool_max(),
             hold_policy: HoldPolicy::default(),
+            statement_timeout_ms: default_statement_timeout_ms(),
+            http_limits: HttpLimits::default(),
+            max_page_bytes: default_max_page_bytes(),
         }
     }
 }
@@ -105,6 +129,7 @@ pub(crate) struct AppState {
     pool: PgPool,
     book: Arc<TariffBook>,
     policy: HoldPolicy,
+    max_page_bytes: usize,
 }
 
 /// A built service: schema checked (or migrated), tariff loaded, port bound.
@@ -119,29 +144,42 @@ impl Billing {
     pub async fn build(config: BillingConfig) -> Result<Billing, BillingError> {
         let book = TariffBook::load(&config.tariff_file)?;
         let tokens = Arc::new(ApiTokens::new(&config.tokens)?);
+        let connect: PgConnectOptions = config.database_url.parse()?;
+        // Migrations and the catch-up posting may take long on a big
+        // database: their own connection, without the API's statement timeout.
+        {
+            let setup = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(connect.clone())
+                .await?;
+            if config.migrate_on_start {
+                crate::migrate(&setup).await?;
+            } else {
+                crate::check_schema(&setup).await?;
+            }
+            // Bills issued before the ledger existed get their entries now.
+            let posted = crate::ledger::store::post_unposted_bills(&setup).await?;
+            if posted > 0 {
+                tracing::warn!(posted, "posted bills that had no ledger entry");
+            }
+            setup.close().await;
+        }
+        let statement_timeout = format!("{}ms", config.statement_timeout_ms.max(1));
         let pool = PgPoolOptions::new()
             .max_connections(config.db_pool_max.max(2))
             .acquire_timeout(Duration::from_secs(10))
-            .connect(&config.database_url)
+            .connect_with(connect.options([("statement_timeout", statement_timeout.as_str())]))
             .await?;
-        if config.migrate_on_start {
-            crate::migrate(&pool).await?;
-        } else {
-            crate::check_schema(&pool).await?;
-        }
-        // Bills issued before the ledger existed get their entries now.
-        let posted = crate::ledger::store::post_unposted_bills(&pool).await?;
-        if posted > 0 {
-            tracing::warn!(posted, "posted bills that had no ledger entry");
-        }
         let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
         let addr = listener.local_addr()?;
         let state = AppState {
             pool: pool.clone(),
             book: Arc::new(book),
             policy: config.hold_policy.clone(),
+            max_page_bytes: config.max_page_bytes.max(1),
         };
-        let router = router(state, tokens);
+        let router = router(state, tokens, Limits::new(config.http_limits.clone()));
         Ok(Billing {
             listener,
             addr,
@@ -170,7 +208,7 @@ pub async fn run(config: BillingConfig, shutdown: CancellationToken) -> Result<(
         .await
 }
 
-fn router(state: AppState, tokens: Arc<ApiTokens>) -> Router {
+fn router(state: AppState, tokens: Arc<ApiTokens>, limits: Arc<Limits>) -> Router {
     let ready_pool = state.pool.clone();
     let ready: ReadyCheck = Arc::new(move || {
         let pool = ready_pool.clone();
@@ -209,6 +247,9 @@ fn router(state: AppState, tokens: Arc<ApiTokens>) -> Router {
         Role::Viewer,
     ));
     let viewer = viewer.merge(console_api::routes(tokens.clone()));
+    // Reads (reports, searches, lists) get the request deadline; writes
+    // (a billing run) are left to finish, bound per statement instead.
+    let viewer = waterworks_service::limits::deadline_layer(viewer, limits.clone());
     let clerk = require(
         Router::new()
             .route("/api/v1/billing-runs", post(post_run))
@@ -236,11 +277,13 @@ fn router(state: AppState, tokens: Arc<ApiTokens>) -> Router {
         tokens,
         Role::Admin,
     );
-    open.merge(viewer)
+    let api = open
+        .merge(viewer)
         .merge(clerk)
         .merge(admin)
-        .with_state(state)
-        .merge(routes(ready))
+        .with_state(state);
+    // Probes and /metrics stay outside the limits.
+    waterworks_service::limits::admit_layer(api, limits).merge(routes(ready))
 }
 
 #[path = "console_api.rs"]
@@ -249,7 +292,7 @@ pub mod console_api;
 mod ledger_api;
 
 fn db_error(e: sqlx::Error) -> ApiError {
-    ApiError::internal(e)
+    ApiError::from_db(&e)
 }
 
 async fn post_quote(
@@ -402,12 +445,22 @@ async fn list_bills(
     .fetch_all(&s.pool)
     .await
     .map_err(db_error)?;
-    let bills = rows
-        .iter()
-        .map(|r| bill_json(r, false))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db_error)?;
-    let next = if bills.len() as i64 == limit {
+    // A page ends at `limit` rows or `max_page_bytes` of JSON, whichever
+    // comes first (at least one row, so the cursor always moves).
+    let mut bills = Vec::with_capacity(rows.len());
+    let mut bytes = 0usize;
+    let mut cut = false;
+    for r in &rows {
+        let b = bill_json(r, false).map_err(db_error)?;
+        let size = serde_json::to_vec(&b).map_or(0, |v| v.len()) + 1;
+        if !bills.is_empty() && bytes + size > s.max_page_bytes {
+            cut = true;
+            break;
+        }
+        bytes += size;
+        bills.push(b);
+    }
+    let next = if cut || bills.len() as i64 == limit {
         bills.last().map(|b| b["bill_id"].clone())
     } else {
         None
@@ -586,7 +639,7 @@ mod tests {
             http_listen = "127.0.0.1:8082"
             tariff_file = "fixtures/tariffs/daejeon.toml"
             db_pool_max = 8
-            tokens = [{ name = "clerk-1", role = "clerk", token = "at-least-16-characters" }]
+            tokens = [{ name = "clerk-1", role = "clerk", token_file = "/run/secrets/waterworks-tokens/clerk-1" }]
             [hold_policy]
             high_ratio = "3"
             low_ratio = "0.2"
@@ -594,7 +647,7 @@ mod tests {
         "#;
         let cfg: BillingConfig = toml::from_str(text).unwrap();
         assert_eq!(cfg.hold_policy, HoldPolicy::default());
-        assert_eq!(cfg.tokens[0].role, Role::Clerk);
+        assert_eq!(cfg.tokens[0].role, Some(Role::Clerk));
         let minimal: BillingConfig = toml::from_str("tariff_file = \"t.toml\"").unwrap();
         assert_eq!(minimal.http_listen.port(), 8082);
         assert!(toml::from_str::<BillingConfig>("tariff_file = \"t\"\nbogus = 1").is_err());

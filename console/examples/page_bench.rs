@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use waterworks_service::auth::{Role, TokenConfig};
 
-const OPERATOR: &str = "bench-operator-token-0001";
+const OPERATOR: &str = "bench-operator-5e1a9c3f7b2d8e4a0c6f1b9d3e7a5c2f";
 
 fn env_num(name: &str, default: i64) -> i64 {
     std::env::var(name)
@@ -91,11 +91,7 @@ async fn run(
     closed_days: i64,
     loads: usize,
 ) -> anyhow::Result<()> {
-    let tokens = vec![TokenConfig {
-        name: "bench".into(),
-        role: Role::Operator,
-        token: OPERATOR.into(),
-    }];
+    let tokens = vec![TokenConfig::inline("bench", Role::Operator, OPERATOR)];
     let mut mc = ingest::MqttConfig::new(mqtt, format!("console-bench-{}", std::process::id()));
     // Nothing is published to this topic: ingest only serves its API here.
     mc.subscription = format!(

@@ -35,6 +35,15 @@ pub struct ConsoleConfig {
     /// (`[oidc]`, see [`crate::sso::OidcConfig`]); absent: token sign-in only.
     #[serde(default)]
     pub oidc: Option<crate::sso::OidcConfig>,
+    /// Sign-in attempts (`POST /login`) a minute per client IP (default 20);
+    /// over it, 429 with `Retry-After`.
+    #[serde(default = "default_login_per_ip_per_min")]
+    pub login_per_ip_per_min: u32,
+    /// Take the client IP from the rightmost address of this header (e.g.
+    /// `x-forwarded-for` behind the cluster's ingress) instead of the TCP
+    /// peer. Default none.
+    #[serde(default)]
+    pub client_ip_header: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +76,8 @@ impl ConsoleConfig {
             secure_cookies: false,
             backend_timeout_ms: default_backend_timeout_ms(),
             oidc: None,
+            login_per_ip_per_min: default_login_per_ip_per_min(),
+            client_ip_header: None,
         }
     }
 
@@ -92,6 +103,7 @@ impl ConsoleConfig {
             ("CONSOLE_HTTP_LISTEN", "http_listen"),
             ("CONSOLE_INGEST_URL", "ingest_url"),
             ("CONSOLE_BILLING_URL", "billing_url"),
+            ("CONSOLE_CLIENT_IP_HEADER", "client_ip_header"),
         ] {
             if let Some(v) = env(var) {
                 table.insert(key.into(), toml::Value::String(v));
@@ -160,6 +172,9 @@ fn default_max_sessions() -> usize {
 }
 fn default_backend_timeout_ms() -> u64 {
     10_000
+}
+fn default_login_per_ip_per_min() -> u32 {
+    20
 }
 
 #[cfg(test)]

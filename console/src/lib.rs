@@ -66,8 +66,15 @@ pub enum ConsoleError {
 
 /// Every page and route of the console, over `app`.
 pub fn router(app: Arc<App>) -> Router {
+    // Sign-in attempts per client IP (guessing tokens): the service's limiter.
+    let login_limits =
+        waterworks_service::limits::Limits::new(waterworks_service::limits::HttpLimits {
+            per_ip_per_min: app.config.login_per_ip_per_min,
+            client_ip_header: app.config.client_ip_header.clone(),
+            ..Default::default()
+        });
     let pages = Router::new()
-        .merge(login::routes())
+        .merge(login::routes(login_limits))
         .merge(sso::routes())
         .merge(ops::routes())
         .merge(clerk::routes());

@@ -18,10 +18,15 @@ use serde::Deserialize;
 use std::sync::Arc;
 use waterworks_service::auth::Role;
 
-pub fn routes() -> Router<Arc<App>> {
+/// `login_limits` bounds sign-in attempts (`POST /login`) per client IP.
+pub fn routes(login_limits: Arc<waterworks_service::limits::Limits>) -> Router<Arc<App>> {
+    let attempt = axum::routing::post(login).layer(axum::middleware::from_fn_with_state(
+        login_limits,
+        waterworks_service::limits::admit,
+    ));
     Router::new()
         .route("/", get(home))
-        .route("/login", get(login_form).post(login))
+        .route("/login", get(login_form).merge(attempt))
         .route("/logout", post(logout))
         .route("/lang/{code}", get(switch_lang))
 }

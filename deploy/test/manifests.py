@@ -305,6 +305,12 @@ def kubeplay(path, out, subs):
                         e.pop("valueFrom")
                         e["value"] = kv[f"field:{n}/{vf['fieldRef']['fieldPath']}"]
                 c["args"] = [a.replace("$(POD_NAME)", kv.get(f"field:{n}/metadata.name", "")) for a in c.get("args", [])]
+            # Secret volumes (the bearer-token directory) -> a host directory
+            # the test wrote ("secretdir:NAME=>PATH").
+            for v in ps.get("volumes", []):
+                if "secret" in v:
+                    name = v.pop("secret")["secretName"]
+                    v["hostPath"] = {"path": kv[f"secretdir:{name}"], "type": "Directory"}
             keep.append(o)
     # Unique ConfigMap names per run (podman may keep volumes made from them).
     prefix = kv.get("prefix", "")

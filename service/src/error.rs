@@ -20,6 +20,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("the service is not ready")]
     Unavailable,
+    /// A statement or request ran past its time limit (503, retry later).
+    #[error("the request took too long; narrow it or retry later")]
+    TooSlow,
     /// Logged in full; the caller sees only "internal error".
     #[error("internal error")]
     Internal(String),
@@ -34,6 +37,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::TooSlow => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -41,6 +45,19 @@ impl ApiError {
     /// Wraps any internal failure (database, IO) without exposing it.
     pub fn internal(e: impl std::fmt::Display) -> Self {
         ApiError::Internal(e.to_string())
+    }
+
+    /// A database error: PostgreSQL's `statement_timeout` cancelling a
+    /// statement (SQLSTATE 57014) is [`ApiError::TooSlow`]; anything else is
+    /// internal.
+    pub fn from_db(e: &sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("57014") => {
+                tracing::warn!(error = %d, "statement cancelled by its time limit");
+                ApiError::TooSlow
+            }
+            e => ApiError::internal(e),
+        }
     }
 }
 

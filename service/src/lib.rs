@@ -6,6 +6,7 @@
 //! - [`error`]: the JSON error body; internals are logged, never sent.
 //! - [`telemetry`] and [`shutdown`]: tracing set-up and the SIGTERM/SIGINT token.
 //! - [`db`]: each service's schema migrations, history kept in its schema.
+//! - [`limits`]: rate limits per IP and token, load shedding, request deadlines.
 //! - [`serve`]: an axum server that drains in-flight requests on shutdown.
 //!
 //! It must never hold domain logic: that lives in the service crates.
@@ -13,6 +14,7 @@
 pub mod auth;
 pub mod db;
 pub mod error;
+pub mod limits;
 pub mod ops;
 pub mod shutdown;
 pub mod telemetry;
@@ -22,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Serves `router` on `listener` until `shutdown` fires, then lets requests in
 /// flight finish (Kubernetes sends SIGTERM and waits for the grace period).
+/// Requests carry the peer's address (`ConnectInfo<SocketAddr>`) for the
+/// per-IP limits of [`limits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
@@ -29,7 +33,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "http listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }

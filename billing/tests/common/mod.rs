@@ -11,9 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use waterworks_service::auth::{Role, TokenConfig};
 
-pub const CLERK: &str = "clerk-token-0123456789";
-pub const VIEWER: &str = "viewer-token-0123456789";
-pub const ADMIN: &str = "admin-token-0123456789";
+pub const CLERK: &str = "clerk-8f3a61d0c9e24b7f5a1d8c3e6b9f02a7d4c1e8b5";
+pub const VIEWER: &str = "viewer-2b7e9d41f6a03c8e5d1b4f7a9c2e6d08b3f5a1c7";
+pub const ADMIN: &str = "admin-5c1f8a3e7d0b94c6e2a8f5d1b7c4e9a03f6d2b8e";
 
 /// The URL of the test's own database (sqlx::test made it).
 pub fn database_url(pool: &PgPool) -> String {
@@ -58,11 +58,7 @@ impl Server {
             ("admin", Role::Admin, ADMIN),
         ]
         .into_iter()
-        .map(|(n, r, t)| TokenConfig {
-            name: n.into(),
-            role: r,
-            token: t.into(),
-        })
+        .map(|(n, r, t)| TokenConfig::inline(n, r, t))
         .collect();
         let billing = Billing::build(cfg).await.unwrap();
         let addr = billing.http_addr();

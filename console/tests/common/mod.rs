@@ -19,10 +19,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use waterworks_service::auth::{Role, TokenConfig};
 
-pub const VIEWER: &str = "console-viewer-token-0001";
-pub const CLERK: &str = "console-clerk-token-00001";
-pub const OPERATOR: &str = "console-operator-token-01";
-pub const ADMIN: &str = "console-admin-token-00001";
+pub const VIEWER: &str = "console-viewer-9e3b7a1d5f8c2e6b0d4a9f3c7e1b5d8a";
+pub const CLERK: &str = "console-clerk-6f1d9b3e8a2c7f5d0b4e9a1c6d3f8b2e";
+pub const OPERATOR: &str = "console-operator-2c8e4a0f6b1d9e3a7c5f2b8d4e0a6c1f";
+pub const ADMIN: &str = "console-admin-8b4f0d6a2e9c5b1f7d3a8e4c0b6f2d9a";
 
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -38,11 +38,7 @@ pub fn tokens() -> Vec<TokenConfig> {
         ("admin", Role::Admin, ADMIN),
     ]
     .into_iter()
-    .map(|(name, role, token)| TokenConfig {
-        name: name.into(),
-        role,
-        token: token.into(),
-    })
+    .map(|(name, role, token)| TokenConfig::inline(name, role, token))
     .collect()
 }
 

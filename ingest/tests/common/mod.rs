@@ -17,8 +17,8 @@ use waterworks_service::auth::{Role, TokenConfig};
 use waterworks_wire::reading::{Reading, ReadingBatch};
 use waterworks_wire::{GatewayId, MeterId};
 
-pub const VIEWER: &str = "viewer-token-test-0001";
-pub const OPERATOR: &str = "operator-token-test-01";
+pub const VIEWER: &str = "viewer-7d2f9b4e1a6c83d0f5b8e2a9c4d7f1b6e3a0";
+pub const OPERATOR: &str = "operator-4a9e1c7f3b6d20e8a5c1f9b3d7e4a2c8f0b6";
 
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -64,16 +64,8 @@ pub fn config(db: &str, group: &str, client_id: &str) -> IngestConfig {
     c.http_listen = "127.0.0.1:0".parse().unwrap();
     c.max_db_connections = 4;
     c.tokens = vec![
-        TokenConfig {
-            name: "v".into(),
-            role: Role::Viewer,
-            token: VIEWER.into(),
-        },
-        TokenConfig {
-            name: "o".into(),
-            role: Role::Operator,
-            token: OPERATOR.into(),
-        },
+        TokenConfig::inline("v", Role::Viewer, VIEWER),
+        TokenConfig::inline("o", Role::Operator, OPERATOR),
     ];
     c
 }
