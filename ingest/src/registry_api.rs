@@ -17,6 +17,7 @@ use crate::consumer::Shared;
 use crate::registry::{self, known_profiles, Actor, MeterRegistration};
 use crate::IngestError;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -243,10 +244,14 @@ fn item_of(
 pub async fn put_meters(
     State(s): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<PutQuery>,
+    q: Result<Query<PutQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let Ok(Query(q)) = q else {
+        return ApiError::BadRequest("the only query parameter is dry_run=true|false".into())
+            .into_response();
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
