@@ -504,3 +504,37 @@ async fn a_batch_blocked_past_the_statement_timeout_is_503_and_writes_nothing() 
     assert_eq!(status, 200);
     api.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_operation_and_its_bounds() {
+    use ingest::registry_api::MAX_BATCH_METERS;
+    let api = Api::start(|_| {}).await;
+    let (status, body) = get(api.r.addr, "/api/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let doc = json(&body);
+    let put = &doc["paths"]["/api/v1/meters"]["put"];
+    let mut statuses: Vec<&str> = put["responses"]
+        .as_object()
+        .expect("PUT /api/v1/meters is documented")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, ["200", "400", "401", "403", "413", "422", "503"]);
+    assert!(put["summary"]
+        .as_str()
+        .unwrap()
+        .contains("operator or admin"));
+    assert_eq!(
+        doc["components"]["schemas"]["MeterBatch"]["properties"]["meters"]["maxItems"],
+        MAX_BATCH_METERS
+    );
+    let profiles = doc["components"]["schemas"]["MeterRegistration"]["properties"]["profile_id"]
+        ["description"]
+        .as_str()
+        .unwrap();
+    for id in ingest::registry::known_profiles().keys() {
+        assert!(profiles.contains(id.as_str()), "{id} is documented");
+    }
+    api.stop().await;
+}
