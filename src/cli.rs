@@ -341,10 +341,8 @@ const REGISTER_BATCH: usize = ingest::registry_api::MAX_BATCH_METERS;
 /// Longest wait for one batch's answer.
 const REGISTER_TIMEOUT_S: u64 = 120;
 
-/// `waterworks meters register`: checks every batch of the file with a dry
-/// run (so a bad item anywhere writes nothing), then, unless `dry_run`,
-/// sends them for real. Returns the text to print: counts, and for a dry run
-/// the meters that would change.
+/// `waterworks meters register`: reads the file and the token, then
+/// [`register_meters_over_http`]. Returns the text to print.
 pub async fn register_meters_file(args: &RegisterArgs) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
@@ -357,6 +355,30 @@ pub async fn register_meters_file(args: &RegisterArgs) -> anyhow::Result<String>
         );
     };
     anyhow::ensure!(!meters.is_empty(), "{}: no meters", args.file.display());
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("cannot read {}", args.token_file.display()))?;
+    register_meters_over_http(&args.ingest_url, token.trim(), meters, args.dry_run).await
+}
+
+/// A registration as `PUT /api/v1/meters` takes it.
+pub fn registration_json(m: &ingest::registry::MeterRegistration) -> serde_json::Value {
+    serde_json::json!({
+        "meter_id": m.meter_id, "gateway_id": m.gateway_id,
+        "profile_id": m.profile_id, "max_flow_lph": m.max_flow_lph,
+    })
+}
+
+/// Registers `meters` with ingest at `ingest_url`: every batch of
+/// [`REGISTER_BATCH`] is checked with a dry run first (so a bad item
+/// anywhere writes nothing, and every problem is listed with its index in
+/// `meters`), then, unless `dry_run`, each is sent for real. Returns the
+/// counts as text, and for a dry run the meters that would change.
+pub async fn register_meters_over_http(
+    ingest_url: &str,
+    token: &str,
+    meters: &[serde_json::Value],
+    dry_run: bool,
+) -> anyhow::Result<String> {
     let mut first_at = std::collections::HashMap::new();
     let mut problems = Vec::new();
     for (i, m) in meters.iter().enumerate() {
@@ -368,13 +390,10 @@ pub async fn register_meters_file(args: &RegisterArgs) -> anyhow::Result<String>
             }
         }
     }
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("cannot read {}", args.token_file.display()))?;
-    let token = token.trim();
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(REGISTER_TIMEOUT_S))
         .build()?;
-    let url = format!("{}/api/v1/meters", args.ingest_url.trim_end_matches('/'));
+    let url = format!("{}/api/v1/meters", ingest_url.trim_end_matches('/'));
     let batches: Vec<&[serde_json::Value]> = meters.chunks(REGISTER_BATCH).collect();
     let put = |batch: &[serde_json::Value], dry_run: bool| {
         client
@@ -437,7 +456,7 @@ pub async fn register_meters_file(args: &RegisterArgs) -> anyhow::Result<String>
             problems.join("\n")
         );
     }
-    if args.dry_run {
+    if dry_run {
         let mut out = format!(
             "dry run: would create {}, change {} (move {}), leave {} unchanged\n",
             totals[0], totals[1], totals[2], totals[3]
