@@ -51,6 +51,11 @@ pub enum Command {
         #[arg(long, env = "CONSOLE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// The meter registry kept by ingest (over its HTTP API).
+    Meters {
+        #[command(subcommand)]
+        command: MetersCommand,
+    },
     /// Apply the database migrations of ingest and billing, then exit. Run
     /// it as the schemas' owner (in Kubernetes, the waterworks-migrate Job):
     /// the services only check the schema at start.
@@ -193,6 +198,32 @@ pub struct ServiceArgs {
     /// The service's TOML configuration.
     #[arg(long)]
     pub config: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MetersCommand {
+    /// Register meters from a JSON file `{"meters": [{meter_id, gateway_id,
+    /// profile_id, max_flow_lph?}, ...]}` with `PUT /api/v1/meters`
+    /// (operator or admin token). The whole file is checked first (every bad
+    /// item listed, nothing written); then it is sent in batches of at most
+    /// 10 000 meters, each one transaction. Registering the same file again
+    /// changes nothing, so a run cut short is finished by running it again.
+    Register(RegisterArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RegisterArgs {
+    /// The JSON file of registrations.
+    pub file: PathBuf,
+    /// Ingest's HTTP address, e.g. `http://ingest:8081`.
+    #[arg(long, env = "WATERWORKS_INGEST_URL")]
+    pub ingest_url: String,
+    /// A file holding the bearer token (operator or admin), nothing else.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// Report what would be created, changed and left unchanged; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -390,6 +421,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             waterworks_console::run(cfg, shutdown).await?;
             Ok(())
         }
+        Command::Meters {
+            command: MetersCommand::Register(args),
+        } => {
+            let report = register_meters_file(&args).await?;
+            print!("{report}");
+            Ok(())
+        }
         Command::Migrate(args) => migrate(args).await,
     }
 }
@@ -438,6 +476,169 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     }
     println!("migrations applied (schema {names})");
     Ok(())
+}
+
+/// Meters per request: ingest's limit (`MAX_BATCH_METERS`).
+const REGISTER_BATCH: usize = ingest::registry_api::MAX_BATCH_METERS;
+/// Longest wait for one batch's answer.
+const REGISTER_TIMEOUT_S: u64 = 120;
+
+/// `waterworks meters register`: reads the file and the token, then
+/// [`register_meters_over_http`]. Returns the text to print.
+pub async fn register_meters_file(args: &RegisterArgs) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", args.file.display()))?;
+    let Some(meters) = doc.get("meters").and_then(|m| m.as_array()) else {
+        anyhow::bail!(
+            "{}: expected an object {{\"meters\": [...]}}",
+            args.file.display()
+        );
+    };
+    anyhow::ensure!(!meters.is_empty(), "{}: no meters", args.file.display());
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("cannot read {}", args.token_file.display()))?;
+    register_meters_over_http(&args.ingest_url, token.trim(), meters, args.dry_run).await
+}
+
+/// A registration as `PUT /api/v1/meters` takes it.
+pub fn registration_json(m: &ingest::registry::MeterRegistration) -> serde_json::Value {
+    serde_json::json!({
+        "meter_id": m.meter_id, "gateway_id": m.gateway_id,
+        "profile_id": m.profile_id, "max_flow_lph": m.max_flow_lph,
+    })
+}
+
+/// Registers `meters` with ingest at `ingest_url`: every batch of
+/// [`REGISTER_BATCH`] is checked with a dry run first (so a bad item
+/// anywhere writes nothing, and every problem is listed with its index in
+/// `meters`), then, unless `dry_run`, each is sent for real. Returns the
+/// counts as text, and for a dry run the meters that would change.
+pub async fn register_meters_over_http(
+    ingest_url: &str,
+    token: &str,
+    meters: &[serde_json::Value],
+    dry_run: bool,
+) -> anyhow::Result<String> {
+    let mut first_at = std::collections::HashMap::new();
+    let mut problems = Vec::new();
+    for (i, m) in meters.iter().enumerate() {
+        if let Some(id) = m.get("meter_id").and_then(|v| v.as_str()) {
+            if let Some(first) = first_at.insert(id, i) {
+                problems.push(format!(
+                    "meters[{i}] meter_id: meter {id} is also at index {first}"
+                ));
+            }
+        }
+    }
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(REGISTER_TIMEOUT_S))
+        .build()?;
+    let url = format!("{}/api/v1/meters", ingest_url.trim_end_matches('/'));
+    let batches: Vec<&[serde_json::Value]> = meters.chunks(REGISTER_BATCH).collect();
+    let put = |batch: &[serde_json::Value], dry_run: bool| {
+        client
+            .put(&url)
+            .query(&[("dry_run", dry_run)])
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "meters": batch }))
+            .send()
+    };
+    let mut totals = [0u64; 4];
+    let mut would_change = Vec::new();
+    // Every batch is checked before any is written.
+    for (b, batch) in batches.iter().enumerate() {
+        let offset = b * REGISTER_BATCH;
+        let resp = put(batch, true)
+            .await
+            .with_context(|| format!("cannot reach ingest at {url}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        match status.as_u16() {
+            200 => {
+                add_counts(&mut totals, &body);
+                for m in body["meters"].as_array().into_iter().flatten() {
+                    if m["outcome"] != "unchanged" {
+                        would_change.push(match m["moved_from_gateway_id"].as_str() {
+                            Some(from) => format!(
+                                "  {} {} (from gateway {from})",
+                                m["outcome"].as_str().unwrap_or(""),
+                                m["meter_id"].as_str().unwrap_or("")
+                            ),
+                            None => format!(
+                                "  {} {}",
+                                m["outcome"].as_str().unwrap_or(""),
+                                m["meter_id"].as_str().unwrap_or("")
+                            ),
+                        });
+                    }
+                }
+            }
+            422 => {
+                for p in body["problems"].as_array().into_iter().flatten() {
+                    problems.push(format!(
+                        "meters[{}] {}: {}",
+                        p["index"].as_u64().unwrap_or(0) as usize + offset,
+                        p["field"].as_str().unwrap_or(""),
+                        p["reason"].as_str().unwrap_or("")
+                    ));
+                }
+            }
+            _ => anyhow::bail!(
+                "ingest refused the batch ({status}): {}",
+                body["message"].as_str().unwrap_or("no message")
+            ),
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{} problem(s); nothing was written:\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+    }
+    if dry_run {
+        let mut out = format!(
+            "dry run: would create {}, change {} (move {}), leave {} unchanged\n",
+            totals[0], totals[1], totals[2], totals[3]
+        );
+        for line in would_change {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        return Ok(out);
+    }
+    totals = [0; 4];
+    for (b, batch) in batches.iter().enumerate() {
+        let resp = put(batch, false)
+            .await
+            .with_context(|| format!("cannot reach ingest at {url}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        anyhow::ensure!(
+            status.as_u16() == 200,
+            "batch {} of {} refused ({status}): {}; batches before it are registered, \
+             run the same file again to finish",
+            b + 1,
+            batches.len(),
+            body["message"].as_str().unwrap_or("no message")
+        );
+        add_counts(&mut totals, &body);
+    }
+    Ok(format!(
+        "registered: created {}, changed {} (moved {}), unchanged {}\n",
+        totals[0], totals[1], totals[2], totals[3]
+    ))
+}
+
+fn add_counts(totals: &mut [u64; 4], body: &serde_json::Value) {
+    for (t, k) in totals
+        .iter_mut()
+        .zip(["created", "changed", "moved", "unchanged"])
+    {
+        *t += body[k].as_u64().unwrap_or(0);
+    }
 }
 
 fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {

@@ -352,7 +352,15 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
         .map(|a| (a.meter_id.to_string(), (a.addr, a.unit_id)))
         .collect();
     fleet.fit_meter_sizes(|id| sim.diameter_mm(id));
-    ingest::registry::register_meters(&pool, &fleet.registrations()).await?;
+    // Onboarded as a utility would: through ingest's `PUT /api/v1/meters`.
+    let regs: Vec<_> = fleet
+        .registrations()
+        .iter()
+        .map(crate::cli::registration_json)
+        .collect();
+    crate::cli::register_meters_over_http(&format!("http://{ingest_http}"), &token, &regs, false)
+        .await
+        .context("registering the meters with ingest")?;
     billing::accounts::upsert_accounts(&pool, &fleet.accounts()).await?;
     {
         let s = shutdown.clone();

@@ -1,6 +1,7 @@
 //! The `waterworks` command: the whole platform from one binary.
 //!
-//! - [`cli`]: the subcommands (`demo`, `tariff quote`, one per service, `migrate`).
+//! - [`cli`]: the subcommands (`demo`, `tariff quote`, one per service,
+//!   `meters register`, `migrate`).
 //! - [`demo`]: simulator → gateway → MQTT → ingest → PostgreSQL → billing on
 //!   one machine, on a simulated clock.
 //! - [`fleet`]: the demo's city, generated from a seed.

@@ -16,7 +16,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,9 @@ pub fn router(shared: S, tokens: Arc<ApiTokens>, limits: &LimitsConfig) -> Route
         .route("/api/v1/meters/{id}/daily", get(daily))
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/gaps", get(gaps));
-    let operator = Router::new().route("/api/v1/quarantine", get(quarantine));
+    let operator = Router::new()
+        .route("/api/v1/quarantine", get(quarantine))
+        .route("/api/v1/meters", put(crate::registry_api::put_meters));
     let api = require(viewer, tokens.clone(), Role::Viewer)
         .merge(waterworks_service::auth::whoami(tokens.clone()))
         .merge(crate::dashboard::routes(tokens.clone()))

@@ -6,7 +6,8 @@
 //! - [`vee`]: the pure validation rules and their quarantine reasons.
 //! - [`writer`]: one batch, one transaction (lock, validate, `COPY`, merge).
 //! - [`consumer`]: the MQTT shell (manual acks after commit, bounded window).
-//! - [`db`]: migrations and day partitions; [`registry`]: the meter registry.
+//! - [`db`]: migrations and day partitions; [`registry`]: the meter registry
+//!   (and its audit), written over HTTP by [`registry_api`] (`PUT /api/v1/meters`).
 //! - [`api`]: `/api/v1` (bearer roles), `/health`, `/ready`, `/metrics`.
 //! - [`copy`]: binary `COPY` encoding.
 //! - [`timescale`]: the TimescaleDB layout, used when the extension exists.
@@ -23,6 +24,7 @@ pub mod copy;
 pub mod dashboard;
 pub mod db;
 pub mod registry;
+pub mod registry_api;
 pub mod timescale;
 pub mod vee;
 pub mod writer;
