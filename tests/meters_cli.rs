@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use waterworks::cli::{register_meters_file, RegisterArgs};
 use waterworks_service::auth::{Role, TokenConfig};
 
-const OPERATOR: &str = "operator-token-cli-0001";
+const OPERATOR: &str = "operator-cli-5e8b2d7a9c1f4e6b3d0a8c5f2e9b7d4a1c6f";
 
 fn server_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| waterworks::database::LOCAL_SERVER_URL.into())
@@ -50,11 +50,11 @@ async fn meters_register_checks_the_whole_file_then_registers_it_once() {
     mqtt.subscription = format!("$share/{tag}/waterworks/v1/{tag}-none/readings");
     let mut cfg = ingest::IngestConfig::new(&db, mqtt);
     cfg.http_listen = "127.0.0.1:0".parse().unwrap();
-    cfg.tokens = vec![TokenConfig {
-        name: "cli-operator".into(),
-        role: Role::Operator,
-        token: OPERATOR.into(),
-    }];
+    cfg.tokens = vec![TokenConfig::inline(
+        "cli-operator",
+        Role::Operator,
+        OPERATOR,
+    )];
     let ingest = ingest::Ingest::build(cfg).await.expect("ingest builds");
     let url = format!("http://{}", ingest.http_addr());
     let pool = ingest.pool();

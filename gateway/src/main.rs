@@ -38,6 +38,12 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: a journal or a log
+        // shipper gets plain text (and NO_COLOR is honoured).
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     match Cli::parse().command {
         Command::CheckConfig { file } => match gateway::check_config(&file) {

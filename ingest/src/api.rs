@@ -36,7 +36,12 @@ pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 type S = Arc<Shared>;
 
-pub fn router(shared: S, tokens: Arc<ApiTokens>, limits: &LimitsConfig) -> Router {
+pub fn router(
+    shared: S,
+    tokens: Arc<ApiTokens>,
+    limits: &LimitsConfig,
+    rates: Arc<waterworks_service::limits::Limits>,
+) -> Router {
     let viewer = Router::new()
         .route("/api/v1/meters", get(meters))
         .route("/api/v1/meters/{id}/readings", get(readings))
@@ -81,7 +86,9 @@ pub fn router(shared: S, tokens: Arc<ApiTokens>, limits: &LimitsConfig) -> Route
             Ok(())
         })
     });
-    api.merge(ops::routes(ready))
+    // Rate limits per token and per IP first (429), then the bounds above;
+    // health, readiness and metrics stay outside both.
+    waterworks_service::limits::admit_layer(api, rates).merge(ops::routes(ready))
 }
 
 /// The `/api/v1` limits: concurrent requests, time per request, bytes per

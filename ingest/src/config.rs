@@ -46,6 +46,12 @@ pub struct IngestConfig {
     /// Bounds on memory, quarantine storage and API work (`[limits]`).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Rate limits of `/api/v1` per bearer token and per client IP (429 with
+    /// `Retry-After`), shared with billing (`[http_limits]`,
+    /// `waterworks_service::limits::HttpLimits`). The concurrency and time
+    /// bounds of `[limits]` apply as well; the stricter one wins.
+    #[serde(default)]
+    pub http_limits: waterworks_service::limits::HttpLimits,
 }
 
 /// Bounds on what one replica holds in memory, keeps in quarantine and does
@@ -334,6 +340,7 @@ impl IngestConfig {
             max_future_skew_s: default_max_future_skew_s(),
             tokens: Vec::new(),
             limits: LimitsConfig::default(),
+            http_limits: Default::default(),
         }
     }
 }

@@ -170,7 +170,12 @@ impl Ingest {
             tokens,
             ..
         } = self;
-        let router = api::router(shared.clone(), tokens, &config.limits);
+        let router = api::router(
+            shared.clone(),
+            tokens,
+            &config.limits,
+            waterworks_service::limits::Limits::new(config.http_limits.clone()),
+        );
         let http = tokio::spawn(waterworks_service::serve(
             listener,
             router,

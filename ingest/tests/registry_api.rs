@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waterworks_service::auth::{Role, TokenConfig};
 
-const CLERK: &str = "clerk-token-test-0001";
-const ADMIN: &str = "admin-token-test-0001";
+const CLERK: &str = "clerk-reg-3f9a1d6c8e2b5f7a0d4c9e1b6a3f8d2c5e7b";
+const ADMIN: &str = "admin-reg-8c2e5b9f1a7d4c0e6b3a9f5d2c8e1b7a4f0d";
 
 struct Api {
     db: String,
@@ -26,16 +26,9 @@ impl Api {
     async fn start(tune: impl FnOnce(&mut ingest::IngestConfig)) -> Api {
         let db = fresh_database().await;
         let mut c = config_for(&db, &unique("grp"), &unique("ing"), &unique("gwsub"));
-        c.tokens.push(TokenConfig {
-            name: "c".into(),
-            role: Role::Clerk,
-            token: CLERK.into(),
-        });
-        c.tokens.push(TokenConfig {
-            name: "admin-kim".into(),
-            role: Role::Admin,
-            token: ADMIN.into(),
-        });
+        c.tokens.push(TokenConfig::inline("c", Role::Clerk, CLERK));
+        c.tokens
+            .push(TokenConfig::inline("admin-kim", Role::Admin, ADMIN));
         tune(&mut c);
         Api {
             db,
