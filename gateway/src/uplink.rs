@@ -233,6 +233,7 @@ impl Uplink {
             true,
         ));
         if url.tls {
+            install_crypto_provider();
             o.set_transport(match tls_ca {
                 Some(ca) => rumqttc::Transport::tls(ca.to_vec(), None, None),
                 None => rumqttc::Transport::tls_with_default_config(),
@@ -478,5 +479,17 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+/// rumqttc builds its TLS configuration from rustls' process-wide crypto
+/// provider, which rustls picks by itself only when exactly one is compiled
+/// in; a binary that also links ring (the console's HTTP client) has two. The
+/// uplink installs aws-lc-rs (the one sqlx uses) unless a provider is already
+/// installed.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing the race to another thread's install is fine: one is set.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     }
 }

@@ -135,6 +135,12 @@ fn transport(
         }
         return Ok(rumqttc::Transport::Tcp);
     }
+    // rumqttc takes rustls' process-wide provider, which rustls does not pick
+    // by itself when two are compiled in (ring through the console's HTTP
+    // client, aws-lc-rs through sqlx): install aws-lc-rs unless one is set.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
     Ok(match &cfg.tls_ca_file {
         Some(path) => {
             let ca = std::fs::read(path).map_err(|e| {
