@@ -233,6 +233,11 @@ impl Uplink {
             true,
         ));
         if url.tls {
+            // rustls's crypto provider chosen explicitly: in the `waterworks`
+            // binary rustls carries both aws-lc-rs and ring and cannot pick
+            // one itself. Err only when one is already installed (kept).
+            let _ = rumqttc::tokio_rustls::rustls::crypto::aws_lc_rs::default_provider()
+                .install_default();
             o.set_transport(match tls_ca {
                 Some(ca) => rumqttc::Transport::tls(ca.to_vec(), None, None),
                 None => rumqttc::Transport::tls_with_default_config(),
