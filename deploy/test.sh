@@ -13,13 +13,15 @@
 # 2. images: static release binaries, three FROM-scratch images, non-root;
 #    pin.py + release gate on a copy of the prod overlay with their digests.
 # 3. broker: the machine's mosquitto started privately with the PRODUCTION
-#    mosquitto.conf + generated ACL/passwords; real clients prove a gateway
-#    cannot publish under another gateway's prefix.
+#    mosquitto.conf + generated ACL/passwords and test certificates (internal
+#    listener and gateway listener TLS); real clients prove a gateway cannot
+#    publish under another gateway's prefix and the internal listener speaks
+#    only TLS.
 # 4. smoke: ingest and billing images (podman, --network host) against a
 #    database of our own on the local PostgreSQL, with the per-service roles of
 #    roles.sql; the migrate Job's commands first (metering as ingest's role,
 #    billing as the owner role); simulated meters -> gateway image -> broker
-#    -> ingest -> rows.
+#    -> ingest (mqtts://, the test CA mounted) -> rows.
 # 5. podman kube play of the dev overlay's service workloads, same smoke test.
 # 6. restore drill: logical-backup.sh (as the backup role, encrypted to a
 #    public key), drop the schemas, logical-restore.sh with the private key
@@ -163,7 +165,7 @@ for o in base overlays/dev overlays/prod; do
   kubernetes-validate --strict --quiet -k 1.30.0 "$TMP/split-$name"/*.yaml >"$TMP/logs/validate-$name" 2>&1 \
     || { cat "$TMP/logs/validate-$name"; fail "kubernetes-validate $o"; }
   # the only objects without a schema must be the operators' custom resources
-  if grep "Couldn't find schema" "$TMP/logs/validate-$name" | grep -vE 'kind (Cluster|ScheduledBackup|Certificate|ServiceMonitor) '; then
+  if grep "Couldn't find schema" "$TMP/logs/validate-$name" | grep -vE 'kind (Cluster|ScheduledBackup|Certificate|Issuer|ServiceMonitor) '; then
     fail "$o: an object kubernetes-validate has no schema for"
   fi
   python3 deploy/test/manifests.py check "$name" "$TMP/$name.yaml" "$K8S/base" || fail "manifest rules, $o"
@@ -182,16 +184,18 @@ EOF
   ok "$o: $n objects render and validate"
 done
 # The rules bite: a rendering with an internet egress for the database pods,
-# a tag instead of a digest in production, or unencrypted backups fails.
+# a tag instead of a digest in production, unencrypted backups, or ingest on
+# the broker in plaintext fails.
 sed 's#cidr: 10.210.0.0/24#cidr: 0.0.0.0/0#' "$TMP/prod.yaml" >"$TMP/neg-egress.yaml"
 sed 's#@sha256:UNPINNED-release-sets-the-pushed-digest#:0.1.0#' "$TMP/prod.yaml" >"$TMP/neg-tag.yaml"
 grep -v 'encryption: AES256' "$TMP/prod.yaml" >"$TMP/neg-backup.yaml"
-for neg in egress tag backup; do
+sed 's#mqtts://mosquitto:1883#mqtt://mosquitto:1883#' "$TMP/prod.yaml" >"$TMP/neg-mqtt.yaml"
+for neg in egress tag backup mqtt; do
   if python3 deploy/test/manifests.py check prod "$TMP/neg-$neg.yaml" "$K8S/base" >"$TMP/logs/neg-$neg" 2>&1; then
     fail "manifests.py accepted a production rendering with the $neg rule broken"
   fi
 done
-ok "manifests.py refuses database egress to 0.0.0.0/0, a production image by tag, unencrypted WAL/base backups"
+ok "manifests.py refuses database egress to 0.0.0.0/0, a production image by tag, unencrypted WAL/base backups, ingest on the broker without TLS"
 # The release gate: the committed prod overlay carries UNPINNED markers (the
 # digests are set by the release), so the gate must refuse it, naming each.
 if python3 deploy/test/manifests.py pinned "$TMP/prod.yaml" >"$TMP/logs/pinned-prod" 2>&1; then
@@ -246,7 +250,7 @@ ok "edge gateway.toml valid; units verified$(command -v systemd-analyze >/dev/nu
 # ---------------------------------------------------------------- 3. broker + ACL
 step "broker: private mosquitto with the production configuration"
 MQ=$TMP/mosquitto
-mkdir -p "$MQ/config" "$MQ/data" "$MQ/auth" "$MQ/tls"
+mkdir -p "$MQ/config" "$MQ/data" "$MQ/auth" "$MQ/tls" "$MQ/internal-tls" "$MQ/mqtt-ca"
 cp $K8S/base/mosquitto/acl-internal $K8S/base/mosquitto/acl-gateways "$MQ/config/"
 printf 'gw-01:%s\n' "pw-$ID-1" >"$MQ/creds"
 python3 deploy/mosquitto/gen-acl.py --gateways $K8S/base/mosquitto/gateways.txt --acl "$MQ/config/acl-gateways" \
@@ -256,7 +260,23 @@ INGEST_MQ_PW=$(grep '^ingest:' "$MQ/creds" | cut -d: -f2-)
 [ -n "$INGEST_MQ_PW" ] || fail "gen-acl.py --service-user ingest wrote no password for ingest"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$MQ/tls/tls.key" -out "$MQ/tls/tls.crt" -days 1 \
   -subj /CN=localhost -addext subjectAltName=DNS:localhost >/dev/null 2>&1
+# The internal listener's pair as cert-manager makes it (mosquitto.yaml): a CA
+# (the Secret's ca.crt, what ingest trusts) and a certificate it signs, here
+# naming localhost (the cluster's names the Service mosquitto).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$MQ/mqtt-ca/ca.key" \
+  -out "$MQ/mqtt-ca/ca.crt" -days 1 -subj "/CN=$ID-internal-ca" >/dev/null 2>&1
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$MQ/internal-tls/tls.key" \
+  -out "$MQ/internal-tls/tls.csr" -subj /CN=localhost >/dev/null 2>&1
+printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$MQ/internal-tls/ext"
+openssl x509 -req -in "$MQ/internal-tls/tls.csr" -CA "$MQ/mqtt-ca/ca.crt" -CAkey "$MQ/mqtt-ca/ca.key" \
+  -CAcreateserial -days 1 -extfile "$MQ/internal-tls/ext" -out "$MQ/internal-tls/tls.crt" >/dev/null 2>&1
+rm -f "$MQ/mqtt-ca/ca.key" "$MQ/mqtt-ca/ca.srl" "$MQ/internal-tls/tls.csr"
+openssl verify -CAfile "$MQ/mqtt-ca/ca.crt" "$MQ/internal-tls/tls.crt" >/dev/null || fail "test certificate of the internal listener"
+# ingest's containers (uid 10001) read the CA from this directory
+chmod 755 "$MQ/mqtt-ca"; chmod 644 "$MQ/mqtt-ca/ca.crt"
 MQ_INT=$(free_port); MQ_GW=$(free_port); MQ_TLS=$(free_port)
+# internal-listener clients: TLS, the certificate checked against the test CA
+INT_TLS=(-h localhost -p "$MQ_INT" --cafile "$MQ/mqtt-ca/ca.crt")
 sed -e "s#/mosquitto/#$MQ/#g" \
     -e "s/^listener 1883\$/listener $MQ_INT 127.0.0.1/" \
     -e "s/^listener 1884\$/listener $MQ_GW 127.0.0.1/" \
@@ -267,13 +287,13 @@ grep -q "^listener $MQ_TLS 127.0.0.1" "$MQ/mosquitto.conf" || fail "could not re
 chown -R mosquitto "$MQ" 2>/dev/null || chmod -R a+rX "$MQ"
 mosquitto -c "$MQ/mosquitto.conf" >"$TMP/logs/mosquitto" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 50); do mosquitto_pub -h 127.0.0.1 -p "$MQ_INT" -u ingest -P "$INGEST_MQ_PW" -t probe -n -q 0 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 50); do mosquitto_pub "${INT_TLS[@]}" -u ingest -P "$INGEST_MQ_PW" -t probe -n -q 0 2>/dev/null && break; sleep 0.1; done
 kill -0 "${PIDS[-1]}" || fail "mosquitto did not start with the production configuration"
-ok "mosquitto up: internal :$MQ_INT, gateways :$MQ_GW, TLS :$MQ_TLS"
+ok "mosquitto up: internal :$MQ_INT (TLS), gateways :$MQ_GW, TLS :$MQ_TLS"
 
 step "broker ACL with real clients"
 sub_out=$TMP/acl-sub.out
-mosquitto_sub -h 127.0.0.1 -p "$MQ_INT" -i "$ID-aclsub" -u ingest -P "$INGEST_MQ_PW" -q 1 -v \
+mosquitto_sub "${INT_TLS[@]}" -i "$ID-aclsub" -u ingest -P "$INGEST_MQ_PW" -q 1 -v \
   -t 'waterworks/v1/+/readings' -t 'waterworks/v1/+/status' >"$sub_out" &
 SUBPID=$!; PIDS+=($SUBPID)
 # gw-01 subscribes to every ack topic; the ACL delivers only its own.
@@ -281,13 +301,22 @@ ack_out=$TMP/acl-ack.out
 mosquitto_sub -h 127.0.0.1 -p "$MQ_GW" -i "$ID-acksub" -u gw-01 -P "pw-$ID-1" -q 1 -v -t 'waterworks/v1/+/ack' >"$ack_out" &
 ACKPID=$!; PIDS+=($ACKPID)
 sleep 0.5
-if mosquitto_pub -h 127.0.0.1 -p "$MQ_INT" -q 1 -t probe -m anonymous-probe 2>/dev/null; then
+if mosquitto_pub "${INT_TLS[@]}" -q 1 -t probe -m anonymous-probe 2>/dev/null; then
   fail "anonymous client accepted on the internal listener"
+fi
+# the internal listener speaks only TLS: plaintext is refused even with
+# ingest's password, and so is a server certificate the client cannot verify
+if mosquitto_pub -h 127.0.0.1 -p "$MQ_INT" -u ingest -P "$INGEST_MQ_PW" -q 1 -t probe -m plaintext-probe 2>/dev/null; then
+  fail "plaintext client accepted on the internal listener"
+fi
+if mosquitto_pub -h localhost -p "$MQ_INT" --cafile "$MQ/tls/tls.crt" -u ingest -P "$INGEST_MQ_PW" -q 1 -t probe \
+    -m wrong-ca-probe 2>/dev/null; then
+  fail "the internal listener's certificate verified against a CA that did not sign it"
 fi
 pub() { mosquitto_pub -h 127.0.0.1 -q 1 "$@"; }
 pub -p "$MQ_GW" -u gw-01 -P "pw-$ID-1" -t waterworks/v1/gw-02/readings -m "spoofed-by-gw-01" || true
 pub -p "$MQ_GW" -u gw-01 -P "pw-$ID-1" -t waterworks/v1/gw-01x/readings -m "prefix-trick-by-gw-01" || true
-pub -p "$MQ_INT" -t waterworks/v1/gw-01/readings -m "anonymous-internal" 2>/dev/null || true
+pub "${INT_TLS[@]}" -t waterworks/v1/gw-01/readings -m "anonymous-internal" 2>/dev/null || true
 if pub -p "$MQ_GW" -u gw-01 -P wrong -t waterworks/v1/gw-01/readings -m "bad-password" 2>/dev/null; then
   fail "a wrong password was accepted"
 fi
@@ -297,10 +326,10 @@ fi
 pub -p "$MQ_GW" -u gw-01 -P "pw-$ID-1" -t waterworks/v1/gw-01/readings -m "own-gw-01"
 pub -p "$MQ_GW" -u gw-02 -P "$GW2_PW" -t waterworks/v1/gw-02/status -m "own-gw-02-status"
 pub -p "$MQ_TLS" -h localhost --cafile "$MQ/tls/tls.crt" -u gw-02 -P "$GW2_PW" -t waterworks/v1/gw-02/readings -m "own-gw-02-tls"
-pub -p "$MQ_INT" -u ingest -P "$INGEST_MQ_PW" -t waterworks/v1/gw-01/readings -m "forged-by-ingest" || true
+pub "${INT_TLS[@]}" -u ingest -P "$INGEST_MQ_PW" -t waterworks/v1/gw-01/readings -m "forged-by-ingest" || true
 pub -p "$MQ_GW" -u gw-02 -P "$GW2_PW" -t waterworks/v1/gw-01/ack -m "ack-forged-by-gw-02" || true
-pub -p "$MQ_INT" -u ingest -P "$INGEST_MQ_PW" -t waterworks/v1/gw-02/ack -m "ack-for-gw-02"
-pub -p "$MQ_INT" -u ingest -P "$INGEST_MQ_PW" -t waterworks/v1/gw-01/ack -m "ack-for-gw-01"
+pub "${INT_TLS[@]}" -u ingest -P "$INGEST_MQ_PW" -t waterworks/v1/gw-02/ack -m "ack-for-gw-02"
+pub "${INT_TLS[@]}" -u ingest -P "$INGEST_MQ_PW" -t waterworks/v1/gw-01/ack -m "ack-for-gw-01"
 for _ in $(seq 50); do grep -q own-gw-02-tls "$sub_out" && grep -q ack-for-gw-01 "$ack_out" && break; sleep 0.1; done
 kill "$SUBPID" "$ACKPID"
 grep -qx 'waterworks/v1/gw-01/ack ack-for-gw-01' "$ack_out" || fail "ingest's ack to gw-01 did not reach gw-01"
@@ -309,7 +338,7 @@ grep -qx 'waterworks/v1/gw-01/readings own-gw-01' "$sub_out" || fail "gw-01's ow
 grep -qx 'waterworks/v1/gw-02/status own-gw-02-status' "$sub_out" || fail "gw-02's status did not arrive"
 grep -qx 'waterworks/v1/gw-02/readings own-gw-02-tls' "$sub_out" || fail "gw-02's TLS publish did not arrive"
 if grep -E 'spoofed|prefix-trick|anonymous|bad-password|forged' "$sub_out"; then fail "a forbidden publish was delivered"; fi
-ok "gw-01 cannot publish as gw-02 (nor under gw-01x); anonymous refused on both listeners; wrong password refused; ingest publishes acks only, each gateway reads only its own; own prefix, status and TLS delivered"
+ok "gw-01 cannot publish as gw-02 (nor under gw-01x); anonymous refused on both listeners; the internal one refuses plaintext and is verified by the test CA; wrong password refused; ingest publishes acks only, each gateway reads only its own; own prefix, status and TLS delivered"
 
 # ---------------------------------------------------------------- 4. smoke
 step "database: private database, per-service roles (roles.sql)"
@@ -360,8 +389,8 @@ start_services() { # SUFFIX CLIENT_ID
   sed -e "s#^http_listen = .*#http_listen = \"127.0.0.1:$BIL_PORT\"#" $K8S/base/config/billing.toml >"$TMP/billing-$sfx.toml"
   chmod 644 "$TMP"/*.toml
   run_ctr "$ID-ingest-$sfx" "$IMG_INGEST" -v "$TMP/ingest-$sfx.toml:/etc/waterworks/ingest.toml:ro" \
-    -v "$TMP/api-tokens:/run/secrets/waterworks-tokens:ro" \
-    -e DATABASE_URL="$URL_INGEST" -e MQTT_URL="mqtt://127.0.0.1:$MQ_INT" -e MQTT_PASSWORD="$INGEST_MQ_PW"
+    -v "$TMP/api-tokens:/run/secrets/waterworks-tokens:ro" -v "$MQ/mqtt-ca:/etc/waterworks-mqtt-ca:ro" \
+    -e DATABASE_URL="$URL_INGEST" -e MQTT_URL="mqtts://localhost:$MQ_INT" -e MQTT_PASSWORD="$INGEST_MQ_PW"
   run_ctr "$ID-billing-$sfx" "$IMG_BILLING" -v "$TMP/billing-$sfx.toml:/etc/waterworks/billing.toml:ro" \
     -v "$TMP/api-tokens:/run/secrets/waterworks-tokens:ro" \
     -e DATABASE_URL="$URL_BILLING"
@@ -456,7 +485,7 @@ KPORT_I=$(free_port); KPORT_B=$(free_port)
 KUBE_YAML=$TMP/kube-play.yaml
 python3 deploy/test/manifests.py kubeplay "$TMP/dev.yaml" "$KUBE_YAML" \
   "cfg:0.0.0.0:8081=>127.0.0.1:$KPORT_I" "cfg:0.0.0.0:8082=>127.0.0.1:$KPORT_B" \
-  "cfg:mqtt://mosquitto:1883=>mqtt://127.0.0.1:$MQ_INT" \
+  "cfg:mqtts://mosquitto:1883=>mqtts://localhost:$MQ_INT" \
   "cfg:\$share/ingest/=>\$share/$ID/" \
   "cfg:client_id = \"ingest-0\"=>client_id = \"$ID-kube-ingest-0\"" \
   "prefix=>$ID-" \
@@ -464,6 +493,7 @@ python3 deploy/test/manifests.py kubeplay "$TMP/dev.yaml" "$KUBE_YAML" \
   "secret:mosquitto-ingest/password=>$INGEST_MQ_PW" \
   "secret:waterworks-db-billing/DATABASE_URL=>$URL_BILLING" \
   "secretdir:waterworks-api-tokens=>$TMP/api-tokens" \
+  "secretdir:mosquitto-internal-tls=>$MQ/mqtt-ca" \
   "field:ingest/metadata.name=>ingest-0"
 sed -i "s#localhost/waterworks-\(ingest\|billing\):dev#localhost/waterworks-\1:$ID#" "$KUBE_YAML"
 before=$(psql_su "$DB" -c "SELECT count(*) FROM metering.readings")

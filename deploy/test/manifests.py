@@ -14,6 +14,7 @@ taken from the operators' API references.
 import ipaddress
 import re
 import sys
+import tomllib
 
 import yaml
 
@@ -34,7 +35,14 @@ CR_FIELDS = {
         "spec": {"schedule", "backupOwnerReference", "cluster", "method", "target"},
     },
     ("cert-manager.io/v1", "Certificate"): {
-        "spec": {"secretName", "dnsNames", "issuerRef", "privateKey"},
+        "spec": {"secretName", "dnsNames", "issuerRef", "privateKey", "isCA", "commonName", "duration",
+                 "renewBefore"},
+        "spec.issuerRef": {"name", "kind", "group"},
+        "spec.privateKey": {"algorithm", "size", "encoding", "rotationPolicy"},
+    },
+    ("cert-manager.io/v1", "Issuer"): {
+        "spec": {"selfSigned", "ca"},
+        "spec.ca": {"secretName"},
     },
     ("monitoring.coreos.com/v1", "ServiceMonitor"): {
         "spec": {"selector", "endpoints"},
@@ -92,6 +100,59 @@ def db_egress_errors(where, np):
 DB_CA_SECRET = "waterworks-db-ca"      # CloudNativePG's <cluster>-ca
 DB_CA_DIR = "/etc/waterworks-db-ca"    # sslrootcert=/etc/waterworks-db-ca/ca.crt
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+BROKER_SERVICE = "mosquitto"           # the internal listener's Service (mosquitto.yaml)
+BROKER_INTERNAL_PORT = 1883
+
+
+def ingest_broker_tls_errors(overlay, objs, by):
+    """Ingest reaches the broker over TLS: every ingest-N.toml says
+    mqtts://mosquitto:1883 with a tls_ca_file inside a directory the ingest
+    container mounts from the Secret of a cert-manager Certificate naming the
+    Service (short and namespace-qualified names), the ca.crt key projected;
+    the broker's internal listener serves that Certificate's key pair."""
+    errs = []
+    ns = next((o["metadata"].get("namespace") for o in objs if o["kind"] == "StatefulSet"), None)
+    names = {BROKER_SERVICE, f"{BROKER_SERVICE}.{ns}.svc", f"{BROKER_SERVICE}.{ns}.svc.cluster.local"}
+    certs = {get(o, "spec.secretName"): o for o in objs
+             if o["kind"] == "Certificate" and names <= set(get(o, "spec.dnsNames") or [])}
+    if not certs:
+        return [f"{overlay}: no Certificate names the broker Service as {sorted(names)}"]
+    want_url = f"mqtts://{BROKER_SERVICE}:{BROKER_INTERNAL_PORT}"
+    sts = by.get(("StatefulSet", "ingest"))
+    cm = next((o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("ingest-config")), None)
+    if not sts or not cm:
+        return [f"{overlay}: ingest StatefulSet or ingest-config missing"]
+    ps = pod_spec(sts)
+    c = next(c for c in ps["containers"] if c["name"] == "ingest")
+    vols = {v["name"]: v for v in ps.get("volumes") or []}
+    for fname, text in cm["data"].items():
+        mqtt = tomllib.loads(text).get("mqtt", {})
+        if mqtt.get("url") != want_url:
+            errs.append(f"{overlay}: {fname}: mqtt.url is {mqtt.get('url')!r}, not {want_url} (TLS)")
+        ca = mqtt.get("tls_ca_file") or ""
+        mount = next((m for m in c.get("volumeMounts") or [] if ca.startswith(m["mountPath"].rstrip("/") + "/")), None)
+        vol = vols.get(mount["name"], {}) if mount else {}
+        item = ca[len(mount["mountPath"].rstrip("/")) + 1:] if mount else None
+        if not mount or get(vol, "secret.secretName") not in certs \
+                or {"key": "ca.crt", "path": item} not in (get(vol, "secret.items") or []):
+            errs.append(f"{overlay}: {fname}: mqtt.tls_ca_file {ca!r} is not the ca.crt of the broker "
+                        f"certificate's Secret ({', '.join(sorted(certs))}) mounted in the ingest container")
+    # the broker's listener 1883 serves that certificate
+    conf = next((o["data"]["mosquitto.conf"] for o in objs
+                 if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("mosquitto-config")), "")
+    block = re.search(rf"^listener {BROKER_INTERNAL_PORT}\b(.*?)(?=^listener |\Z)", conf, re.M | re.S)
+    files = dict(re.findall(r"^(certfile|keyfile) (\S+)", block.group(1), re.M)) if block else {}
+    broker = by.get(("StatefulSet", BROKER_SERVICE))
+    bps = pod_spec(broker) if broker else {"containers": [{}]}
+    bvols = {v["name"]: v for v in bps.get("volumes") or []}
+    for key in ("certfile", "keyfile"):
+        path = files.get(key, "")
+        m = next((m for m in bps["containers"][0].get("volumeMounts") or []
+                  if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+        if not m or get(bvols.get(m["name"], {}), "secret.secretName") not in certs:
+            errs.append(f"{overlay}: broker listener {BROKER_INTERNAL_PORT} {key} {path or '(none)'} is not from "
+                        f"the Secret of the certificate naming the Service {BROKER_SERVICE}")
+    return errs
 
 
 def images(objs):
@@ -161,7 +222,11 @@ def check(overlay, path, base_dir):
                 for part in ("wal", "data"):
                     if get(o, f"spec.backup.barmanObjectStore.{part}.encryption") not in ("AES256", "aws:kms"):
                         errs.append(f"{where}: barmanObjectStore.{part} without encryption (AES256 or aws:kms)")
-            for req in REQUIRED.get(kind, []):
+            reqs = REQUIRED.get(kind, [])
+            if kind == "Certificate" and get(o, "spec.isCA"):
+                # a CA certificate names no host: its common name instead
+                reqs = [r for r in reqs if r != "spec.dnsNames"] + ["spec.commonName"]
+            for req in reqs:
                 if get(o, req) in (None, "", []):
                     errs.append(f"{where}: missing {req}")
         for ak, av in (o["metadata"].get("annotations") or {}).items():
@@ -242,6 +307,7 @@ def check(overlay, path, base_dir):
         mount = next((p for p in mounts if key.startswith(p + "/")), None)
         if not mount or "secret" not in vols.get(mounts[mount], {}):
             errs.append(f"{overlay}: logical backup without BACKUP_PUBLIC_KEY from a mounted Secret")
+    errs.extend(ingest_broker_tls_errors(overlay, objs, by))
     for name in ("default-deny",):
         if ("NetworkPolicy", name) not in by:
             errs.append(f"{overlay}: NetworkPolicy {name} missing")

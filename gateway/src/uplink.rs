@@ -488,8 +488,9 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
 /// uplink installs aws-lc-rs (the one sqlx uses) unless a provider is already
 /// installed.
 pub fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
+    use rumqttc::tokio_rustls::rustls::crypto::{aws_lc_rs, CryptoProvider};
+    if CryptoProvider::get_default().is_none() {
         // Losing the race to another thread's install is fine: one is set.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let _ = aws_lc_rs::default_provider().install_default();
     }
 }

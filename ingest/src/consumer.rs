@@ -135,12 +135,7 @@ fn transport(
         }
         return Ok(rumqttc::Transport::Tcp);
     }
-    // rumqttc takes rustls' process-wide provider, which rustls does not pick
-    // by itself when two are compiled in (ring through the console's HTTP
-    // client, aws-lc-rs through sqlx): install aws-lc-rs unless one is set.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    }
+    install_crypto_provider();
     Ok(match &cfg.tls_ca_file {
         Some(path) => {
             let ca = std::fs::read(path).map_err(|e| {
@@ -150,6 +145,16 @@ fn transport(
         }
         None => rumqttc::Transport::tls_with_default_config(),
     })
+}
+
+/// Selects rustls's process-wide crypto provider (aws-lc-rs, the one the
+/// workspace's TLS already uses) before rumqttc builds a TLS client. The
+/// `waterworks` binary links rustls with both aws-lc-rs and ring (the
+/// console's HTTP client), and rustls then cannot pick one by itself: the
+/// MQTT task panicked at the first `mqtts://` connection. Idempotent.
+fn install_crypto_provider() {
+    // Err only when a provider is already installed: that one is kept.
+    let _ = rumqttc::tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// Username and password of `cfg`, if it has a username.
