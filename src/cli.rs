@@ -71,6 +71,10 @@ pub struct DemoArgs {
     /// The month simulated and billed (Korean time).
     #[arg(long, default_value = "2026-10")]
     pub period: Period,
+    /// Simulate only the last N days of the month (and its closing read),
+    /// so a large fleet can be shown quickly; default: the whole month.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=31))]
+    pub days: Option<u32>,
     /// An external broker (`mqtt://host:port`); default: an embedded one.
     #[arg(long)]
     pub mqtt: Option<String>,
@@ -335,6 +339,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     opts.tariff = args.tariff.clone();
     opts.state_dir = args.state_dir.clone();
     opts.with_faults = !args.no_faults;
+    opts.from = demo_from(args.period, args.days);
     anyhow::ensure!(opts.meters >= 1, "--meters must be at least 1");
     anyhow::ensure!(
         opts.gateways >= 1 && opts.gateways <= opts.meters,
@@ -370,6 +375,13 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     running.stop().await;
     Ok(())
+}
+
+/// The first read of a demo limited to the last `days` days of `period`;
+/// `None` (the whole month) when `days` covers it.
+fn demo_from(period: Period, days: Option<u32>) -> Option<chrono::DateTime<chrono::Utc>> {
+    days.filter(|d| *d < period.days())
+        .map(|d| period.end_utc() - chrono::Duration::days(i64::from(d)))
 }
 
 async fn meter_sim(args: MeterSimArgs) -> anyhow::Result<()> {

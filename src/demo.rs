@@ -278,6 +278,12 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     billing::migrate(&pool)
         .await
         .context("billing migrations")?;
+    // The spools belong to this database: a fresh one starts fresh spools.
+    let database_id = crate::spools::database_id(&pool).await?;
+    let claim = crate::spools::claim(&crate::spools::spool_root(&opts.state_dir), &database_id)?;
+    if let Some(line) = claim.describe(&database_id) {
+        say(opts, &line);
+    }
 
     let from = opts.from.unwrap_or_else(|| opts.period.start_utc());
     let to = opts.period.end_utc();
@@ -402,7 +408,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
                 ..UplinkConfig::default()
             },
             spool: SpoolConfig {
-                dir: opts.state_dir.join("spool").join(gw.as_str()),
+                dir: crate::spools::spool_root(&opts.state_dir).join(gw.as_str()),
                 ..SpoolConfig::default()
             },
             metrics_listen: None,
