@@ -345,9 +345,11 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         opts.gateways >= 1 && opts.gateways <= opts.meters,
         "--gateways must be between 1 and the number of meters"
     );
-    let (report, mut running) = demo::run(&opts).await?;
-    print!("{}", crate::summary::render(&report));
-    if args.serve {
+    // Ctrl-C or SIGTERM ends the rounds; the summary so far is printed.
+    let stop = waterworks_service::shutdown::on_signals();
+    let (report, mut running) = demo::run_until_stopped(&opts, stop).await?;
+    print_flushed(&crate::summary::render(&report));
+    if args.serve && report.stopped_after.is_none() {
         let signals = waterworks_service::shutdown::on_signals();
         let console = match running
             .serve_console(args.tariff.as_deref(), &args.state_dir, args.console_listen)
@@ -375,6 +377,13 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     running.stop().await;
     Ok(())
+}
+
+fn print_flushed(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }
 
 /// The first read of a demo limited to the last `days` days of `period`;

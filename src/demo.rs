@@ -130,6 +130,9 @@ pub struct DemoReport {
     pub total_secs: f64,
     pub ingest_http: SocketAddr,
     pub tariff_city: String,
+    /// Set when a signal stopped the demo before the end of its window: the
+    /// slot of the last round read. Nothing was billed then.
+    pub stopped_after: Option<DateTime<Utc>>,
 }
 
 /// Services left running when the demo is asked to keep serving.
@@ -244,6 +247,16 @@ pub fn load_tariff(path: Option<&Path>) -> anyhow::Result<TariffBook> {
 /// Runs the pipeline over the period and bills it. The services stay up in
 /// the returned [`Running`] until it is stopped.
 pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
+    run_until_stopped(opts, CancellationToken::new()).await
+}
+
+/// [`run`], stopping early when `stop` is cancelled (Ctrl-C, SIGTERM): the
+/// rounds end, the gateways stop, nothing is billed, and the report holds
+/// what was read and stored so far (`stopped_after`).
+pub async fn run_until_stopped(
+    opts: &DemoOptions,
+    stop: CancellationToken,
+) -> anyhow::Result<(DemoReport, Running)> {
     let started = Instant::now();
     let book = load_tariff(opts.tariff.as_deref())?;
     std::fs::create_dir_all(&opts.state_dir)
@@ -421,16 +434,28 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     let step = Duration::minutes(READ_INTERVAL_MIN);
     let mut slot = from;
     let mut rounds = 0usize;
-    // On a terminal the progress line rewrites itself; in a log, a line a day.
-    let progress_inline = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut stopped_after = None;
+    let total_rounds = ((to - from).num_minutes() / READ_INTERVAL_MIN + 1) as u64;
+    let mut shown = crate::progress::DemoProgress::new(
+        crate::progress::Style::detect(opts.verbose),
+        total_rounds,
+    );
     let mut progress: Vec<_> = handles.iter().map(|h| h.progress.clone()).collect();
-    while slot <= to {
+    'rounds: while slot <= to {
+        if stop.is_cancelled() {
+            stopped_after = Some(slot - step);
+            break;
+        }
         manual.set(slot);
         for (i, p) in progress.iter_mut().enumerate() {
             let round = p.wait_for(|g| g.last_round.is_some_and(|r| r >= slot));
-            let outcome = tokio::time::timeout(ROUND_LIMIT, round)
-                .await
-                .map(|r| r.is_ok());
+            let outcome = tokio::select! {
+                _ = stop.cancelled() => {
+                    stopped_after = Some(slot - step);
+                    break 'rounds;
+                }
+                r = tokio::time::timeout(ROUND_LIMIT, round) => r.map(|r| r.is_ok()),
+            };
             match outcome {
                 Ok(true) => {}
                 Ok(false) => bail!(
@@ -446,29 +471,29 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
             }
         }
         rounds += 1;
-        if opts.verbose && slot.format("%H:%M").to_string() == "15:00" {
-            let day = (slot + Duration::hours(9)).format("%Y-%m-%d");
-            let line = format!(
-                "  read {day} (KST) · round {rounds} · {} readings published",
-                tap.distinct()
-            );
-            if progress_inline {
-                eprint!("\r{line}   ");
-            } else {
-                eprintln!("{line}");
-            }
-        }
+        shown.round(rounds as u64, slot, tap.distinct() as u64);
         slot += step;
     }
-    if opts.verbose && progress_inline {
-        eprintln!();
-    }
-    // Every batch handed to the broker, then every reading stored.
+    shown.finish(&match stopped_after {
+        Some(_) => format!(
+            "stopped after {rounds} of {total_rounds} rounds: summarising what was read so far"
+        ),
+        None => String::new(),
+    });
+    // Every batch handed to the broker, then every reading stored (skipped
+    // when stopped: the summary shows what got through so far).
     for (i, p) in progress.iter_mut().enumerate() {
+        if stopped_after.is_some() {
+            break;
+        }
         let drained = p.wait_for(|g| g.pending_batches == 0 && g.acked_seq >= g.spooled_seq);
-        let outcome = tokio::time::timeout(STALL_LIMIT, drained)
-            .await
-            .map(|r| r.is_ok());
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => {
+                stopped_after = Some(to);
+                break;
+            }
+            r = tokio::time::timeout(STALL_LIMIT, drained) => r.map(|r| r.is_ok()),
+        };
         match outcome {
             Ok(true) => {}
             Ok(false) => bail!(
@@ -485,8 +510,13 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     }
     let simulate_secs = sim_started.elapsed().as_secs_f64();
     let ingest_started = Instant::now();
-    tap.settle().await;
-    wait_accounted(&pool, &meter_ids, from, to, tap.distinct() as i64).await?;
+    if stopped_after.is_none() {
+        tap.settle().await;
+        tokio::select! {
+            _ = stop.cancelled() => stopped_after = Some(to),
+            r = wait_accounted(&pool, &meter_ids, from, to, tap.distinct() as i64) => r?,
+        }
+    }
     let stored_after = count_stored(&pool, &meter_ids, from, to).await?;
     let ingest_wait_secs = ingest_started.elapsed().as_secs_f64();
     gw_shutdown.cancel();
@@ -499,6 +529,9 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     let billing_started = Instant::now();
     let mut runs = Vec::new();
     for group in fleet.billing_groups() {
+        if stopped_after.is_some() {
+            break;
+        }
         let req = RunRequest {
             period: opts.period,
             group,
@@ -567,6 +600,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
         total_secs: started.elapsed().as_secs_f64(),
         ingest_http,
         tariff_city: book.city().to_string(),
+        stopped_after,
     };
     let running = Running {
         ingest_shutdown,
