@@ -66,6 +66,10 @@ pub struct DemoOptions {
     pub with_faults: bool,
     /// Print a line per simulated day.
     pub verbose: bool,
+    /// Keep every reading the broker carried in [`DemoReport::published`]
+    /// (tests compare it with PostgreSQL). Off, the tap keeps one bit per
+    /// meter and round, so the demo's memory does not grow with the readings.
+    pub keep_published: bool,
 }
 
 impl DemoOptions {
@@ -84,6 +88,7 @@ impl DemoOptions {
             state_dir: PathBuf::from(".waterworks"),
             with_faults: true,
             verbose: true,
+            keep_published: true,
         }
     }
 }
@@ -112,8 +117,11 @@ pub struct DemoReport {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub rounds: usize,
-    /// Every distinct reading the broker carried: (meter, ts) → volume_l.
+    /// Every distinct reading the broker carried: (meter, ts) → volume_l;
+    /// empty unless [`DemoOptions::keep_published`].
     pub published: BTreeMap<(String, DateTime<Utc>), u64>,
+    /// How many distinct readings the broker carried.
+    pub published_count: u64,
     /// Readings carried more than once (replays, redeliveries).
     pub published_duplicates: u64,
     pub stored_before: i64,
@@ -338,7 +346,13 @@ pub async fn run_until_stopped(
         })
     };
 
-    let tap = Tap::start(&broker_url, &fleet.gateways, shutdown.clone()).await?;
+    let tap = Tap::start(
+        &broker_url,
+        &fleet.gateways,
+        TapState::new(&meter_ids, from, to, opts.keep_published),
+        shutdown.clone(),
+    )
+    .await?;
     // Ingest's session may be new: the broker keeps for it only what is
     // published after its subscription is acknowledged.
     let waiting = Instant::now();
@@ -575,6 +589,7 @@ pub async fn run_until_stopped(
     .bind(to)
     .fetch_all(&pool)
     .await?;
+    let published_count = tap.distinct() as u64;
     let (published, published_duplicates) = tap.snapshot();
     pool.close().await;
 
@@ -587,6 +602,7 @@ pub async fn run_until_stopped(
         to,
         rounds,
         published,
+        published_count,
         published_duplicates,
         stored_before,
         stored_after,
@@ -723,17 +739,78 @@ struct Tap {
     seen: Arc<Mutex<TapState>>,
 }
 
-#[derive(Default)]
+/// What the tap saw: one bit per meter and round of the window (4 MB for a
+/// month of 10,000 meters), the readings themselves only when asked.
 struct TapState {
-    readings: BTreeMap<(String, DateTime<Utc>), u64>,
+    /// Meter id → its row of bits.
+    meters: HashMap<String, usize>,
+    from: DateTime<Utc>,
+    slots: usize,
+    bits: Vec<u64>,
+    in_window: usize,
+    /// Readings outside the window or of other meters (none, normally).
+    outside: HashSet<(String, DateTime<Utc>)>,
+    /// Every reading with its volume, when kept.
+    readings: Option<BTreeMap<(String, DateTime<Utc>), u64>>,
     duplicates: u64,
     last_message: Option<Instant>,
+}
+
+impl TapState {
+    fn new(meter_ids: &[String], from: DateTime<Utc>, to: DateTime<Utc>, keep: bool) -> Self {
+        let slots = ((to - from).num_minutes() / READ_INTERVAL_MIN + 1).max(0) as usize;
+        let meters: HashMap<String, usize> = meter_ids
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.clone(), i))
+            .collect();
+        TapState {
+            bits: vec![0; (meters.len() * slots).div_ceil(64)],
+            meters,
+            from,
+            slots,
+            in_window: 0,
+            outside: HashSet::new(),
+            readings: keep.then(BTreeMap::new),
+            duplicates: 0,
+            last_message: None,
+        }
+    }
+
+    /// Records one reading; `false` when it was seen before.
+    fn record(&mut self, meter: &str, ts: DateTime<Utc>, volume_l: u64) -> bool {
+        let secs = (ts - self.from).num_seconds();
+        let step = READ_INTERVAL_MIN * 60;
+        let slot = (secs >= 0 && secs % step == 0)
+            .then_some((secs / step) as usize)
+            .filter(|s| *s < self.slots);
+        let new = match (self.meters.get(meter), slot) {
+            (Some(&row), Some(slot)) => {
+                let bit = row * self.slots + slot;
+                let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+                let new = self.bits[word] & mask == 0;
+                self.bits[word] |= mask;
+                self.in_window += usize::from(new);
+                new
+            }
+            _ => self.outside.insert((meter.to_string(), ts)),
+        };
+        if let Some(r) = &mut self.readings {
+            r.insert((meter.to_string(), ts), volume_l);
+        }
+        new
+    }
+
+    fn distinct(&self) -> usize {
+        self.in_window + self.outside.len()
+    }
 }
 
 impl Tap {
     async fn start(
         broker_url: &str,
         gateways: &[GatewayId],
+        state: TapState,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Tap> {
         let addr = crate::broker::reachable(broker_url)?;
@@ -756,7 +833,7 @@ impl Tap {
                 .await
                 .context("tap subscribe")?;
         }
-        let seen = Arc::new(Mutex::new(TapState::default()));
+        let seen = Arc::new(Mutex::new(state));
         let state = seen.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         let mut ready_tx = Some(ready_tx);
@@ -790,10 +867,7 @@ impl Tap {
                         let mut s = state.lock().expect("tap lock");
                         s.last_message = Some(Instant::now());
                         for r in batch.readings {
-                            if s.readings
-                                .insert((r.meter_id.to_string(), r.ts), r.volume_l)
-                                .is_some()
-                            {
+                            if !s.record(r.meter_id.as_str(), r.ts, r.volume_l) {
                                 s.duplicates += 1;
                             }
                         }
@@ -814,7 +888,7 @@ impl Tap {
     }
 
     fn distinct(&self) -> usize {
-        self.seen.lock().expect("tap lock").readings.len()
+        self.seen.lock().expect("tap lock").distinct()
     }
 
     /// Waits until no message arrived for half a second.
@@ -835,6 +909,35 @@ impl Tap {
 
     fn snapshot(&self) -> (BTreeMap<(String, DateTime<Utc>), u64>, u64) {
         let s = self.seen.lock().expect("tap lock");
-        (s.readings.clone(), s.duplicates)
+        (s.readings.clone().unwrap_or_default(), s.duplicates)
+    }
+}
+
+#[cfg(test)]
+mod tap_tests {
+    use super::*;
+
+    #[test]
+    fn the_tap_counts_each_reading_once_in_a_bit_per_meter_and_round() {
+        let from: DateTime<Utc> = "2026-10-30T15:00:00Z".parse().expect("ts");
+        let to = from + Duration::days(1);
+        let meters = vec!["m-1".to_string(), "m-2".to_string()];
+        let mut t = TapState::new(&meters, from, to, false);
+        assert_eq!(t.slots, 97);
+        assert!(t.record("m-1", from, 10));
+        assert!(!t.record("m-1", from, 10), "a duplicate");
+        assert!(t.record("m-2", to, 20));
+        assert!(
+            t.record("m-2", to + Duration::minutes(15), 20),
+            "past the window"
+        );
+        assert!(t.record("other", from, 1), "another meter");
+        assert!(!t.record("other", from, 1));
+        assert_eq!(t.distinct(), 4);
+        assert_eq!(t.in_window, 2);
+        assert!(t.readings.is_none(), "readings not kept");
+        let mut kept = TapState::new(&meters, from, to, true);
+        kept.record("m-1", from, 10);
+        assert_eq!(kept.readings.as_ref().map(|r| r.len()), Some(1));
     }
 }

@@ -56,7 +56,7 @@ pub fn render(r: &DemoReport) -> String {
     let _ = writeln!(
         s,
         "readings        {} published, {} stored in metering ({} new, {} already there), {} quarantined",
-        r.published.len(),
+        r.published_count,
         r.stored_after,
         new,
         r.stored_after - new,
