@@ -225,4 +225,75 @@ mod tests {
         assert_eq!(got, ["m0", "m1", "m2"]);
         Ok(())
     }
+
+    /// Ingest acknowledges after commit, per writer lane, so its acks come
+    /// out of order. Upstream rumqttd dropped the connection on the first
+    /// out-of-order ack (the demo's thousands of "broker connection lost");
+    /// the patched broker takes them and keeps delivering on the same
+    /// connection, packet ids of unacknowledged messages never reused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn out_of_order_acks_keep_the_connection() -> anyhow::Result<()> {
+        let broker = EmbeddedBroker::start()?;
+        // The event loop takes at most one ack per poll: a request channel
+        // as large as the test's acks, as ingest has (ACK_CHANNEL_CAPACITY).
+        let mut o = v5::MqttOptions::new("ingest-ooo-test", "127.0.0.1", broker.addr_v5.port());
+        o.set_clean_start(false)
+            .set_session_expiry_interval(Some(600))
+            .set_receive_maximum(Some(1000))
+            .set_manual_acks(true);
+        let (client, mut events) = v5::AsyncClient::new(o, 4096);
+        until(&mut events, |p| {
+            matches!(p, Packet::ConnAck(_)).then_some(())
+        })
+        .await?;
+        client
+            .subscribe("$share/ingest/waterworks/v1/+/readings", QoS::AtLeastOnce)
+            .await?;
+        until(&mut events, |p| {
+            matches!(p, Packet::SubAck(_)).then_some(())
+        })
+        .await?;
+        let mut o = rumqttc::MqttOptions::new("gw-ooo-test", "127.0.0.1", broker.addr.port());
+        o.set_clean_session(true);
+        let (gw, mut gw_events) = rumqttc::AsyncClient::new(o, 1024);
+        tokio::spawn(async move { while gw_events.poll().await.is_ok() {} });
+        // Far more messages than the broker's window of 100 and than its
+        // 100 packet ids; each window is acknowledged last to first.
+        const N: usize = 600;
+        for i in 0..N {
+            gw.publish(
+                "waterworks/v1/gw-1/readings",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                format!("m{i}"),
+            )
+            .await?;
+        }
+        let mut got = std::collections::BTreeSet::new();
+        let mut held = Vec::new();
+        while got.len() < N {
+            // An error here is the broker dropping the connection.
+            let p = until(&mut events, |p| match p {
+                Packet::Publish(p) => Some(p.clone()),
+                _ => None,
+            })
+            .await?;
+            assert!(
+                !held
+                    .iter()
+                    .any(|h: &v5::mqttbytes::v5::Publish| h.pkid == p.pkid),
+                "packet id {} handed out again while unacknowledged",
+                p.pkid
+            );
+            got.insert(String::from_utf8_lossy(&p.payload).into_owned());
+            held.push(p);
+            if held.len() == 7 || got.len() == N {
+                for p in held.drain(..).rev() {
+                    client.ack(&p).await?;
+                }
+            }
+        }
+        assert_eq!(got.len(), N, "every message, once, on one connection");
+        Ok(())
+    }
 }

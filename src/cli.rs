@@ -112,6 +112,10 @@ pub struct DemoArgs {
     /// The month simulated and billed (Korean time).
     #[arg(long, default_value = "2026-10")]
     pub period: Period,
+    /// Simulate only the last N days of the month (and its closing read),
+    /// so a large fleet can be shown quickly; default: the whole month.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=31))]
+    pub days: Option<u32>,
     /// An external broker (`mqtt://host:port`); default: an embedded one.
     #[arg(long)]
     pub mqtt: Option<String>,
@@ -683,14 +687,19 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     opts.tariff = args.tariff.clone();
     opts.state_dir = args.state_dir.clone();
     opts.with_faults = !args.no_faults;
+    opts.from = demo_from(args.period, args.days);
+    // A bit per reading, not the readings: memory stays flat with the fleet.
+    opts.keep_published = false;
     anyhow::ensure!(opts.meters >= 1, "--meters must be at least 1");
     anyhow::ensure!(
         opts.gateways >= 1 && opts.gateways <= opts.meters,
         "--gateways must be between 1 and the number of meters"
     );
-    let (report, mut running) = demo::run(&opts).await?;
-    print!("{}", crate::summary::render(&report));
-    if args.serve {
+    // Ctrl-C or SIGTERM ends the rounds; the summary so far is printed.
+    let stop = waterworks_service::shutdown::on_signals();
+    let (report, mut running) = demo::run_until_stopped(&opts, stop).await?;
+    print_flushed(&crate::summary::render(&report));
+    if args.serve && report.stopped_after.is_none() {
         let signals = waterworks_service::shutdown::on_signals();
         let console = match running
             .serve_console(args.tariff.as_deref(), &args.state_dir, args.console_listen)
@@ -719,6 +728,20 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     running.stop().await;
     Ok(())
+}
+
+fn print_flushed(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// The first read of a demo limited to the last `days` days of `period`;
+/// `None` (the whole month) when `days` covers it.
+fn demo_from(period: Period, days: Option<u32>) -> Option<chrono::DateTime<chrono::Utc>> {
+    days.filter(|d| *d < period.days())
+        .map(|d| period.end_utc() - chrono::Duration::days(i64::from(d)))
 }
 
 async fn meter_sim(args: MeterSimArgs) -> anyhow::Result<()> {

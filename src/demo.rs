@@ -66,6 +66,10 @@ pub struct DemoOptions {
     pub with_faults: bool,
     /// Print a line per simulated day.
     pub verbose: bool,
+    /// Keep every reading the broker carried in [`DemoReport::published`]
+    /// (tests compare it with PostgreSQL). Off, the tap keeps one bit per
+    /// meter and round, so the demo's memory does not grow with the readings.
+    pub keep_published: bool,
 }
 
 impl DemoOptions {
@@ -84,6 +88,7 @@ impl DemoOptions {
             state_dir: PathBuf::from(".waterworks"),
             with_faults: true,
             verbose: true,
+            keep_published: true,
         }
     }
 }
@@ -112,8 +117,11 @@ pub struct DemoReport {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub rounds: usize,
-    /// Every distinct reading the broker carried: (meter, ts) → volume_l.
+    /// Every distinct reading the broker carried: (meter, ts) → volume_l;
+    /// empty unless [`DemoOptions::keep_published`].
     pub published: BTreeMap<(String, DateTime<Utc>), u64>,
+    /// How many distinct readings the broker carried.
+    pub published_count: u64,
     /// Readings carried more than once (replays, redeliveries).
     pub published_duplicates: u64,
     pub stored_before: i64,
@@ -130,6 +138,9 @@ pub struct DemoReport {
     pub total_secs: f64,
     pub ingest_http: SocketAddr,
     pub tariff_city: String,
+    /// Set when a signal stopped the demo before the end of its window: the
+    /// slot of the last round read. Nothing was billed then.
+    pub stopped_after: Option<DateTime<Utc>>,
 }
 
 /// Services left running when the demo is asked to keep serving.
@@ -246,6 +257,16 @@ pub fn load_tariff(path: Option<&Path>) -> anyhow::Result<TariffBook> {
 /// Runs the pipeline over the period and bills it. The services stay up in
 /// the returned [`Running`] until it is stopped.
 pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
+    run_until_stopped(opts, CancellationToken::new()).await
+}
+
+/// [`run`], stopping early when `stop` is cancelled (Ctrl-C, SIGTERM): the
+/// rounds end, the gateways stop, nothing is billed, and the report holds
+/// what was read and stored so far (`stopped_after`).
+pub async fn run_until_stopped(
+    opts: &DemoOptions,
+    stop: CancellationToken,
+) -> anyhow::Result<(DemoReport, Running)> {
     let started = Instant::now();
     let book = load_tariff(opts.tariff.as_deref())?;
     std::fs::create_dir_all(&opts.state_dir)
@@ -280,6 +301,12 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     billing::migrate(&pool)
         .await
         .context("billing migrations")?;
+    // The spools belong to this database: a fresh one starts fresh spools.
+    let database_id = crate::spools::database_id(&pool).await?;
+    let claim = crate::spools::claim(&crate::spools::spool_root(&opts.state_dir), &database_id)?;
+    if let Some(line) = claim.describe(&database_id) {
+        say(opts, &line);
+    }
 
     let from = opts.from.unwrap_or_else(|| opts.period.start_utc());
     let to = opts.period.end_utc();
@@ -321,7 +348,13 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
         })
     };
 
-    let tap = Tap::start(&broker_url, &fleet.gateways, shutdown.clone()).await?;
+    let tap = Tap::start(
+        &broker_url,
+        &fleet.gateways,
+        TapState::new(&meter_ids, from, to, opts.keep_published),
+        shutdown.clone(),
+    )
+    .await?;
     // Ingest's session may be new: the broker keeps for it only what is
     // published after its subscription is acknowledged.
     let waiting = Instant::now();
@@ -412,7 +445,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
                 ..UplinkConfig::default()
             },
             spool: SpoolConfig {
-                dir: opts.state_dir.join("spool").join(gw.as_str()),
+                dir: crate::spools::spool_root(&opts.state_dir).join(gw.as_str()),
                 ..SpoolConfig::default()
             },
             metrics_listen: None,
@@ -425,16 +458,28 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     let step = Duration::minutes(READ_INTERVAL_MIN);
     let mut slot = from;
     let mut rounds = 0usize;
-    // On a terminal the progress line rewrites itself; in a log, a line a day.
-    let progress_inline = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut stopped_after = None;
+    let total_rounds = ((to - from).num_minutes() / READ_INTERVAL_MIN + 1) as u64;
+    let mut shown = crate::progress::DemoProgress::new(
+        crate::progress::Style::detect(opts.verbose),
+        total_rounds,
+    );
     let mut progress: Vec<_> = handles.iter().map(|h| h.progress.clone()).collect();
-    while slot <= to {
+    'rounds: while slot <= to {
+        if stop.is_cancelled() {
+            stopped_after = Some(slot - step);
+            break;
+        }
         manual.set(slot);
         for (i, p) in progress.iter_mut().enumerate() {
             let round = p.wait_for(|g| g.last_round.is_some_and(|r| r >= slot));
-            let outcome = tokio::time::timeout(ROUND_LIMIT, round)
-                .await
-                .map(|r| r.is_ok());
+            let outcome = tokio::select! {
+                _ = stop.cancelled() => {
+                    stopped_after = Some(slot - step);
+                    break 'rounds;
+                }
+                r = tokio::time::timeout(ROUND_LIMIT, round) => r.map(|r| r.is_ok()),
+            };
             match outcome {
                 Ok(true) => {}
                 Ok(false) => bail!(
@@ -450,29 +495,29 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
             }
         }
         rounds += 1;
-        if opts.verbose && slot.format("%H:%M").to_string() == "15:00" {
-            let day = (slot + Duration::hours(9)).format("%Y-%m-%d");
-            let line = format!(
-                "  read {day} (KST) · round {rounds} · {} readings published",
-                tap.distinct()
-            );
-            if progress_inline {
-                eprint!("\r{line}   ");
-            } else {
-                eprintln!("{line}");
-            }
-        }
+        shown.round(rounds as u64, slot, tap.distinct() as u64);
         slot += step;
     }
-    if opts.verbose && progress_inline {
-        eprintln!();
-    }
-    // Every batch handed to the broker, then every reading stored.
+    shown.finish(&match stopped_after {
+        Some(_) => format!(
+            "stopped after {rounds} of {total_rounds} rounds: summarising what was read so far"
+        ),
+        None => String::new(),
+    });
+    // Every batch handed to the broker, then every reading stored (skipped
+    // when stopped: the summary shows what got through so far).
     for (i, p) in progress.iter_mut().enumerate() {
+        if stopped_after.is_some() {
+            break;
+        }
         let drained = p.wait_for(|g| g.pending_batches == 0 && g.acked_seq >= g.spooled_seq);
-        let outcome = tokio::time::timeout(STALL_LIMIT, drained)
-            .await
-            .map(|r| r.is_ok());
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => {
+                stopped_after = Some(to);
+                break;
+            }
+            r = tokio::time::timeout(STALL_LIMIT, drained) => r.map(|r| r.is_ok()),
+        };
         match outcome {
             Ok(true) => {}
             Ok(false) => bail!(
@@ -489,8 +534,13 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     }
     let simulate_secs = sim_started.elapsed().as_secs_f64();
     let ingest_started = Instant::now();
-    tap.settle().await;
-    wait_accounted(&pool, &meter_ids, from, to, tap.distinct() as i64).await?;
+    if stopped_after.is_none() {
+        tap.settle().await;
+        tokio::select! {
+            _ = stop.cancelled() => stopped_after = Some(to),
+            r = wait_accounted(&pool, &meter_ids, from, to, tap.distinct() as i64) => r?,
+        }
+    }
     let stored_after = count_stored(&pool, &meter_ids, from, to).await?;
     let ingest_wait_secs = ingest_started.elapsed().as_secs_f64();
     gw_shutdown.cancel();
@@ -503,6 +553,9 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     let billing_started = Instant::now();
     let mut runs = Vec::new();
     for group in fleet.billing_groups() {
+        if stopped_after.is_some() {
+            break;
+        }
         let req = RunRequest {
             period: opts.period,
             group,
@@ -546,6 +599,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
     .bind(to)
     .fetch_all(&pool)
     .await?;
+    let published_count = tap.distinct() as u64;
     let (published, published_duplicates) = tap.snapshot();
     pool.close().await;
 
@@ -558,6 +612,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
         to,
         rounds,
         published,
+        published_count,
         published_duplicates,
         stored_before,
         stored_after,
@@ -571,6 +626,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoReport, Running)> {
         total_secs: started.elapsed().as_secs_f64(),
         ingest_http,
         tariff_city: book.city().to_string(),
+        stopped_after,
     };
     let running = Running {
         ingest_shutdown,
@@ -689,17 +745,78 @@ struct Tap {
     seen: Arc<Mutex<TapState>>,
 }
 
-#[derive(Default)]
+/// What the tap saw: one bit per meter and round of the window (4 MB for a
+/// month of 10,000 meters), the readings themselves only when asked.
 struct TapState {
-    readings: BTreeMap<(String, DateTime<Utc>), u64>,
+    /// Meter id → its row of bits.
+    meters: HashMap<String, usize>,
+    from: DateTime<Utc>,
+    slots: usize,
+    bits: Vec<u64>,
+    in_window: usize,
+    /// Readings outside the window or of other meters (none, normally).
+    outside: HashSet<(String, DateTime<Utc>)>,
+    /// Every reading with its volume, when kept.
+    readings: Option<BTreeMap<(String, DateTime<Utc>), u64>>,
     duplicates: u64,
     last_message: Option<Instant>,
+}
+
+impl TapState {
+    fn new(meter_ids: &[String], from: DateTime<Utc>, to: DateTime<Utc>, keep: bool) -> Self {
+        let slots = ((to - from).num_minutes() / READ_INTERVAL_MIN + 1).max(0) as usize;
+        let meters: HashMap<String, usize> = meter_ids
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.clone(), i))
+            .collect();
+        TapState {
+            bits: vec![0; (meters.len() * slots).div_ceil(64)],
+            meters,
+            from,
+            slots,
+            in_window: 0,
+            outside: HashSet::new(),
+            readings: keep.then(BTreeMap::new),
+            duplicates: 0,
+            last_message: None,
+        }
+    }
+
+    /// Records one reading; `false` when it was seen before.
+    fn record(&mut self, meter: &str, ts: DateTime<Utc>, volume_l: u64) -> bool {
+        let secs = (ts - self.from).num_seconds();
+        let step = READ_INTERVAL_MIN * 60;
+        let slot = (secs >= 0 && secs % step == 0)
+            .then_some((secs / step) as usize)
+            .filter(|s| *s < self.slots);
+        let new = match (self.meters.get(meter), slot) {
+            (Some(&row), Some(slot)) => {
+                let bit = row * self.slots + slot;
+                let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+                let new = self.bits[word] & mask == 0;
+                self.bits[word] |= mask;
+                self.in_window += usize::from(new);
+                new
+            }
+            _ => self.outside.insert((meter.to_string(), ts)),
+        };
+        if let Some(r) = &mut self.readings {
+            r.insert((meter.to_string(), ts), volume_l);
+        }
+        new
+    }
+
+    fn distinct(&self) -> usize {
+        self.in_window + self.outside.len()
+    }
 }
 
 impl Tap {
     async fn start(
         broker_url: &str,
         gateways: &[GatewayId],
+        state: TapState,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Tap> {
         let addr = crate::broker::reachable(broker_url)?;
@@ -722,7 +839,7 @@ impl Tap {
                 .await
                 .context("tap subscribe")?;
         }
-        let seen = Arc::new(Mutex::new(TapState::default()));
+        let seen = Arc::new(Mutex::new(state));
         let state = seen.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         let mut ready_tx = Some(ready_tx);
@@ -756,10 +873,7 @@ impl Tap {
                         let mut s = state.lock().expect("tap lock");
                         s.last_message = Some(Instant::now());
                         for r in batch.readings {
-                            if s.readings
-                                .insert((r.meter_id.to_string(), r.ts), r.volume_l)
-                                .is_some()
-                            {
+                            if !s.record(r.meter_id.as_str(), r.ts, r.volume_l) {
                                 s.duplicates += 1;
                             }
                         }
@@ -780,7 +894,7 @@ impl Tap {
     }
 
     fn distinct(&self) -> usize {
-        self.seen.lock().expect("tap lock").readings.len()
+        self.seen.lock().expect("tap lock").distinct()
     }
 
     /// Waits until no message arrived for half a second.
@@ -801,6 +915,35 @@ impl Tap {
 
     fn snapshot(&self) -> (BTreeMap<(String, DateTime<Utc>), u64>, u64) {
         let s = self.seen.lock().expect("tap lock");
-        (s.readings.clone(), s.duplicates)
+        (s.readings.clone().unwrap_or_default(), s.duplicates)
+    }
+}
+
+#[cfg(test)]
+mod tap_tests {
+    use super::*;
+
+    #[test]
+    fn the_tap_counts_each_reading_once_in_a_bit_per_meter_and_round() {
+        let from: DateTime<Utc> = "2026-10-30T15:00:00Z".parse().expect("ts");
+        let to = from + Duration::days(1);
+        let meters = vec!["m-1".to_string(), "m-2".to_string()];
+        let mut t = TapState::new(&meters, from, to, false);
+        assert_eq!(t.slots, 97);
+        assert!(t.record("m-1", from, 10));
+        assert!(!t.record("m-1", from, 10), "a duplicate");
+        assert!(t.record("m-2", to, 20));
+        assert!(
+            t.record("m-2", to + Duration::minutes(15), 20),
+            "past the window"
+        );
+        assert!(t.record("other", from, 1), "another meter");
+        assert!(!t.record("other", from, 1));
+        assert_eq!(t.distinct(), 4);
+        assert_eq!(t.in_window, 2);
+        assert!(t.readings.is_none(), "readings not kept");
+        let mut kept = TapState::new(&meters, from, to, true);
+        kept.record("m-1", from, 10);
+        assert_eq!(kept.readings.as_ref().map(|r| r.len()), Some(1));
     }
 }

@@ -56,7 +56,7 @@ pub fn render(r: &DemoReport) -> String {
     let _ = writeln!(
         s,
         "readings        {} published, {} stored in metering ({} new, {} already there), {} quarantined",
-        r.published.len(),
+        r.published_count,
         r.stored_after,
         new,
         r.stored_after - new,
@@ -80,6 +80,20 @@ pub fn render(r: &DemoReport) -> String {
             "                {} readings were carried more than once by the broker and stored once",
             r.published_duplicates
         );
+    }
+    if let Some(slot) = r.stopped_after {
+        let _ = writeln!(
+            s,
+            "stopped         by a signal after {} rounds (clock at {}): the summary so far; nothing billed",
+            r.rounds,
+            slot.format("%Y-%m-%d %H:%MZ")
+        );
+        let _ = writeln!(
+            s,
+            "time            {:.1} s (reading {:.1} s)",
+            r.total_secs, r.simulate_secs
+        );
+        return s;
     }
     let (mut accounts, mut created, mut existing, mut held) = (0, 0, 0, 0);
     for run in &r.runs {

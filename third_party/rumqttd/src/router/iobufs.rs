@@ -16,7 +16,10 @@ use crate::{
 use super::{Forward, IncomingMeter, OutgoingMeter};
 
 const MAX_INFLIGHT: usize = 100;
-const MAX_PKID: u16 = MAX_INFLIGHT as u16;
+// waterworks patch: the packet id space is the whole u16 range (not
+// MAX_INFLIGHT), and an id still in flight is never handed out again, now that
+// acks may come out of order (see `register_ack`).
+const MAX_PKID: u16 = u16::MAX;
 
 #[derive(Debug)]
 pub struct Incoming {
@@ -132,17 +135,23 @@ impl Outgoing {
         }
 
         for mut p in publishes {
-            // Index and pkid of current outgoing packet
-            self.last_pkid += 1;
+            // Index and pkid of current outgoing packet (0 is not a packet id;
+            // skip ids still waiting for their ack)
+            loop {
+                self.last_pkid = if self.last_pkid >= MAX_PKID {
+                    1
+                } else {
+                    self.last_pkid + 1
+                };
+                let pkid = self.last_pkid;
+                if !self.inflight_buffer.iter().any(|(id, _, _)| *id == pkid) {
+                    break;
+                }
+            }
             p.publish.pkid = self.last_pkid;
 
             self.inflight_buffer
                 .push_back((self.last_pkid, filter_idx, p.cursor));
-
-            // Place max pkid packet at index 0
-            if self.last_pkid == MAX_PKID {
-                self.last_pkid = 0;
-            }
 
             self.meter.publish_count += 1;
             self.meter.total_size += p.publish.topic.len() + p.publish.payload.len();
@@ -165,14 +174,20 @@ impl Outgoing {
     // Returns (unsolicited, outoforder) flags
     // Return: Out of order or unsolicited acks
     pub fn register_ack(&mut self, pkid: u16) -> Option<()> {
-        let (head, _filter_idx, _cursor) = self.inflight_buffer.pop_front()?;
-
-        // We don't support out of order acks
-        if pkid != head {
-            error!(pkid, head, "out of order ack.");
+        // waterworks patch: acks may come in any order (MQTT does not require
+        // order across messages, and a consumer that acknowledges after a
+        // commit, per gateway lane, does not keep it); upstream disconnected
+        // the client on the first out-of-order ack. The rest of the buffer
+        // keeps its insertion order, which `retransmission_map` relies on.
+        let Some(at) = self
+            .inflight_buffer
+            .iter()
+            .position(|(id, _, _)| *id == pkid)
+        else {
+            error!(pkid, "unsolicited ack.");
             return None;
-        }
-
+        };
+        self.inflight_buffer.remove(at);
         Some(())
     }
 
@@ -243,6 +258,32 @@ mod test {
 
         outgoing.inflight_buffer.extend(buf);
         assert_eq!(outgoing.retransmission_map(), result);
+    }
+
+    #[test]
+    fn acks_out_of_order_are_accepted_and_ids_in_flight_not_reused() {
+        let (mut outgoing, _) = Outgoing::new("ooo-test".to_string());
+        outgoing.inflight_buffer.extend([(1, 0, None), (2, 0, None), (3, 0, None)]);
+        outgoing.last_pkid = 3;
+        assert_eq!(outgoing.register_ack(2), Some(()));
+        assert_eq!(outgoing.register_ack(2), None, "acked twice");
+        assert_eq!(outgoing.register_ack(9), None, "never sent");
+        let ids: Vec<u16> = outgoing.inflight_buffer.iter().map(|(id, _, _)| *id).collect();
+        assert_eq!(ids, [1, 3]);
+        // Wrapping around skips an id still in flight.
+        outgoing.last_pkid = MAX_PKID;
+        outgoing.inflight_buffer.push_back((1, 0, None));
+        outgoing.inflight_buffer.retain(|(id, _, _)| *id == 1);
+        let mut publish = crate::protocol::Publish::new("t", "x", false);
+        publish.qos = crate::protocol::QoS::AtLeastOnce;
+        let fwd = Forward {
+            cursor: None,
+            size: 1,
+            publish,
+            properties: None,
+        };
+        outgoing.push_forwards(std::iter::once(fwd), 1, 0);
+        assert_eq!(outgoing.last_pkid, 2);
     }
 
     // use super::{Outgoing, MAX_INFLIGHT};
