@@ -29,7 +29,17 @@ DECLARE
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
         IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm') THEN
-            CREATE EXTENSION pg_trgm;
+            -- In schema public, never in billing: a restore drops and
+            -- recreates schema billing, and an extension inside it would go
+            -- with it (pg_dump -n billing does not dump extensions).
+            -- roles.sql creates it as superuser; here it is only a fallback
+            -- for a role that may create in public (tests, development).
+            BEGIN
+                CREATE EXTENSION pg_trgm SCHEMA public;
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE NOTICE 'pg_trgm is not installed and this role may not install it (roles.sql does): customer and address searches stay unindexed';
+                RETURN;
+            END;
         ELSE
             RAISE NOTICE 'pg_trgm is not available: customer and address searches stay unindexed';
             RETURN;

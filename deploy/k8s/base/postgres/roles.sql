@@ -43,6 +43,12 @@ $$;
 -- Nobody but the owners creates objects in public.
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 
+-- Trigram indexes of billing's searches (billing migration 0020): the
+-- extension lives in public, outside the schemas a logical restore drops and
+-- recreates, and is created here because only a superuser (or a role with
+-- CREATE on public) may; where it is missing the searches stay unindexed.
+CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;
+
 GRANT waterworks_billing TO svc_billing;
 
 -- Schema metering belongs to ingest's role, schema billing to the owner role;
