@@ -11,7 +11,10 @@
 //! clock is manual. Needs `mosquitto` and `mosquitto_passwd` on PATH and
 //! PostgreSQL at DATABASE_URL.
 
+mod common;
+
 use chrono::{DateTime, Duration, DurationRound, Utc};
+use common::{fresh_database, unique};
 use edge_firmware::sim::{ConsumptionKind, Fault, SimConfig, SimMeter, Simulator};
 use gateway::config::{
     GatewayConfig, MeterConfig, PollConfig, SpoolConfig, Transport, UplinkConfig,
@@ -26,29 +29,6 @@ use waterworks_wire::{GatewayId, MeterId};
 
 const INGEST_PASSWORD: &str = "ingest-test-password-1";
 const GATEWAY_PASSWORD: &str = "gateway-test-password-1";
-
-fn server_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| waterworks::database::LOCAL_SERVER_URL.into())
-}
-
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    format!("{tag}{}x{nanos:x}", std::process::id())
-}
-
-async fn fresh_database(name: &str) -> String {
-    let admin = waterworks::database::connect(&server_url(), 1)
-        .await
-        .expect("PostgreSQL must be running for this test (scripts/test starts it)");
-    let url = waterworks::database::ensure_database(&admin, &server_url(), name)
-        .await
-        .expect("create the test database");
-    admin.close().await;
-    url
-}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -10,33 +10,12 @@
 //! spools and says so. Needs `mosquitto` on PATH and PostgreSQL at
 //! DATABASE_URL (default: the local server).
 
+mod common;
+
+use common::{fresh_database, unique};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn server_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| waterworks::database::LOCAL_SERVER_URL.into())
-}
-
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    format!("{tag}{}x{nanos:x}", std::process::id())
-}
-
-/// A fresh database on the test server; fails loudly when there is none.
-async fn fresh_database(name: &str) -> String {
-    let admin = waterworks::database::connect(&server_url(), 1)
-        .await
-        .expect("PostgreSQL must be running for this test (scripts/test starts it)");
-    let url = waterworks::database::ensure_database(&admin, &server_url(), name)
-        .await
-        .expect("create the test database");
-    admin.close().await;
-    url
-}
 
 /// `mosquitto -c` on a free loopback port, without persistence.
 struct Mosquitto {

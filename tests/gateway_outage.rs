@@ -15,7 +15,10 @@
 //! publisher no way to tell). Needs `mosquitto` on PATH and PostgreSQL at
 //! DATABASE_URL.
 
+mod common;
+
 use chrono::{DateTime, Duration, DurationRound, Utc};
+use common::{fresh_database, unique};
 use edge_firmware::sim::{ConsumptionKind, Fault, SimConfig, SimMeter, Simulator};
 use gateway::config::{
     GatewayConfig, MeterConfig, PollConfig, SpoolConfig, Transport, UplinkConfig,
@@ -33,30 +36,6 @@ const ROUNDS_BEFORE: usize = 4;
 /// Eight simulated hours of 15-minute rounds with the broker down.
 const ROUNDS_DOWN: usize = 32;
 const ROUNDS_AFTER: usize = 4;
-
-fn server_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| waterworks::database::LOCAL_SERVER_URL.into())
-}
-
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    format!("{tag}{}x{nanos:x}", std::process::id())
-}
-
-/// A fresh database on the test server; fails loudly when there is none.
-async fn fresh_database(name: &str) -> String {
-    let admin = waterworks::database::connect(&server_url(), 1)
-        .await
-        .expect("PostgreSQL must be running for this test (scripts/test starts it)");
-    let url = waterworks::database::ensure_database(&admin, &server_url(), name)
-        .await
-        .expect("create the test database");
-    admin.close().await;
-    url
-}
 
 /// `mosquitto -c` on a free loopback port with a config of the test's own.
 struct Broker {

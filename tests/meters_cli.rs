@@ -4,27 +4,15 @@
 //! the file writes nothing, and a file larger than one batch is sent in
 //! batches after all of them are checked.
 
+mod common;
+
+use common::{fresh_database, server_url};
 use serde_json::json;
 use std::path::PathBuf;
 use waterworks::cli::{register_meters_file, RegisterArgs};
 use waterworks_service::auth::{Role, TokenConfig};
 
 const OPERATOR: &str = "operator-cli-5e8b2d7a9c1f4e6b3d0a8c5f2e9b7d4a1c6f";
-
-fn server_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| waterworks::database::LOCAL_SERVER_URL.into())
-}
-
-async fn fresh_database(name: &str) -> String {
-    let admin = waterworks::database::connect(&server_url(), 1)
-        .await
-        .expect("PostgreSQL must be running for this test (scripts/test starts it)");
-    let url = waterworks::database::ensure_database(&admin, &server_url(), name)
-        .await
-        .expect("create the test database");
-    admin.close().await;
-    url
-}
 
 fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     let p = dir.path().join(name);
