@@ -3,7 +3,7 @@
 //! not made either, and a change that fails leaves no record; a success
 //! writes both. Over HTTP as the admin, against a fresh database.
 
-use billing::accounts::{upsert_accounts, Account, MeterInstallation};
+use billing::accounts::upsert_accounts;
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -51,27 +51,9 @@ async fn an_account_change_and_its_audit_record_commit_together(pool: PgPool) {
         shutdown,
         task: server,
     } = Server::start(&pool).await;
-    upsert_accounts(
-        &pool,
-        &[Account {
-            account_no: "A1".into(),
-            customer: "홍길동".into(),
-            address: "대전광역시 서구".into(),
-            usage_type: "household".into(),
-            diameter_mm: 15,
-            households: 1,
-            sewer_connected: true,
-            levy_exempt: false,
-            billing_group: "G".into(),
-            meters: vec![MeterInstallation {
-                meter_id: "M-A1".into(),
-                installed_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-                removed_at: None,
-            }],
-        }],
-    )
-    .await
-    .unwrap();
+    upsert_accounts(&pool, &[household_account("A1", "M-A1")])
+        .await
+        .unwrap();
     let audits = "SELECT count(*) FROM billing.audit_log";
 
     // The audit record cannot be written: neither change is made.

@@ -1,7 +1,7 @@
 //! The billing service started for real on port 0 against a fresh database,
 //! spoken to over TCP.
 
-use billing::accounts::{upsert_accounts, Account, MeterInstallation};
+use billing::accounts::upsert_accounts;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
@@ -17,40 +17,10 @@ async fn quote_runs_and_bills_over_http(pool: PgPool) {
     } = Server::start(&pool).await;
 
     // Stand-in for ingest's read function, only in this fresh test database.
-    sqlx::query("CREATE SCHEMA metering")
-        .execute(&pool)
+    stub_period_reads_m1(&pool).await;
+    upsert_accounts(&pool, &[household_account("A1", "M1")])
         .await
         .unwrap();
-    sqlx::query(
-        "CREATE FUNCTION metering.period_reads_v1(period_start timestamptz, period_end timestamptz) \
-         RETURNS TABLE (meter_id text, start_ts timestamptz, start_volume_l bigint, end_ts timestamptz, \
-                        end_volume_l bigint, reads bigint) \
-         LANGUAGE sql STABLE AS $$ SELECT 'M1'::text, period_start, 0::bigint, period_end, 26500::bigint, 2976::bigint $$",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    upsert_accounts(
-        &pool,
-        &[Account {
-            account_no: "A1".into(),
-            customer: "홍길동".into(),
-            address: "대전광역시 서구".into(),
-            usage_type: "household".into(),
-            diameter_mm: 15,
-            households: 1,
-            sewer_connected: true,
-            levy_exempt: false,
-            billing_group: "G".into(),
-            meters: vec![MeterInstallation {
-                meter_id: "M1".into(),
-                installed_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-                removed_at: None,
-            }],
-        }],
-    )
-    .await
-    .unwrap();
 
     assert_eq!(http(addr, "GET", "/health", None, None).await.0, 200);
     assert_eq!(http(addr, "GET", "/ready", None, None).await.0, 200);
@@ -525,40 +495,10 @@ async fn a_run_of_an_unfinished_month_is_refused_unless_forced_with_a_reason(poo
         shutdown,
         task: server,
     } = Server::start(&pool).await;
-    sqlx::query("CREATE SCHEMA metering")
-        .execute(&pool)
+    stub_period_reads_m1(&pool).await;
+    upsert_accounts(&pool, &[household_account("A1", "M1")])
         .await
         .unwrap();
-    sqlx::query(
-        "CREATE FUNCTION metering.period_reads_v1(period_start timestamptz, period_end timestamptz) \
-         RETURNS TABLE (meter_id text, start_ts timestamptz, start_volume_l bigint, end_ts timestamptz, \
-                        end_volume_l bigint, reads bigint) \
-         LANGUAGE sql STABLE AS $$ SELECT 'M1'::text, period_start, 0::bigint, period_end, 26500::bigint, 2976::bigint $$",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    upsert_accounts(
-        &pool,
-        &[Account {
-            account_no: "A1".into(),
-            customer: "홍길동".into(),
-            address: "대전광역시 서구".into(),
-            usage_type: "household".into(),
-            diameter_mm: 15,
-            households: 1,
-            sewer_connected: true,
-            levy_exempt: false,
-            billing_group: "G".into(),
-            meters: vec![MeterInstallation {
-                meter_id: "M1".into(),
-                installed_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-                removed_at: None,
-            }],
-        }],
-    )
-    .await
-    .unwrap();
     let now = chrono::Utc::now();
     let current = billing::Period::containing(now);
     let ends = current

@@ -134,3 +134,42 @@ pub async fn http_text(
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
 }
+
+/// One household account of group G in Daejeon (15 mm, one household, on the
+/// sewer) with one meter installed since 2026-01-01.
+pub fn household_account(account_no: &str, meter_id: &str) -> billing::accounts::Account {
+    billing::accounts::Account {
+        account_no: account_no.into(),
+        customer: "홍길동".into(),
+        address: "대전광역시 서구".into(),
+        usage_type: "household".into(),
+        diameter_mm: 15,
+        households: 1,
+        sewer_connected: true,
+        levy_exempt: false,
+        billing_group: "G".into(),
+        meters: vec![billing::accounts::MeterInstallation {
+            meter_id: meter_id.into(),
+            installed_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            removed_at: None,
+        }],
+    }
+}
+
+/// Stand-in for ingest's read function, only in the test's fresh database:
+/// meter M1 used 26.5 m³ (0 → 26,500 L) in any period.
+pub async fn stub_period_reads_m1(pool: &PgPool) {
+    sqlx::query("CREATE SCHEMA metering")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE FUNCTION metering.period_reads_v1(period_start timestamptz, period_end timestamptz) \
+         RETURNS TABLE (meter_id text, start_ts timestamptz, start_volume_l bigint, end_ts timestamptz, \
+                        end_volume_l bigint, reads bigint) \
+         LANGUAGE sql STABLE AS $$ SELECT 'M1'::text, period_start, 0::bigint, period_end, 26500::bigint, 2976::bigint $$",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
