@@ -75,34 +75,9 @@ const PLACEHOLDERS: &[&str] = &[
     "password",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Clerk,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    /// Whether a caller holding `self` may do what needs `required`.
-    pub fn allows(self, required: Role) -> bool {
-        match (self, required) {
-            (Role::Admin, _) => true,
-            (_, Role::Viewer) => true,
-            (held, req) => held == req,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Clerk => "clerk",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-}
+/// The roles, defined with the API contracts (a token's role is part of
+/// every operation's contract).
+pub use waterworks_api::Role;
 
 /// One `[[tokens]]` entry: either one token (`name`, `role` and exactly one
 /// of `token_file`, `token_env`, `token`) or a directory of token files

@@ -1,10 +1,12 @@
-//! The JSON error every API answers with: `{"error": "code", "message": "..."}`.
+//! The JSON error every API answers with: `{"error": "code", "message": "..."}`
+//! ([`ErrorBody`], defined with the API contracts in `waterworks-api`).
 //! Internal causes are logged with a reference, never sent to the caller.
 
 use crate::auth::Role;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+pub use waterworks_api::error::{ErrorBody, ErrorCode, Problem};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -29,16 +31,16 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn code(&self) -> (StatusCode, &'static str) {
+    fn code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::TooSlow => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            ApiError::TooSlow => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Timeout),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
 
@@ -67,11 +69,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%detail, "internal error answering a request");
         }
-        let mut resp = (
-            status,
-            Json(serde_json::json!({ "error": code, "message": self.to_string() })),
-        )
-            .into_response();
+        let mut resp = (status, Json(ErrorBody::new(code, self.to_string()))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

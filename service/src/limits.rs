@@ -26,6 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use waterworks_api::error::{ErrorBody, ErrorCode};
 
 /// The limits of one service's HTTP API (`[http_limits]` in its TOML).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -162,10 +163,10 @@ fn too_many(retry_after_s: u64) -> Response {
     metrics::counter!("waterworks_http_limited_total", "reason" => "rate").increment(1);
     let mut resp = (
         StatusCode::TOO_MANY_REQUESTS,
-        axum::Json(serde_json::json!({
-            "error": "too_many_requests",
-            "message": format!("too many requests; retry after {retry_after_s} s"),
-        })),
+        axum::Json(ErrorBody::new(
+            ErrorCode::TooManyRequests,
+            format!("too many requests; retry after {retry_after_s} s"),
+        )),
     )
         .into_response();
     resp.headers_mut().insert(
@@ -179,7 +180,7 @@ fn overloaded(reason: &'static str, message: &str) -> Response {
     metrics::counter!("waterworks_http_limited_total", "reason" => reason).increment(1);
     let mut resp = (
         StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(serde_json::json!({ "error": "unavailable", "message": message })),
+        axum::Json(ErrorBody::new(ErrorCode::Unavailable, message)),
     )
         .into_response();
     resp.headers_mut()
