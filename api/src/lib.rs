@@ -11,6 +11,7 @@
 //! - [`Role`]: the roles a bearer token carries; every operation states its own.
 //! - [`billing`]: bills, billing runs, the ledger, accounts, payments, reports.
 //! - [`ingest`]: meters, readings, gateways, the quarantine, the dashboard.
+//! - [`master`]: customers, premises, meters and installations, and imports.
 //!
 //! The OpenAPI 3.1 documents are generated from these types and the
 //! services' handlers ([`utoipa`]); each service serves its own at
@@ -24,6 +25,7 @@
 pub mod billing;
 pub mod error;
 pub mod ingest;
+pub mod master;
 
 pub use error::{ErrorBody, ErrorCode};
 
