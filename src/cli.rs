@@ -1,3 +1,5 @@
+//! (Long because it is the whole command tree: clap's argument types for every subcommand beside their thin handlers, so one file shows what the `waterworks` command accepts.)
+//!
 //! Command-line interface. Each service's subcommand reads its TOML
 //! configuration (see `deploy/config/`), with `DATABASE_URL`, `MQTT_URL`,
 //! `MQTT_CLIENT_ID`, `MQTT_USERNAME` (and `MQTT_PASSWORD`, read by ingest)

@@ -1,3 +1,5 @@
+//! (Long because `run_until_stopped` is one sequence, database, broker, services, fleet, rounds, billing, summary, over shared handles, and the tap that checks it belongs to it; fleet, broker, spools, progress and summary already have files of their own.)
+//!
 //! The whole pipeline on one machine, for real: simulated meters serve Modbus
 //! TCP, gateways poll them and publish over MQTT, ingest stores the readings
 //! in PostgreSQL, billing bills the month. Only the clock is simulated: the

@@ -1,3 +1,5 @@
+//! (Long because one OpenID Connect relying party is its configuration checks, the pending sign-ins, the provider with its cached keys, and the sign-in, callback and sign-out steps, all sharing the private `Pending` and `Provider` state; about 80 lines are unit tests.)
+//!
 //! Single sign-on for staff: the console is an OpenID Connect relying party
 //! of the city's identity provider (authorization code flow with PKCE S256,
 //! the `openidconnect` crate). Bearer tokens stay for machines.

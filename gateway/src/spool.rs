@@ -1,5 +1,8 @@
+//! (Long because the record format, the segment scan with torn-tail repair, the size bound and the state file are one on-disk structure whose invariants are checked together; about 210 lines are unit and property tests.)
+//!
 //! The store-and-forward spool: every batch is on disk, fsynced, before it is
-//! sent, and leaves the disk only after the broker acknowledged it.
+//! sent, and leaves the disk only once it is acknowledged (by ingest after its
+//! commit, or by the broker's PUBACK with `uplink.ack = "broker"`).
 //!
 //! Layout of the spool folder:
 //! - `seg-{first_seq:020}.wws`: segment files, each a run of records in

@@ -1,3 +1,5 @@
+//! (Long because the MQTT task, the collectors and the writer loops are one pipeline that shares private message, batch and ack-token types and the in-flight budget; split by stage, those would all become public.)
+//!
 //! The MQTT shell: one task polls rumqttc's event loop (an MQTT 5 session by
 //! default, MQTT 3.1.1 with `mqtt.protocol = "v311"`) and hands publishes to
 //! the collector; the collector decodes them and closes batches; the writer

@@ -1,3 +1,5 @@
+//! (Long because the VEE rules are one pure pipeline, decode -> validate -> resolve_late -> daily and sequence state, sharing their row, candidate and quarantine types; about 300 lines are its unit and property tests.)
+//!
 //! Validation, estimation's first half (VEE at the door): the pure rules that
 //! decide, for each received reading, whether it is stored, ignored as a
 //! duplicate, or quarantined with a reason. No IO here: the writer fetches the

@@ -1,3 +1,5 @@
+//! (Long because it is one transaction's steps in order, lock, read state, late context, COPY, merge, sequences, gaps, quarantine, each taking the same open transaction and batch state; its tests are ingest/tests/locks.rs, replay.rs and quarantine.rs.)
+//!
 //! One batch, one transaction: lock the batch's sending gateways (in gateway
 //! order), read their meters' high-water marks, run the VEE rules, look up
 //! only the late readings in the store, `COPY` the accepted rows, merge daily

@@ -1,3 +1,5 @@
+//! (Long because a profile's parsing, validation, read plan and decoding share its field, type, word-order and unit types; about 230 lines are byte-vector and property tests.)
+//!
 //! Device profiles: how a meter model lays out its registers.
 //!
 //! A profile is a TOML file (see `fixtures/profiles/`); the simulator serves
