@@ -1796,7 +1796,7 @@ mod tests {
 
     fn daejeon() -> TariffBook {
         TariffBook::from_toml(
-            include_str!("../../fixtures/tariffs/daejeon.toml"),
+            include_str!("../../../fixtures/tariffs/daejeon.toml"),
             "daejeon.toml",
         )
         .unwrap()
