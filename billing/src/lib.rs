@@ -7,7 +7,7 @@
 //!   estimation, holds).
 //! - [`accounts`], [`run`]: the `billing` schema and the monthly run.
 //! - [`ledger`]: the double-entry ledger of the water supply special account
-//!   (pure core and in-memory model; [`ledger::store`] is its SQL shell).
+//!   (pure core; [`ledger::store`] is its SQL shell).
 //! - [`payments`]: payments and bank-file imports; [`corrections`]: cancel,
 //!   rebill, adjust, audit log; [`reports`]: trial balance, ageing, run
 //!   summary, arrears (JSON and CSV).
