@@ -5,9 +5,9 @@
 //! - [`period`]: a billing month in Korean local time.
 //! - [`usage`]: from meter reads to whole m³ per account (pure: legs, carry-over,
 //!   estimation, holds).
-//! - [`accounts`], [`run`]: the `billing` schema and the monthly run.
+//! - [`accounts`], [`run`](mod@run): the `billing` schema and the monthly run.
 //! - [`ledger`]: the double-entry ledger of the water supply special account
-//!   (pure core and in-memory model; [`ledger::store`] is its SQL shell).
+//!   (pure core; [`ledger::store`] is its SQL shell).
 //! - [`payments`]: payments and bank-file imports; [`corrections`]: cancel,
 //!   rebill, adjust, audit log; [`reports`]: trial balance, ageing, run
 //!   summary, arrears (JSON and CSV).

@@ -1,11 +1,14 @@
 //! The ledger against real PostgreSQL (a fresh database per test) and against
-//! its in-memory model: append-only enforcement, bills posted with their run,
-//! payments and bank files, corrections, reports, and generated histories.
+//! its in-memory model (`model/`, test code only): append-only enforcement,
+//! bills posted with their run, payments and bank files, corrections, reports,
+//! and generated histories.
+
+mod model;
 
 use billing::accounts::{upsert_accounts, Account, MeterInstallation};
 use billing::corrections::{adjust_bill, cancel_bill, rebill, AdjustmentRequest, RebillRequest};
 use billing::ledger::{
-    store, BillAmounts, Ledger, LedgerAccount, LedgerError, Part, PaymentRequest, Source,
+    store, BillAmounts, LedgerAccount, LedgerError, Part, PaymentRequest, Source,
 };
 use billing::payments::{import_bank_file, record_payment};
 use billing::reports::{ageing, arrears, run_summary, trial_balance};
@@ -14,6 +17,7 @@ use billing::tariff::TariffBook;
 use billing::usage::{HoldPolicy, PeriodRead};
 use billing::{migrate, BillingError, Period};
 use chrono::NaiveDate;
+use model::Ledger;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -777,6 +781,93 @@ fn model_history(seed: u64) {
 fn a_thousand_generated_histories_keep_the_invariants_on_the_model() {
     for seed in 0..1_000u64 {
         model_history(seed);
+    }
+}
+
+/// The model's own rules on small hand-made histories (these were the ledger
+/// module's unit tests while the model lived there).
+mod model_rules {
+    use super::*;
+
+    fn bill(id: i64, party: &str, period: &str, w: i64, r: i64) -> BillAmounts {
+        BillAmounts {
+            bill_id: id,
+            account_no: party.into(),
+            period: period.parse().unwrap(),
+            water_krw: w,
+            base_krw: 860,
+            sewer_krw: 4_000,
+            levy_krw: 1_700,
+            reduction_krw: r,
+        }
+    }
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()
+    }
+
+    fn pay(r: &str, party: &str, amount: i64) -> PaymentRequest {
+        PaymentRequest {
+            reference: r.into(),
+            account_no: party.into(),
+            amount_krw: amount,
+            paid_on: day(),
+        }
+    }
+
+    #[test]
+    fn payments_go_to_the_oldest_bill_first_levy_first_and_the_rest_to_credit() {
+        let mut l = Ledger::default();
+        l.issue_bill(bill(2, "A", "2026-11", 5_000, 0), Source::Bill)
+            .unwrap();
+        l.issue_bill(bill(1, "A", "2026-10", 5_000, 0), Source::Bill)
+            .unwrap();
+        // Partial: levy then sewer of the October bill.
+        l.pay(&pay("P1", "A", 2_000)).unwrap();
+        assert_eq!(
+            l.bill_open(1),
+            vec![
+                (Part::Levy, 0),
+                (Part::Sewer, 3_700),
+                (Part::Base, 860),
+                (Part::Water, 5_000)
+            ]
+        );
+        // Over-payment: both bills settled, 1,000 left as credit.
+        let due = l.open_bills_total();
+        l.pay(&pay("P2", "A", due + 1_000)).unwrap();
+        assert_eq!(l.open_bills_total(), 0);
+        assert_eq!(l.credit("A"), 1_000);
+        // The credit goes to the next bill.
+        l.issue_bill(bill(3, "A", "2026-12", 5_000, 0), Source::Bill)
+            .unwrap();
+        assert_eq!(l.credit("A"), 0);
+        assert_eq!(l.open_bills_total(), 11_560 - 1_000);
+        // Same key, same content: nothing new; different content: refused.
+        assert!(!l.pay(&pay("P2", "A", due + 1_000)).unwrap());
+        assert!(matches!(
+            l.pay(&pay("P2", "A", 5)),
+            Err(LedgerError::KeyConflict(_))
+        ));
+        assert_eq!(l.trial_balance().values().sum::<i64>(), 0);
+    }
+
+    #[test]
+    fn cancelling_a_paid_bill_leaves_the_payment_as_credit() {
+        let mut l = Ledger::default();
+        l.issue_bill(bill(1, "A", "2026-10", 5_000, 0), Source::Bill)
+            .unwrap();
+        l.pay(&pay("P1", "A", 11_560)).unwrap();
+        let before = l.trial_balance();
+        l.cancel(1, day()).unwrap();
+        assert_eq!(l.credit("A"), 11_560);
+        assert_eq!(l.open_bills_total(), 0);
+        // Rebill with the same amounts: the credit settles it, and the
+        // books are as they were before the cancellation.
+        l.issue_bill(bill(2, "A", "2026-10", 5_000, 0), Source::Rebill)
+            .unwrap();
+        assert_eq!(l.trial_balance(), before);
+        assert_eq!(l.credit("A"), 0);
     }
 }
 

@@ -4,9 +4,9 @@
 //! of accounts, a bill's entry by component, payment allocation, credit
 //! application, reversals. [`store`] is the thin SQL shell that loads the
 //! state these functions need (open items, credit balances) and appends their
-//! output; [`Ledger`] is the in-memory model the SQL implements, used by the
-//! invariant tests to run thousands of histories and to check the database
-//! against it. This module must never do IO nor mutate a posted entry.
+//! output. The in-memory model the invariant tests check the SQL against lives
+//! with those tests (`billing/tests/model`), not here. This module must never
+//! do IO nor mutate a posted entry.
 //!
 //! Sign convention: a posting's `amount_krw` is positive for a debit, negative
 //! for a credit; an entry's postings sum to zero.
@@ -27,7 +27,6 @@ use crate::period::Period;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
 
 /// The chart of accounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -596,260 +595,6 @@ pub enum LedgerError {
     Invalid(String),
 }
 
-/// A bill as the model tracks it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelBill {
-    pub amounts: BillAmounts,
-    pub cancelled: bool,
-    pub rebill_of: Option<i64>,
-}
-
-/// The in-memory ledger the SQL implements: the same pure functions over
-/// state kept in vectors instead of tables.
-#[derive(Debug, Default, Clone)]
-pub struct Ledger {
-    pub entries: Vec<EntryDraft>,
-    keys: HashMap<String, usize>,
-    pub bills: BTreeMap<i64, ModelBill>,
-}
-
-impl Ledger {
-    /// Appends an entry unless its key is known: same content returns the
-    /// first entry's index (`false`: nothing new), different content is refused.
-    pub fn post(&mut self, e: EntryDraft) -> Result<(usize, bool), LedgerError> {
-        if !e.balances() {
-            return Err(LedgerError::Unbalanced(e.key));
-        }
-        if let Some(&i) = self.keys.get(&e.key) {
-            return if self.entries[i].content_hash == e.content_hash {
-                Ok((i, false))
-            } else {
-                Err(LedgerError::KeyConflict(e.key))
-            };
-        }
-        self.keys.insert(e.key.clone(), self.entries.len());
-        self.entries.push(e);
-        Ok((self.entries.len() - 1, true))
-    }
-
-    fn postings(&self) -> impl Iterator<Item = &Posting> {
-        self.entries.iter().flat_map(|e| e.postings.iter())
-    }
-
-    /// Balance per ledger account (debit positive).
-    pub fn trial_balance(&self) -> BTreeMap<LedgerAccount, i64> {
-        let mut tb: BTreeMap<LedgerAccount, i64> =
-            LedgerAccount::ALL.iter().map(|&a| (a, 0)).collect();
-        for p in self.postings() {
-            *tb.entry(p.account).or_default() += p.amount_krw;
-        }
-        tb
-    }
-
-    /// A customer's open items (non-zero receivable per bill and part).
-    pub fn open_items(&self, party: &str) -> Vec<OpenItem> {
-        let mut bills: Vec<i64> = self
-            .postings()
-            .filter(|p| p.account == LedgerAccount::Receivable && p.party.as_deref() == Some(party))
-            .filter_map(|p| p.bill_id)
-            .collect();
-        bills.sort_unstable();
-        bills.dedup();
-        let mut out = Vec::new();
-        for bill_id in bills {
-            let Some(b) = self.bills.get(&bill_id) else {
-                continue;
-            };
-            for (part, open_krw) in self.bill_open(bill_id) {
-                if open_krw != 0 {
-                    out.push(OpenItem {
-                        bill_id,
-                        period: b.amounts.period,
-                        part,
-                        open_krw,
-                    });
-                }
-            }
-        }
-        out
-    }
-
-    /// Open receivable of one bill, per part (all four, in allocation order).
-    pub fn bill_open(&self, bill_id: i64) -> Vec<(Part, i64)> {
-        let Some(b) = self.bills.get(&bill_id) else {
-            return Vec::new();
-        };
-        let mut whole = 0;
-        let mut by_part = Vec::new();
-        for p in self.postings() {
-            if p.account == LedgerAccount::Receivable && p.bill_id == Some(bill_id) {
-                match p.part {
-                    Some(part) => by_part.push((part, p.amount_krw)),
-                    None => whole += p.amount_krw,
-                }
-            }
-        }
-        expand_open(&b.amounts, whole, &by_part).to_vec()
-    }
-
-    /// A customer's credit balance (what the city owes them).
-    pub fn credit(&self, party: &str) -> i64 {
-        -self
-            .postings()
-            .filter(|p| {
-                p.account == LedgerAccount::CustomerCredit && p.party.as_deref() == Some(party)
-            })
-            .map(|p| p.amount_krw)
-            .sum::<i64>()
-    }
-
-    fn apply_credit(&mut self, party: &str, key: String, on: NaiveDate) -> Result<(), LedgerError> {
-        let open = self.open_items(party);
-        if let Some(e) = credit_entry(party, self.credit(party), &open, key, on) {
-            self.post(e)?;
-        }
-        Ok(())
-    }
-
-    /// Posts an issued bill, then applies the customer's credit.
-    pub fn issue_bill(&mut self, b: BillAmounts, source: Source) -> Result<(), LedgerError> {
-        let id = b.bill_id;
-        let party = b.account_no.clone();
-        let on = b.bill_date();
-        self.post(bill_entry(&b, source))?;
-        self.bills.entry(id).or_insert(ModelBill {
-            amounts: b,
-            cancelled: false,
-            rebill_of: None,
-        });
-        self.apply_credit(&party, format!("credit:bill:{id}"), on)
-    }
-
-    /// Records a payment: allocated oldest bill first, the rest to credit.
-    pub fn pay(&mut self, p: &PaymentRequest) -> Result<bool, LedgerError> {
-        if p.amount_krw <= 0 {
-            return Err(LedgerError::Amount(p.amount_krw));
-        }
-        let open = self.open_items(&p.account_no);
-        Ok(self.post(payment_entry(p, &open))?.1)
-    }
-
-    /// Cancels an issued bill: the exact reversal of its entry, payments on it
-    /// moved to credit, and that credit applied to other open bills.
-    pub fn cancel(&mut self, bill_id: i64, on: NaiveDate) -> Result<(), LedgerError> {
-        let bill = self
-            .bills
-            .get(&bill_id)
-            .ok_or(LedgerError::NoBill(bill_id))?;
-        if bill.cancelled {
-            return Err(LedgerError::NotIssued(bill_id, "cancelled".into()));
-        }
-        let party = bill.amounts.account_no.clone();
-        let original = self
-            .keys
-            .get(&bill_key(bill_id))
-            .map(|&i| self.entries[i].clone())
-            .ok_or(LedgerError::NoBill(bill_id))?;
-        self.post(reversal_entry(
-            &original,
-            format!("cancel:{bill_id}"),
-            on,
-            format!("cancellation of bill {bill_id}"),
-        ))?;
-        let open = self.bill_open(bill_id);
-        let adjusted: i64 = self
-            .entries
-            .iter()
-            .filter(|e| e.source == Source::Adjustment)
-            .flat_map(|e| e.postings.iter())
-            .filter(|p| p.account == LedgerAccount::Receivable && p.bill_id == Some(bill_id))
-            .map(|p| p.amount_krw)
-            .sum();
-        if let Some(e) = close_cancelled_entry(
-            &party,
-            bill_id,
-            &open,
-            adjusted,
-            format!("cancel:{bill_id}:close"),
-            on,
-        ) {
-            self.post(e)?;
-        }
-        if let Some(b) = self.bills.get_mut(&bill_id) {
-            b.cancelled = true;
-        }
-        self.apply_credit(&party, format!("credit:cancel:{bill_id}"), on)
-    }
-
-    /// Cancels `old` and issues `new` in its place.
-    pub fn rebill(&mut self, old: i64, new: BillAmounts, on: NaiveDate) -> Result<(), LedgerError> {
-        self.cancel(old, on)?;
-        let id = new.bill_id;
-        self.issue_bill(new, Source::Rebill)?;
-        if let Some(b) = self.bills.get_mut(&id) {
-            b.rebill_of = Some(old);
-        }
-        Ok(())
-    }
-
-    /// Adjusts one part of an issued bill (idempotent on `key`).
-    pub fn adjust(
-        &mut self,
-        bill_id: i64,
-        part: Part,
-        amount_krw: i64,
-        key: &str,
-        on: NaiveDate,
-    ) -> Result<bool, LedgerError> {
-        let bill = self
-            .bills
-            .get(&bill_id)
-            .ok_or(LedgerError::NoBill(bill_id))?;
-        if bill.cancelled {
-            return Err(LedgerError::NotIssued(bill_id, "cancelled".into()));
-        }
-        let party = bill.amounts.account_no.clone();
-        let key = format!("adjust:{key}");
-        if !self.keys.contains_key(&key) {
-            let open = self
-                .bill_open(bill_id)
-                .into_iter()
-                .find(|(p, _)| *p == part)
-                .map_or(0, |(_, v)| v);
-            if open + amount_krw < 0 {
-                return Err(LedgerError::OverAdjusted {
-                    bill_id,
-                    part: part.as_str(),
-                    amount_krw,
-                    open_krw: open,
-                });
-            }
-        }
-        let e = adjustment_entry(
-            &party,
-            bill_id,
-            part,
-            amount_krw,
-            key.clone(),
-            "adjustment",
-            on,
-        );
-        let (_, new) = self.post(e)?;
-        if new {
-            self.apply_credit(&party, format!("credit:{key}"), on)?;
-        }
-        Ok(new)
-    }
-
-    /// Sum of open balances of bills not cancelled.
-    pub fn open_bills_total(&self) -> i64 {
-        self.bills
-            .keys()
-            .map(|&id| self.bill_open(id).iter().map(|(_, v)| v).sum::<i64>())
-            .sum()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -867,19 +612,6 @@ mod tests {
         }
     }
 
-    fn day() -> NaiveDate {
-        NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()
-    }
-
-    fn pay(r: &str, party: &str, amount: i64) -> PaymentRequest {
-        PaymentRequest {
-            reference: r.into(),
-            account_no: party.into(),
-            amount_krw: amount,
-            paid_on: day(),
-        }
-    }
-
     #[test]
     fn a_bill_entry_balances_and_nets_the_reduction_off_water_first() {
         let b = bill(1, "A", "2026-10", 5_000, -6_000);
@@ -891,60 +623,5 @@ mod tests {
         let e = bill_entry(&b, Source::Bill);
         assert!(e.balances());
         assert!(e.postings.iter().all(|p| p.amount_krw != 0));
-    }
-
-    #[test]
-    fn payments_go_to_the_oldest_bill_first_levy_first_and_the_rest_to_credit() {
-        let mut l = Ledger::default();
-        l.issue_bill(bill(2, "A", "2026-11", 5_000, 0), Source::Bill)
-            .unwrap();
-        l.issue_bill(bill(1, "A", "2026-10", 5_000, 0), Source::Bill)
-            .unwrap();
-        // Partial: levy then sewer of the October bill.
-        l.pay(&pay("P1", "A", 2_000)).unwrap();
-        assert_eq!(
-            l.bill_open(1),
-            vec![
-                (Part::Levy, 0),
-                (Part::Sewer, 3_700),
-                (Part::Base, 860),
-                (Part::Water, 5_000)
-            ]
-        );
-        // Over-payment: both bills settled, 1,000 left as credit.
-        let due = l.open_bills_total();
-        l.pay(&pay("P2", "A", due + 1_000)).unwrap();
-        assert_eq!(l.open_bills_total(), 0);
-        assert_eq!(l.credit("A"), 1_000);
-        // The credit goes to the next bill.
-        l.issue_bill(bill(3, "A", "2026-12", 5_000, 0), Source::Bill)
-            .unwrap();
-        assert_eq!(l.credit("A"), 0);
-        assert_eq!(l.open_bills_total(), 11_560 - 1_000);
-        // Same key, same content: nothing new; different content: refused.
-        assert!(!l.pay(&pay("P2", "A", due + 1_000)).unwrap());
-        assert!(matches!(
-            l.pay(&pay("P2", "A", 5)),
-            Err(LedgerError::KeyConflict(_))
-        ));
-        assert_eq!(l.trial_balance().values().sum::<i64>(), 0);
-    }
-
-    #[test]
-    fn cancelling_a_paid_bill_leaves_the_payment_as_credit() {
-        let mut l = Ledger::default();
-        l.issue_bill(bill(1, "A", "2026-10", 5_000, 0), Source::Bill)
-            .unwrap();
-        l.pay(&pay("P1", "A", 11_560)).unwrap();
-        let before = l.trial_balance();
-        l.cancel(1, day()).unwrap();
-        assert_eq!(l.credit("A"), 11_560);
-        assert_eq!(l.open_bills_total(), 0);
-        // Rebill with the same amounts: the credit settles it, and the
-        // books are as they were before the cancellation.
-        l.issue_bill(bill(2, "A", "2026-10", 5_000, 0), Source::Rebill)
-            .unwrap();
-        assert_eq!(l.trial_balance(), before);
-        assert_eq!(l.credit("A"), 0);
     }
 }
