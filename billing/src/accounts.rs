@@ -309,3 +309,32 @@ async fn load_where(
     }
     Ok(out)
 }
+
+impl From<waterworks_api::billing::MeterInstallation> for MeterInstallation {
+    fn from(m: waterworks_api::billing::MeterInstallation) -> Self {
+        MeterInstallation {
+            meter_id: m.meter_id,
+            installed_at: m.installed_at,
+            removed_at: m.removed_at,
+        }
+    }
+}
+
+/// An account as the API receives it (validated by [`Account::validate`]
+/// when it is written).
+impl From<waterworks_api::billing::Account> for Account {
+    fn from(a: waterworks_api::billing::Account) -> Self {
+        Account {
+            account_no: a.account_no,
+            customer: a.customer,
+            address: a.address,
+            usage_type: a.usage_type,
+            diameter_mm: a.diameter_mm,
+            households: a.households,
+            sewer_connected: a.sewer_connected,
+            levy_exempt: a.levy_exempt,
+            billing_group: a.billing_group,
+            meters: a.meters.into_iter().map(MeterInstallation::from).collect(),
+        }
+    }
+}
