@@ -79,7 +79,7 @@ pub struct ReductionsOutcome {
 pub struct AccountSearchQuery {
     /// An account number or meter id (exact or prefix), or part of a
     /// customer's name or address; trimmed, 1-100 printable characters.
-    #[param(min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")]
+    #[param(min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$")]
     pub q: String,
     /// Rows at most (default 50).
     #[param(minimum = 1, maximum = 200)]

@@ -187,7 +187,7 @@ pub struct BillSearchQuery {
     /// A bill number (`YYYY-MM-NNNNNNN`), an account number (exact or
     /// prefix), or part of a customer's name or address; trimmed, 1-100
     /// printable characters.
-    #[param(min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")]
+    #[param(min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$")]
     pub q: String,
     #[param(pattern = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$")]
     pub period: Option<String>,
