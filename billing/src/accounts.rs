@@ -53,6 +53,8 @@ pub enum AccountError {
     Diameter(String),
     #[error("account {0}: meter {1} is removed before it is installed")]
     Installation(String, String),
+    #[error("account {0}: {1} must be at most 2147483647")]
+    TooBig(String, &'static str),
     #[error("account {0} appears twice in one upsert")]
     Duplicate(String),
 }
@@ -68,6 +70,12 @@ impl Account {
         }
         if self.diameter_mm == 0 {
             return Err(AccountError::Diameter(no.clone()));
+        }
+        // Stored as int4.
+        for (v, what) in [(self.diameter_mm, "diameter_mm"), (self.households, "households")] {
+            if i32::try_from(v).is_err() {
+                return Err(AccountError::TooBig(no.clone(), what));
+            }
         }
         for m in &self.meters {
             if m.removed_at.is_some_and(|r| r <= m.installed_at) {

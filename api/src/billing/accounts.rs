@@ -40,8 +40,10 @@ pub struct Account {
     #[schema(example = "household")]
     pub usage_type: String,
     #[schema(minimum = 1, maximum = 2147483647, example = 15)]
+    #[serde(deserialize_with = "super::whole::u32")]
     pub diameter_mm: u32,
     #[schema(minimum = 1, maximum = 2147483647)]
+    #[serde(deserialize_with = "super::whole::u32")]
     pub households: u32,
     pub sewer_connected: bool,
     pub levy_exempt: bool,

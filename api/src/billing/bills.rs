@@ -370,12 +370,15 @@ pub struct CorrectedRead {
     pub meter_id: String,
     pub start_ts: DateTime<Utc>,
     #[schema(minimum = 0)]
+    #[serde(deserialize_with = "super::whole::i64")]
     pub start_volume_l: i64,
     pub end_ts: DateTime<Utc>,
     #[schema(minimum = 0)]
+    #[serde(deserialize_with = "super::whole::i64")]
     pub end_volume_l: i64,
     /// Readings inside the period (0: the meter was silent).
     #[schema(minimum = 0)]
+    #[serde(deserialize_with = "super::whole::i64")]
     pub reads: i64,
 }
 
@@ -417,6 +420,7 @@ pub struct AdjustmentRequest {
     pub part: Part,
     /// Positive raises what the customer owes; negative lowers it (at most
     /// to zero). Never zero.
+    #[serde(deserialize_with = "super::whole::i64")]
     pub amount_krw: i64,
     #[schema(min_length = 1, max_length = 500)]
     pub reason: String,

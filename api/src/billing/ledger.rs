@@ -9,6 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 pub const MAX_ENTRY_POSTINGS: i64 = 1_000;
 /// Audit records a page holds at most (`limit`'s maximum).
 pub const MAX_AUDIT: i64 = 1_000;
+/// Longest audit `target` filter, in characters.
+pub const MAX_TARGET_CHARS: usize = 200;
 
 /// What an entry records, as stored in `billing.journal_entries.source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

@@ -21,6 +21,7 @@ pub struct PaymentRequest {
     #[schema(min_length = 1, max_length = 64, example = "AC00001")]
     pub account_no: String,
     #[schema(minimum = 1, maximum = 1_000_000_000_000_i64, example = 12960)]
+    #[serde(deserialize_with = "super::whole::i64")]
     pub amount_krw: i64,
     pub paid_on: NaiveDate,
 }

@@ -21,12 +21,14 @@ pub struct QuoteRequest {
     #[schema(example = "household")]
     pub usage_type: String,
     #[schema(minimum = 1, maximum = 4294967295_i64, example = 15)]
+    #[serde(deserialize_with = "super::whole::u32")]
     pub diameter_mm: u32,
     /// Whole m³ used in the month.
     #[schema(maximum = 4294967295_i64, example = 26)]
+    #[serde(deserialize_with = "super::whole::u32")]
     pub usage_m3: u32,
     /// Households at the premises (block widths are multiplied by it).
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "super::whole::u32")]
     #[schema(minimum = 1, maximum = 4294967295_i64, default = 1)]
     pub households: u32,
     #[serde(default = "yes")]
@@ -43,7 +45,7 @@ pub struct QuoteRequest {
     #[schema(max_items = 16)]
     pub reductions: Vec<String>,
     /// Approved leak relief: the prior three months' average usage in m³.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::opt_u32")]
     pub leak_relief_prior_avg_m3: Option<u32>,
 }
 

@@ -37,8 +37,13 @@ pub(crate) async fn search_accounts(
     State(s): State<AppState>,
     Query(q): Query<AccountSearchQuery>,
 ) -> Answer<AccountSearch> {
-    let text = search_text(&q.q)?;
     let limit = limit(q.limit, 50, MAX_SEARCH)?;
+    let Some(text) = search_text(&q.q)? else {
+        return Ok(Json(AccountSearch {
+            accounts: Vec::new(),
+            truncated: false,
+        }));
+    };
     let esc = like_escape(&text);
     let accounts: Vec<AccountHit> = sqlx::query_as(
         "SELECT a.account_no, a.customer, a.address, a.usage_type, a.billing_group, \

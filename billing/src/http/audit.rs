@@ -4,7 +4,8 @@ use super::{api_error, limit, Answer, AppState, Query};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use waterworks_api::billing::{AuditPage, AuditQuery, MAX_AUDIT};
+use waterworks_api::billing::{AuditPage, AuditQuery, MAX_AUDIT, MAX_TARGET_CHARS};
+use waterworks_service::error::ApiError;
 use waterworks_api::ErrorBody;
 
 pub(super) fn viewer() -> Router<AppState> {
@@ -18,6 +19,12 @@ pub(super) fn viewer() -> Router<AppState> {
     security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
 pub(crate) async fn audit(State(s): State<AppState>, Query(q): Query<AuditQuery>) -> Answer<AuditPage> {
     let limit = limit(q.limit, 100, MAX_AUDIT)?;
+    if q.target.as_ref().is_some_and(|t| t.chars().count() > MAX_TARGET_CHARS) {
+        return Err(ApiError::BadRequest(format!(
+            "target must be at most {MAX_TARGET_CHARS} characters"
+        ))
+        .into());
+    }
     let audit = crate::corrections::audit_log(&s.pool, q.target.as_deref(), limit)
         .await
         .map_err(api_error)?;

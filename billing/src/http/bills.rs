@@ -16,7 +16,7 @@ use waterworks_api::billing::{
     AdjustmentOutcome, AdjustmentRequest, Bill, BillEntries, BillHit, BillPage, BillSearch,
     BillSearchQuery, BillStatus, BillSummary, BillsQuery, CancelOutcome, CancelRequest, Entry,
     EntryPostingRow, HistoryMonth, Notice, RebillOutcome, RebillRequest, UsagePeriod,
-    HISTORY_MONTHS, MAX_ENTRY_POSTINGS, MAX_PAGE, MAX_SEARCH,
+    HISTORY_MONTHS, MAX_ENTRY_POSTINGS, MAX_PAGE, MAX_REASON_CHARS, MAX_SEARCH,
 };
 use waterworks_api::ErrorBody;
 use waterworks_service::auth::Caller;
@@ -169,9 +169,14 @@ pub(crate) async fn search_bills(
     State(s): State<AppState>,
     Query(q): Query<BillSearchQuery>,
 ) -> Answer<BillSearch> {
-    let text = search_text(&q.q)?;
     let limit = limit(q.limit, 50, MAX_SEARCH)?;
     let period = q.period.as_deref().map(parse_period).transpose()?;
+    let Some(text) = search_text(&q.q)? else {
+        return Ok(Json(BillSearch {
+            bills: Vec::new(),
+            truncated: false,
+        }));
+    };
     let columns = format!("{SUMMARY_COLUMNS}, coalesce(a.customer, '') AS customer, coalesce(a.address, '') AS address");
     let bills: Vec<BillHit> = if let Some((p, no)) = parse_bill_number(&text) {
         sqlx::query_as(&format!(
@@ -344,6 +349,19 @@ pub(crate) async fn release_bill(
     get_bill(State(s), Path(id.to_string())).await
 }
 
+/// A reason of 1-500 characters, as the document bounds it (400 outside);
+/// one of blanks only is well-formed but refused by the correction (422).
+fn reason_length(reason: &str) -> Result<(), HttpError> {
+    let n = reason.chars().count();
+    if n == 0 || n > MAX_REASON_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "reason must be 1-{MAX_REASON_CHARS} characters"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Cancel an issued or held bill: the exact reversal is posted, payments
 /// are kept as the customer's credit.
 #[utoipa::path(post, path = "/api/v1/bills/{id}/cancel", tag = "bills",
@@ -360,6 +378,7 @@ pub(crate) async fn cancel(
     Body(req): Body<CancelRequest>,
 ) -> Answer<CancelOutcome> {
     let id = parse_id(&id, "bill")?;
+    reason_length(&req.reason)?;
     crate::corrections::cancel_bill(&s.pool, id, &req.reason, &caller.name)
         .await
         .map_err(api_error)?;
@@ -383,6 +402,7 @@ pub(crate) async fn rebill(
     Body(req): Body<RebillRequest>,
 ) -> Answer<RebillOutcome> {
     let id = parse_id(&id, "bill")?;
+    reason_length(&req.reason)?;
     let req = crate::corrections::RebillRequest {
         reason: req.reason,
         reads: req

@@ -106,6 +106,10 @@ pub enum HttpError {
     Api(ApiError),
     /// 413: the body is over the operation's limit.
     TooLarge(String),
+    /// 422: the request is well-formed (schema-valid) but what it asks for
+    /// is at fault: a usage type the tariff lacks, an unknown reduction, a
+    /// zero adjustment, an empty bank file.
+    Invalid(String),
 }
 
 impl From<ApiError> for HttpError {
@@ -121,6 +125,11 @@ impl IntoResponse for HttpError {
             HttpError::TooLarge(m) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Json(ErrorBody::new(ErrorCode::TooLarge, m)),
+            )
+                .into_response(),
+            HttpError::Invalid(m) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(ErrorBody::new(ErrorCode::Invalid, m)),
             )
                 .into_response(),
         }
@@ -203,8 +212,16 @@ pub(crate) fn limit(given: Option<i64>, default: i64, max: i64) -> Result<i64, H
     }
 }
 
+/// A database error as the caller may see it: text PostgreSQL cannot
+/// store (a NUL character, SQLSTATE 22021) is the request's fault (422);
+/// a statement past its time limit is 503; anything else is internal.
 pub(crate) fn db_error(e: sqlx::Error) -> HttpError {
-    ApiError::from_db(&e).into()
+    match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("22021") => {
+            HttpError::Invalid("text must not contain NUL characters".into())
+        }
+        _ => ApiError::from_db(&e).into(),
+    }
 }
 
 /// Maps a billing error to what the caller may see.
@@ -212,43 +229,50 @@ pub(crate) fn api_error(e: BillingError) -> HttpError {
     use crate::corrections::CorrectionError;
     use crate::ledger::LedgerError;
     use crate::run::ReleaseError;
-    HttpError::Api(match e {
-        BillingError::Ledger(e @ LedgerError::NoBill(_)) => ApiError::NotFound(e.to_string()),
+    use crate::payments::BankFileError;
+    let invalid = |e: &dyn std::fmt::Display| HttpError::Invalid(e.to_string());
+    let api = |e: ApiError| HttpError::Api(e);
+    match e {
+        BillingError::Ledger(e @ (LedgerError::NoBill(_) | LedgerError::UnknownAccount(_))) => {
+            api(ApiError::NotFound(e.to_string()))
+        }
         BillingError::Ledger(
             e @ (LedgerError::NotIssued(..)
             | LedgerError::KeyConflict(_)
             | LedgerError::OverAdjusted { .. }),
-        ) => ApiError::Conflict(e.to_string()),
-        BillingError::Ledger(e) => ApiError::BadRequest(e.to_string()),
-        BillingError::Correction(e @ CorrectionError::Unpriced(..)) => {
-            ApiError::Conflict(e.to_string())
+        ) => api(ApiError::Conflict(e.to_string())),
+        BillingError::Ledger(e) => invalid(&e),
+        BillingError::Correction(
+            e @ (CorrectionError::Unpriced(..) | CorrectionError::NoAccount(_)),
+        ) => api(ApiError::Conflict(e.to_string())),
+        BillingError::Correction(e) => invalid(&e),
+        BillingError::BankFile(e @ BankFileError::TooLarge) => HttpError::TooLarge(e.to_string()),
+        BillingError::BankFile(e) => invalid(&e),
+        BillingError::Account(e) => invalid(&e),
+        BillingError::Release(e @ ReleaseError::NotFound(_)) => {
+            api(ApiError::NotFound(e.to_string()))
         }
-        BillingError::Correction(e) => ApiError::BadRequest(e.to_string()),
-        BillingError::BankFile(e) => ApiError::BadRequest(e.to_string()),
-        BillingError::Account(e) => ApiError::BadRequest(e.to_string()),
-        BillingError::Release(e @ ReleaseError::NotFound(_)) => ApiError::NotFound(e.to_string()),
-        BillingError::Release(e) => ApiError::Conflict(e.to_string()),
-        e @ BillingError::RunInProgress { .. } => ApiError::Conflict(e.to_string()),
-        BillingError::Tariff(e) => ApiError::BadRequest(e.to_string()),
-        BillingError::Db(e) => ApiError::from_db(&e),
-        e => ApiError::internal(e),
-    })
+        BillingError::Release(e) => api(ApiError::Conflict(e.to_string())),
+        e @ BillingError::RunInProgress { .. } => api(ApiError::Conflict(e.to_string())),
+        BillingError::Tariff(e) => invalid(&e),
+        BillingError::Db(e) => db_error(e),
+        e => api(ApiError::internal(e)),
+    }
 }
 
-/// A search text: trimmed, 1-100 printable characters.
-pub(crate) fn search_text(q: &str) -> Result<String, HttpError> {
+/// A search text: 1-100 characters, trimmed; `None` when only blanks are
+/// left (a search for nothing finds nothing).
+pub(crate) fn search_text(q: &str) -> Result<Option<String>, HttpError> {
     use waterworks_api::billing::MAX_QUERY_CHARS;
-    let q = q.trim().to_string();
-    if q.is_empty() {
-        return Err(ApiError::BadRequest("q (search text) is required".into()).into());
-    }
-    if q.chars().count() > MAX_QUERY_CHARS || q.chars().any(char::is_control) {
+    let n = q.chars().count();
+    if n == 0 || n > MAX_QUERY_CHARS {
         return Err(ApiError::BadRequest(format!(
-            "q must be at most {MAX_QUERY_CHARS} printable characters"
+            "q (search text) must be 1-{MAX_QUERY_CHARS} characters"
         ))
         .into());
     }
-    Ok(q)
+    let q = q.trim();
+    Ok((!q.is_empty()).then(|| q.to_string()))
 }
 
 /// `%` and `_` are LIKE wildcards; a search for them means the characters.
@@ -274,8 +298,9 @@ mod tests {
         assert!(limit(Some(1001), 100, 1000).is_err());
         assert!(limit(Some(0), 100, 1000).is_err());
         assert_eq!(like_escape("50%_a\\"), "50\\%\\_a\\\\");
-        assert!(search_text("  ").is_err());
+        assert!(search_text("").is_err());
+        assert_eq!(search_text("  ").unwrap(), None);
         assert!(search_text(&"x".repeat(101)).is_err());
-        assert_eq!(search_text(" 대전 ").unwrap(), "대전");
+        assert_eq!(search_text(" 대전 ").unwrap().as_deref(), Some("대전"));
     }
 }

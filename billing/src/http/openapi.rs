@@ -5,7 +5,8 @@
 //!
 //! What every operation shares is added here once, by [`Contract`], rather
 //! than repeated on each handler: the bearer scheme and 401/403 on every
-//! operation with a role (`x-role`), the role in the description, and
+//! operation with a role (`x-role`), the role in the description, 422 on
+//! every operation that takes input, and
 //! 429/503 on every operation (the rate limiter and the load shedder of
 //! `waterworks_service::limits` stand in front of all of them).
 
@@ -55,7 +56,7 @@ use waterworks_api::{ErrorBody, Role};
         payments::post_payment,
         payments::import_payments,
     ),
-    components(schemas(ErrorBody, Whoami)),
+    components(schemas(ErrorBody, Whoami, waterworks_api::billing::ReportFormat)),
     modifiers(&Contract),
     tags(
         (name = "quote", description = "The public fee calculator"),
@@ -138,6 +139,11 @@ impl Modify for Contract {
                         "403".into(),
                         error(&format!("The token's role is not {role} or admin (`forbidden`)")),
                     );
+                }
+                if op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    responses.entry("422".into()).or_insert_with(|| {
+                        error("Well-formed but at fault (`invalid`): refused by the domain, or text the database cannot store (a NUL character)")
+                    });
                 }
                 responses.insert(
                     "429".into(),

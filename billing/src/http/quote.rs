@@ -21,7 +21,6 @@ pub(super) fn open() -> Router<AppState> {
         (status = 413, body = ErrorBody)),
     extensions(("x-role" = json!("none"))))]
 pub(crate) async fn post_quote(State(s): State<AppState>, Body(req): Body<QuoteRequest>) -> Answer<Quote> {
-    let bad = |m: String| HttpError::from(ApiError::BadRequest(m));
     let period = req
         .period
         .as_deref()
@@ -38,7 +37,9 @@ pub(crate) async fn post_quote(State(s): State<AppState>, Body(req): Body<QuoteR
         reductions: req.reductions,
         leak_relief_prior_avg_m3: req.leak_relief_prior_avg_m3,
     };
-    let q = crate::tariff::quote(&s.book, &domain).map_err(|e| bad(e.to_string()))?;
+    // Well-formed but not priceable by this tariff (an unknown usage type,
+    // diameter or reduction, leak relief it does not grant): 422.
+    let q = crate::tariff::quote(&s.book, &domain).map_err(|e| HttpError::Invalid(e.to_string()))?;
     let text = q.render_text();
     // The lines are the tariff engine's; their wire form is the contract's.
     let lines = serde_json::to_value(&q.lines)

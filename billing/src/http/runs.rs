@@ -134,10 +134,9 @@ pub(crate) async fn post_run(
         return Err(ApiError::BadRequest("group must be 1-64 characters".into()).into());
     }
     if start.reason.is_some() && !start.force {
-        return Err(ApiError::BadRequest(
+        return Err(HttpError::Invalid(
             "reason is only for a forced run (\"force\": true)".into(),
-        )
-        .into());
+        ));
     }
     if start
         .reason
@@ -163,7 +162,7 @@ pub(crate) async fn post_run(
             return Ok((StatusCode::CONFLICT, Json(body)).into_response());
         }
         Err(e @ crate::run::RunRefused::ReasonMissing) => {
-            return Err(ApiError::BadRequest(e.to_string()).into())
+            return Err(HttpError::Invalid(e.to_string()))
         }
     };
     let req = RunRequest {
