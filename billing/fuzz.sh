@@ -80,7 +80,8 @@ post "$CLERK" /api/v1/payments '{"reference":"FUZZ-1","account_no":"AC00001","am
 status=0
 for token in "$VIEWER" "$CLERK" "$ADMIN"; do
     echo "== schemathesis as ${token%%-*}"
-    "$SCHEMATHESIS" run "$BASE/api/v1/openapi.json" --checks all \
+    "$SCHEMATHESIS" --config-file "$ROOT/billing/schemathesis.toml" \
+        run "$BASE/api/v1/openapi.json" --checks all \
         -H "Authorization: Bearer $token" --max-examples "$MAX_EXAMPLES" \
         --seed "${SEED:-1}" --suppress-health-check all || status=$?
 done

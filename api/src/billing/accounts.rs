@@ -80,8 +80,9 @@ pub struct ReductionsOutcome {
 #[into_params(parameter_in = Query)]
 pub struct AccountSearchQuery {
     /// An account number or meter id (exact or prefix), or part of a
-    /// customer's name or address; trimmed, 1-100 printable characters.
-    #[param(min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$")]
+    /// customer's name or address; 1-100 characters, trimmed (blanks only
+    /// find nothing).
+    #[param(min_length = 1, max_length = 100)]
     pub q: String,
     /// Rows at most (default 50).
     #[param(minimum = 1, maximum = 200)]

@@ -18,6 +18,12 @@ pub const MAX_QUERY_CHARS: usize = 100;
 pub const HISTORY_MONTHS: usize = 12;
 /// Longest reason a clerk may give, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
+/// The largest adjustment either way, KRW.
+pub const MAX_ADJUSTMENT_KRW: i64 = 1_000_000_000_000;
+/// The largest meter reading a corrected read may give, litres.
+pub const MAX_VOLUME_L: i64 = 1_000_000_000_000_000;
+/// The most readings a corrected read may count.
+pub const MAX_READS: i64 = 1_000_000_000;
 
 /// Where a bill stands, as stored in `billing.bills.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -185,9 +191,9 @@ pub struct BillsQuery {
 #[into_params(parameter_in = Query)]
 pub struct BillSearchQuery {
     /// A bill number (`YYYY-MM-NNNNNNN`), an account number (exact or
-    /// prefix), or part of a customer's name or address; trimmed, 1-100
-    /// printable characters.
-    #[param(min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$")]
+    /// prefix), or part of a customer's name or address; 1-100 characters,
+    /// trimmed (blanks only find nothing).
+    #[param(min_length = 1, max_length = 100)]
     pub q: String,
     #[param(pattern = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$")]
     pub period: Option<String>,
@@ -369,15 +375,15 @@ pub struct CorrectedRead {
     #[schema(min_length = 1, max_length = 64)]
     pub meter_id: String,
     pub start_ts: DateTime<Utc>,
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     #[serde(deserialize_with = "super::whole::i64")]
     pub start_volume_l: i64,
     pub end_ts: DateTime<Utc>,
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     #[serde(deserialize_with = "super::whole::i64")]
     pub end_volume_l: i64,
     /// Readings inside the period (0: the meter was silent).
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 1_000_000_000_i64)]
     #[serde(deserialize_with = "super::whole::i64")]
     pub reads: i64,
 }
@@ -419,8 +425,9 @@ pub enum Part {
 pub struct AdjustmentRequest {
     pub part: Part,
     /// Positive raises what the customer owes; negative lowers it (at most
-    /// to zero). Never zero.
+    /// to zero). Never zero; at most a trillion won either way.
     #[serde(deserialize_with = "super::whole::i64")]
+    #[schema(minimum = -1_000_000_000_000_i64, maximum = 1_000_000_000_000_i64)]
     pub amount_krw: i64,
     #[schema(min_length = 1, max_length = 500)]
     pub reason: String,

@@ -183,13 +183,13 @@ pub(crate) async fn set_reductions(
     Path(no): Path<String>,
     Body(req): Body<ReductionsRequest>,
 ) -> Answer<ReductionsOutcome> {
-    if req.reductions.len() > MAX_REDUCTIONS
-        || req.reductions.iter().any(|r| r.len() > MAX_REDUCTION_BYTES)
-    {
-        return Err(ApiError::BadRequest(format!(
-            "at most {MAX_REDUCTIONS} reductions of at most {MAX_REDUCTION_BYTES} bytes"
-        ))
-        .into());
+    if req.reductions.len() > MAX_REDUCTIONS {
+        return Err(ApiError::BadRequest(format!("at most {MAX_REDUCTIONS} reductions")).into());
+    }
+    if req.reductions.iter().any(|r| r.len() > MAX_REDUCTION_BYTES) {
+        return Err(HttpError::Invalid(format!(
+            "a reduction's name is at most {MAX_REDUCTION_BYTES} bytes"
+        )));
     }
     // The audit record is written in the change's transaction.
     let found = crate::accounts::set_reductions(&s.pool, &no, &req.reductions, &caller.name)

@@ -16,7 +16,8 @@ use waterworks_api::billing::{
     AdjustmentOutcome, AdjustmentRequest, Bill, BillEntries, BillHit, BillPage, BillSearch,
     BillSearchQuery, BillStatus, BillSummary, BillsQuery, CancelOutcome, CancelRequest, Entry,
     EntryPostingRow, HistoryMonth, Notice, RebillOutcome, RebillRequest, UsagePeriod,
-    HISTORY_MONTHS, MAX_ENTRY_POSTINGS, MAX_PAGE, MAX_REASON_CHARS, MAX_SEARCH,
+    HISTORY_MONTHS, MAX_ADJUSTMENT_KRW, MAX_ENTRY_POSTINGS, MAX_PAGE, MAX_READS, MAX_REASON_CHARS,
+    MAX_SEARCH, MAX_VOLUME_L,
 };
 use waterworks_api::ErrorBody;
 use waterworks_service::auth::Caller;
@@ -403,6 +404,20 @@ pub(crate) async fn rebill(
 ) -> Answer<RebillOutcome> {
     let id = parse_id(&id, "bill")?;
     reason_length(&req.reason)?;
+    if req.reads.len() > 100
+        || req.reads.iter().any(|r| {
+            !(0..=MAX_VOLUME_L).contains(&r.start_volume_l)
+                || !(0..=MAX_VOLUME_L).contains(&r.end_volume_l)
+                || !(0..=MAX_READS).contains(&r.reads)
+                || r.meter_id.is_empty()
+                || r.meter_id.chars().count() > 64
+        })
+    {
+        return Err(ApiError::BadRequest(format!(
+            "at most 100 reads: meter_id 1-64 characters, volumes 0-{MAX_VOLUME_L} l, reads 0-{MAX_READS}"
+        ))
+        .into());
+    }
     let req = crate::corrections::RebillRequest {
         reason: req.reason,
         reads: req
@@ -454,6 +469,12 @@ pub(crate) async fn adjust(
 ) -> Answer<AdjustmentOutcome> {
     use waterworks_api::billing::Part as P;
     let id = parse_id(&id, "bill")?;
+    if !(-MAX_ADJUSTMENT_KRW..=MAX_ADJUSTMENT_KRW).contains(&req.amount_krw) {
+        return Err(ApiError::BadRequest(format!(
+            "amount_krw must be between -{MAX_ADJUSTMENT_KRW} and {MAX_ADJUSTMENT_KRW}"
+        ))
+        .into());
+    }
     let part = match req.part {
         P::Levy => crate::ledger::Part::Levy,
         P::Sewer => crate::ledger::Part::Sewer,

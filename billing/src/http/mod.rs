@@ -139,13 +139,15 @@ impl IntoResponse for HttpError {
 /// What a handler answers.
 pub type Answer<T> = Result<Json<T>, HttpError>;
 
-/// An extractor's rejection as the one error body: 413 when the body was
-/// over its limit, 400 otherwise (never axum's plain-text bodies).
+/// An extractor's rejection as the one error body, with axum's status:
+/// 413 when the body was over its limit, 422 when it is JSON of the wrong
+/// shape (a field of the wrong type, a date that is no date, an unknown
+/// field), 400 otherwise (not JSON, not UTF-8, a bad query string).
 fn rejected(status: StatusCode, text: String) -> HttpError {
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        HttpError::TooLarge(text)
-    } else {
-        HttpError::Api(ApiError::BadRequest(text))
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => HttpError::TooLarge(text),
+        StatusCode::UNPROCESSABLE_ENTITY => HttpError::Invalid(text),
+        _ => HttpError::Api(ApiError::BadRequest(text)),
     }
 }
 

@@ -23,6 +23,7 @@ pub(super) fn clerk() -> Router<AppState> {
 #[utoipa::path(post, path = "/api/v1/payments", tag = "payments",
     request_body = PaymentRequest,
     responses((status = 200, body = PaymentOutcome), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such account"),
         (status = 409, body = ErrorBody, description = "The reference was used for a different payment"),
         (status = 413, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-role" = json!("clerk"))))]
