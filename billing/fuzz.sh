@@ -78,6 +78,8 @@ post "$CLERK" /api/v1/billing-runs '{"period":"2026-10","group":"A","force":true
 post "$CLERK" /api/v1/payments '{"reference":"FUZZ-1","account_no":"AC00001","amount_krw":1000,"paid_on":"2026-11-20"}'
 
 status=0
+# Schemathesis keeps its cache in the working directory: not in the repository.
+cd "$WORK"
 for token in "$VIEWER" "$CLERK" "$ADMIN"; do
     echo "== schemathesis as ${token%%-*}"
     "$SCHEMATHESIS" --config-file "$ROOT/billing/schemathesis.toml" \

@@ -94,7 +94,10 @@ pub(crate) mod whole {
             assert_eq!((t.a, t.b), (-5, None));
             assert!(serde_json::from_str::<T>(r#"{"a": 1.5}"#).is_err());
             assert!(serde_json::from_str::<T>(r#"{"a": 1, "b": -1}"#).is_err());
-            assert!(serde_json::from_str::<T>(r#"{"a": 1, "b": null}"#).unwrap().b.is_none());
+            assert!(serde_json::from_str::<T>(r#"{"a": 1, "b": null}"#)
+                .unwrap()
+                .b
+                .is_none());
         }
     }
 }

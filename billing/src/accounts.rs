@@ -72,7 +72,10 @@ impl Account {
             return Err(AccountError::Diameter(no.clone()));
         }
         // Stored as int4.
-        for (v, what) in [(self.diameter_mm, "diameter_mm"), (self.households, "households")] {
+        for (v, what) in [
+            (self.diameter_mm, "diameter_mm"),
+            (self.households, "households"),
+        ] {
             if i32::try_from(v).is_err() {
                 return Err(AccountError::TooBig(no.clone(), what));
             }

@@ -9,7 +9,6 @@
 //! Every correction needs a reason and is written to `billing.audit_log` with
 //! who and when, in the same transaction.
 
-pub use waterworks_api::billing::AuditRecord;
 use crate::accounts::load_one;
 use crate::ledger::store::{
     apply_credit, bill_open, lock_party, post_bill, post_entry, posted_entry,
@@ -26,6 +25,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{HashMap, HashSet};
+pub use waterworks_api::billing::AuditRecord;
 
 /// Longest reason accepted.
 pub const MAX_REASON_CHARS: usize = 500;
@@ -77,7 +77,6 @@ pub async fn audit(
     .await?;
     Ok(())
 }
-
 
 /// The newest audit records, optionally for one target.
 pub async fn audit_log(

@@ -7,11 +7,11 @@
 //! every bad line with its number and reason, and posts all good lines in one
 //! transaction (a failure posts none of them).
 
-pub use waterworks_api::billing::{ImportOutcome, LineError, PaymentOutcome};
 use crate::ledger::store::{lock_party, open_items, post_entry};
 use crate::ledger::{payment_entry, LedgerError, PaymentRequest};
 use crate::BillingError;
 use chrono::NaiveDate;
+pub use waterworks_api::billing::{ImportOutcome, LineError, PaymentOutcome};
 
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashSet;
@@ -26,7 +26,6 @@ pub const MAX_PAYMENT_KRW: i64 = waterworks_api::billing::MAX_PAYMENT_KRW;
 pub const MAX_LINE_ERRORS: usize = 1_000;
 /// The header line a bank file starts with.
 pub const HEADER: &str = "reference,account_no,amount_krw,paid_on";
-
 
 /// A good line of a bank file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +153,6 @@ pub fn parse_bank_file(text: &str) -> Result<(Vec<FileLine>, Vec<LineError>), Ba
     Ok((good, bad))
 }
 
-
 /// Records one payment in the caller's transaction.
 pub async fn record_payment_in(
     conn: &mut PgConnection,
@@ -216,7 +214,6 @@ pub async fn record_payment(
     tx.commit().await?;
     Ok(out)
 }
-
 
 /// Imports a bank / collection file: every good line is posted once, in one
 /// transaction; every bad line is reported with its number and reason.

@@ -16,20 +16,16 @@
 use crate::ledger::LedgerAccount;
 use crate::period::Period;
 use crate::BillingError;
+use chrono::NaiveDate;
+use sqlx::{PgPool, Row};
+use std::collections::BTreeMap;
 pub use waterworks_api::billing::{
     csv_field, Ageing, AgeingRow, Arrears, ArrearsRow, LedgerCode, RunSummary, SummaryRow,
     TrialBalance, TrialBalanceRow,
 };
-use chrono::NaiveDate;
-use sqlx::{PgPool, Row};
-use std::collections::BTreeMap;
 
 /// Rows a list report returns at most (the CSV says when it was cut).
 pub const MAX_REPORT_ROWS: usize = 100_000;
-
-
-
-
 
 /// Debits, credits and balance of every ledger account.
 pub async fn trial_balance(pool: &PgPool) -> Result<TrialBalance, BillingError> {
@@ -62,7 +58,6 @@ pub async fn trial_balance(pool: &PgPool) -> Result<TrialBalance, BillingError> 
     tb.net_krw = tb.total_debit_krw - tb.total_credit_krw;
     Ok(tb)
 }
-
 
 /// Adds an open amount `days` old to its bucket and the row's total.
 fn add_aged(row: &mut AgeingRow, days: i64, amount: i64) {
@@ -151,9 +146,6 @@ pub async fn ageing(pool: &PgPool, as_of: NaiveDate) -> Result<Ageing, BillingEr
     })
 }
 
-
-
-
 /// Customers with an open bill older than `min_days` at `as_of`, largest
 /// overdue amount first.
 pub async fn arrears(
@@ -199,9 +191,6 @@ pub async fn arrears(
         rows,
     })
 }
-
-
-
 
 /// A period's (and optionally a billing group's) issued bills: accounts, m³
 /// and amounts by usage type and component.

@@ -40,7 +40,9 @@ fn every_operation_states_its_role_and_errors() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             operations += 1;
-            let role = op["x-role"].as_str().unwrap_or_else(|| panic!("{method} {path}: no x-role"));
+            let role = op["x-role"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path}: no x-role"));
             let responses = op["responses"].as_object().unwrap();
             for code in ["429", "503"] {
                 assert!(responses.contains_key(code), "{method} {path}: no {code}");
@@ -48,7 +50,10 @@ fn every_operation_states_its_role_and_errors() {
             if role == "none" {
                 assert!(op.get("security").is_none(), "{method} {path}");
             } else {
-                assert!(["viewer", "clerk", "admin"].contains(&role), "{method} {path}");
+                assert!(
+                    ["viewer", "clerk", "admin"].contains(&role),
+                    "{method} {path}"
+                );
                 assert!(op["security"][0].get("bearer").is_some(), "{method} {path}");
                 assert!(responses.contains_key("401") && responses.contains_key("403"));
             }
@@ -63,7 +68,10 @@ fn every_operation_states_its_role_and_errors() {
             }
             if let Some(params) = op["parameters"].as_array() {
                 for p in params {
-                    assert!(p.get("schema").is_some(), "{method} {path}: {p} has no schema");
+                    assert!(
+                        p.get("schema").is_some(),
+                        "{method} {path}: {p} has no schema"
+                    );
                 }
             }
         }

@@ -170,7 +170,10 @@ pub struct BillPage {
 #[into_params(parameter_in = Query)]
 pub struct BillsQuery {
     /// The billing month.
-    #[param(pattern = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$", example = "2026-10")]
+    #[param(
+        pattern = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$",
+        example = "2026-10"
+    )]
     pub period: String,
     /// Only this account's bills.
     #[param(max_length = 64)]
@@ -195,7 +198,9 @@ pub struct BillSearchQuery {
     /// trimmed (blanks only find nothing).
     #[param(min_length = 1, max_length = 100)]
     pub q: String,
-    #[param(pattern = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$")]
+    #[param(
+        pattern = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$"
+    )]
     pub period: Option<String>,
     pub status: Option<BillStatus>,
     /// Rows at most (default 50).

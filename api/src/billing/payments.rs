@@ -16,7 +16,12 @@ pub const MAX_IMPORT_BYTES: usize = 16 << 20;
 pub struct PaymentRequest {
     /// The bank's reference: the payment's idempotency key
     /// (A-Z a-z 0-9 - _ . : /).
-    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:/-]{1,64}$", example = "KB-1")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9_.:/-]{1,64}$",
+        example = "KB-1"
+    )]
     pub reference: String,
     #[schema(min_length = 1, max_length = 64, example = "AC00001")]
     pub account_no: String,

@@ -38,7 +38,10 @@ pub struct QuoteRequest {
     pub levy_exempt: bool,
     /// The usage month; none prices with the latest version.
     #[serde(default)]
-    #[schema(pattern = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$", example = "2026-10")]
+    #[schema(
+        pattern = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$",
+        example = "2026-10"
+    )]
     pub period: Option<String>,
     /// Names of the tariff's reductions granted (e.g. `multi_child`).
     #[serde(default)]

@@ -42,7 +42,10 @@ impl std::fmt::Display for RunStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRun {
-    #[schema(pattern = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$", example = "2026-10")]
+    #[schema(
+        pattern = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$",
+        example = "2026-10"
+    )]
     pub period: String,
     /// The billing group (1-64 characters).
     #[schema(min_length = 1, max_length = 64, example = "A")]
@@ -122,7 +125,9 @@ pub struct RunList {
 #[into_params(parameter_in = Query)]
 pub struct RunsQuery {
     /// Only this month's runs.
-    #[param(pattern = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$")]
+    #[param(
+        pattern = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$"
+    )]
     pub period: Option<String>,
 }
 

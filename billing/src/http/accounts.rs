@@ -1,7 +1,9 @@
 //! Accounts: search and detail (viewer); upsert and reductions (admin).
 
 use super::bills::live_bills;
-use super::{api_error, db_error, like_escape, limit, search_text, Answer, AppState, Body, HttpError, Query};
+use super::{
+    api_error, db_error, like_escape, limit, search_text, Answer, AppState, Body, HttpError, Query,
+};
 use crate::period::Period;
 use axum::extract::{Path, State};
 use axum::routing::{get, post, put};
@@ -74,7 +76,10 @@ pub(crate) async fn search_accounts(
 }
 
 /// An account's own fields and meter history, or `None`.
-pub(crate) async fn load_header(s: &AppState, no: &str) -> Result<Option<AccountHeader>, HttpError> {
+pub(crate) async fn load_header(
+    s: &AppState,
+    no: &str,
+) -> Result<Option<AccountHeader>, HttpError> {
     let Some(mut a) = sqlx::query_as::<_, AccountHeader>(
         "SELECT account_no, customer, address, usage_type, diameter_mm, households, \
                 sewer_connected, levy_exempt, reductions, billing_group \
@@ -104,7 +109,10 @@ pub(crate) async fn load_header(s: &AppState, no: &str) -> Result<Option<Account
     params(("no" = String, Path, description = "The account number")),
     responses((status = 200, body = AccountDetail), (status = 404, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
-pub(crate) async fn get_account(State(s): State<AppState>, Path(no): Path<String>) -> Answer<AccountDetail> {
+pub(crate) async fn get_account(
+    State(s): State<AppState>,
+    Path(no): Path<String>,
+) -> Answer<AccountDetail> {
     let account = load_header(&s, &no)
         .await?
         .ok_or_else(|| HttpError::from(ApiError::NotFound(format!("no account {no:?}"))))?;
@@ -159,8 +167,25 @@ pub(crate) async fn upsert_accounts(
         ))
         .into());
     }
-    let accounts: Vec<crate::accounts::Account> =
-        accounts.into_iter().map(crate::accounts::Account::from).collect();
+    // What the document bounds, checked here (the rest is the accounts'
+    // own validation, 422).
+    for a in &accounts {
+        if a.meters.len() > MAX_METERS_LISTED as usize
+            || a.meters
+                .iter()
+                .any(|m| m.meter_id.is_empty() || m.meter_id.chars().count() > 64)
+        {
+            return Err(ApiError::BadRequest(format!(
+                "account {:?}: at most {MAX_METERS_LISTED} meters, each meter_id 1-64 characters",
+                a.account_no.chars().take(64).collect::<String>()
+            ))
+            .into());
+        }
+    }
+    let accounts: Vec<crate::accounts::Account> = accounts
+        .into_iter()
+        .map(crate::accounts::Account::from)
+        .collect();
     // The audit record is written in the change's transaction.
     crate::accounts::upsert_accounts_audited(&s.pool, &accounts, &caller.name)
         .await

@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use waterworks_api::billing::{AuditPage, AuditQuery, MAX_AUDIT, MAX_TARGET_CHARS};
-use waterworks_service::error::ApiError;
 use waterworks_api::ErrorBody;
+use waterworks_service::error::ApiError;
 
 pub(super) fn viewer() -> Router<AppState> {
     Router::new().route("/api/v1/audit", get(audit))
@@ -17,9 +17,15 @@ pub(super) fn viewer() -> Router<AppState> {
     params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
-pub(crate) async fn audit(State(s): State<AppState>, Query(q): Query<AuditQuery>) -> Answer<AuditPage> {
+pub(crate) async fn audit(
+    State(s): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Answer<AuditPage> {
     let limit = limit(q.limit, 100, MAX_AUDIT)?;
-    if q.target.as_ref().is_some_and(|t| t.chars().count() > MAX_TARGET_CHARS) {
+    if q.target
+        .as_ref()
+        .is_some_and(|t| t.chars().count() > MAX_TARGET_CHARS)
+    {
         return Err(ApiError::BadRequest(format!(
             "target must be at most {MAX_TARGET_CHARS} characters"
         ))

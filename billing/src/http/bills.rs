@@ -3,8 +3,8 @@
 //! change is attributed to the caller's token name in the audit log.
 
 use super::{
-    api_error, db_error, like_escape, limit, parse_id, parse_period, search_text, Answer,
-    AppState, Body, HttpError, Query,
+    api_error, db_error, like_escape, limit, parse_id, parse_period, search_text, Answer, AppState,
+    Body, HttpError, Query,
 };
 use crate::period::Period;
 use crate::run::SqlReads;
@@ -66,7 +66,10 @@ pub(crate) async fn load_bill(s: &AppState, id: i64) -> Result<Option<Bill>, Htt
     params(BillsQuery),
     responses((status = 200, body = BillPage), (status = 400, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
-pub(crate) async fn list_bills(State(s): State<AppState>, Query(q): Query<BillsQuery>) -> Answer<BillPage> {
+pub(crate) async fn list_bills(
+    State(s): State<AppState>,
+    Query(q): Query<BillsQuery>,
+) -> Answer<BillPage> {
     let period = parse_period(&q.period)?;
     let limit = limit(q.limit, 100, MAX_PAGE)?;
     let rows: Vec<BillSummary> = sqlx::query_as(&format!(
@@ -276,7 +279,10 @@ pub(crate) fn history(
     params(("id" = i64, Path, description = "The bill's id")),
     responses((status = 200, body = Notice), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
-pub(crate) async fn bill_notice(State(s): State<AppState>, Path(id): Path<String>) -> Answer<Notice> {
+pub(crate) async fn bill_notice(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Answer<Notice> {
     let id = parse_id(&id, "bill")?;
     let bill = load_bill(&s, id)
         .await?
@@ -531,7 +537,10 @@ mod tests {
             total_krw,
             status: BillStatus::Issued,
         };
-        let bills = vec![bill("2026-01", 5, 20, 30_000), bill("2026-10", 9, 26, 41_000)];
+        let bills = vec![
+            bill("2026-01", 5, 20, 30_000),
+            bill("2026-10", 9, 26, 41_000),
+        ];
         let h = history(last, &bills);
         assert_eq!(h.len(), 12);
         assert_eq!(h[0].period, "2025-11");

@@ -210,7 +210,9 @@ pub(crate) fn limit(given: Option<i64>, default: i64, max: i64) -> Result<i64, H
     match given {
         None => Ok(default),
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::BadRequest(format!("limit {n} must be between 1 and {max}")).into()),
+        Some(n) => {
+            Err(ApiError::BadRequest(format!("limit {n} must be between 1 and {max}")).into())
+        }
     }
 }
 
@@ -230,8 +232,8 @@ pub(crate) fn db_error(e: sqlx::Error) -> HttpError {
 pub(crate) fn api_error(e: BillingError) -> HttpError {
     use crate::corrections::CorrectionError;
     use crate::ledger::LedgerError;
-    use crate::run::ReleaseError;
     use crate::payments::BankFileError;
+    use crate::run::ReleaseError;
     let invalid = |e: &dyn std::fmt::Display| HttpError::Invalid(e.to_string());
     let api = |e: ApiError| HttpError::Api(e);
     match e {

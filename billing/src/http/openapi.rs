@@ -137,10 +137,14 @@ impl Modify for Contract {
                     );
                     responses.insert(
                         "403".into(),
-                        error(&format!("The token's role is not {role} or admin (`forbidden`)")),
+                        error(&format!(
+                            "The token's role is not {role} or admin (`forbidden`)"
+                        )),
                     );
                 }
-                if op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                if op.request_body.is_some()
+                    || op.parameters.as_ref().is_some_and(|p| !p.is_empty())
+                {
                     responses.entry("422".into()).or_insert_with(|| {
                         error("Well-formed but at fault (`invalid`): refused by the domain, or text the database cannot store (a NUL character)")
                     });

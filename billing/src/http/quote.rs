@@ -1,6 +1,6 @@
 //! The public fee calculator (no token): one premises, one month.
 
-use super::{AppState, Answer, Body, HttpError};
+use super::{Answer, AppState, Body, HttpError};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -20,12 +20,11 @@ pub(super) fn open() -> Router<AppState> {
         (status = 400, body = ErrorBody, description = "Not a request the tariff can price (e.g. an unknown usage type)"),
         (status = 413, body = ErrorBody)),
     extensions(("x-role" = json!("none"))))]
-pub(crate) async fn post_quote(State(s): State<AppState>, Body(req): Body<QuoteRequest>) -> Answer<Quote> {
-    let period = req
-        .period
-        .as_deref()
-        .map(super::parse_period)
-        .transpose()?;
+pub(crate) async fn post_quote(
+    State(s): State<AppState>,
+    Body(req): Body<QuoteRequest>,
+) -> Answer<Quote> {
+    let period = req.period.as_deref().map(super::parse_period).transpose()?;
     let domain = crate::tariff::QuoteRequest {
         usage_type: req.usage_type,
         diameter_mm: req.diameter_mm,
@@ -39,7 +38,8 @@ pub(crate) async fn post_quote(State(s): State<AppState>, Body(req): Body<QuoteR
     };
     // Well-formed but not priceable by this tariff (an unknown usage type,
     // diameter or reduction, leak relief it does not grant): 422.
-    let q = crate::tariff::quote(&s.book, &domain).map_err(|e| HttpError::Invalid(e.to_string()))?;
+    let q =
+        crate::tariff::quote(&s.book, &domain).map_err(|e| HttpError::Invalid(e.to_string()))?;
     let text = q.render_text();
     // The lines are the tariff engine's; their wire form is the contract's.
     let lines = serde_json::to_value(&q.lines)

@@ -91,7 +91,10 @@ pub(crate) async fn run_summary(
     Query(q): Query<SummaryQuery>,
 ) -> Result<Response, HttpError> {
     let period = parse_period(&q.period)?;
-    if q.group.as_ref().is_some_and(|g| g.is_empty() || g.chars().count() > 64) {
+    if q.group
+        .as_ref()
+        .is_some_and(|g| g.is_empty() || g.chars().count() > 64)
+    {
         return Err(ApiError::BadRequest("group must be 1-64 characters".into()).into());
     }
     let r = crate::reports::run_summary(&s.pool, &period, q.group.as_deref())

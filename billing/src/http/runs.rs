@@ -2,7 +2,9 @@
 //! one (clerk). A month not over yet in Korea answers 409 `period_not_over`
 //! unless forced with a reason, which the audit log keeps.
 
-use super::{api_error, db_error, parse_id, parse_period, Answer, AppState, Body, HttpError, Query};
+use super::{
+    api_error, db_error, parse_id, parse_period, Answer, AppState, Body, HttpError, Query,
+};
 use crate::run::{run_billing_with, RunRequest, SqlReads};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -27,15 +29,17 @@ pub(super) fn clerk() -> Router<AppState> {
     Router::new().route("/api/v1/billing-runs", axum::routing::post(post_run))
 }
 
-const RUN_COLUMNS: &str =
-    "run_id, period, billing_group, status, started_at, finished_at, outcome";
+const RUN_COLUMNS: &str = "run_id, period, billing_group, status, started_at, finished_at, outcome";
 
 /// Runs, newest first (at most 200).
 #[utoipa::path(get, path = "/api/v1/billing-runs", tag = "runs",
     params(RunsQuery),
     responses((status = 200, body = RunList), (status = 400, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
-pub(crate) async fn list_runs(State(s): State<AppState>, Query(q): Query<RunsQuery>) -> Answer<RunList> {
+pub(crate) async fn list_runs(
+    State(s): State<AppState>,
+    Query(q): Query<RunsQuery>,
+) -> Answer<RunList> {
     let period = q.period.as_deref().map(parse_period).transpose()?;
     let runs: Vec<Run> = sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM billing.runs WHERE ($1::text IS NULL OR period = $1) \
@@ -55,7 +59,10 @@ pub(crate) async fn list_runs(State(s): State<AppState>, Query(q): Query<RunsQue
     params(("id" = i64, Path, description = "The run's id")),
     responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
-pub(crate) async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Answer<RunDetail> {
+pub(crate) async fn get_run(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Answer<RunDetail> {
     let id = parse_id(&id, "run")?;
     let run: Run = sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM billing.runs WHERE run_id = $1"

@@ -14,13 +14,13 @@ use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, PreEscaped};
 use rand::Rng;
 use serde::Deserialize;
+use std::collections::HashSet;
 use waterworks_api::billing::{
     AccountDetail, AdjustmentOutcome, AdjustmentRequest, Bill, BillEntries, BillHit, BillLine,
     BillPage, BillSearch, BillStatus, BlockCharge, CancelOutcome, CancelRequest, Component, Entry,
     EntrySource, Notice as NoticeData, Part, PaymentOutcome, PaymentRequest, RebillOutcome,
     RebillRequest,
 };
-use std::collections::HashSet;
 use waterworks_service::auth::Role;
 
 #[derive(Deserialize, Default)]
@@ -544,8 +544,7 @@ pub async fn cancel(
 pub async fn release(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageError> {
     ctx.require(Role::Clerk)?;
     let id = bill_id(&id)?;
-    let (seen, out): (_, Bill) =
-        bill_action(&ctx, id, "release", &serde_json::Map::new()).await?;
+    let (seen, out): (_, Bill) = bill_action(&ctx, id, "release", &serde_json::Map::new()).await?;
     let number = out.summary.bill_number.unwrap_or_default();
     let msg = html! { p { (ctx.t("clerk.release")) ": " (back(&ctx, id)) " → " (number) } };
     result_page(&ctx, ctx.t("clerk.release"), &seen, &[id], msg).await
@@ -616,7 +615,10 @@ pub async fn payment(
     let account: AccountDetail = ctx
         .app
         .billing
-        .get(ctx.token(), &format!("/api/v1/accounts/{}", seg(&account_no)))
+        .get(
+            ctx.token(),
+            &format!("/api/v1/accounts/{}", seg(&account_no)),
+        )
         .await?;
     let mut bills = vec![id];
     bills.extend(account.bills.iter().map(|b| b.bill_id).filter(|b| *b != id));

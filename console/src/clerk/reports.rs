@@ -13,6 +13,9 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use waterworks_api::billing::{Ageing, AgeingRow, RunSummary, SummaryRow};
 
+/// A column of a report table: its amount from a row, and its label's key.
+type Column<R> = (fn(&R) -> i64, &'static str);
+
 /// Rows of the ageing table drawn on the page (the CSV has them all).
 const PAGE_ROWS: usize = 200;
 
@@ -73,14 +76,14 @@ pub async fn page(ctx: Authed, Query(q): Query<ReportQuery>) -> Result<Markup, P
         "/clerk/reports/run-summary.csv{}",
         query(&[("period", Some(period.clone())), ("group", group.clone())])
     );
-    let cols: [(fn(&AgeingRow) -> i64, &str); 5] = [
+    let cols: [Column<AgeingRow>; 5] = [
         (|r| r.current_krw, "clerk.reports.current"),
         (|r| r.days_31_60_krw, "clerk.reports.d31"),
         (|r| r.days_61_90_krw, "clerk.reports.d61"),
         (|r| r.days_90_plus_krw, "clerk.reports.d90"),
         (|r| r.total_krw, "clerk.total"),
     ];
-    let parts: [(fn(&SummaryRow) -> i64, &str); 6] = [
+    let parts: [Column<SummaryRow>; 6] = [
         (|r| r.water_krw, "clerk.water"),
         (|r| r.base_krw, "clerk.base"),
         (|r| r.sewer_krw, "clerk.sewer"),

@@ -20,9 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use waterworks_api::billing::{
-    Component, RunDetail, RunList, RunOutcome, RunStatus, StartRun,
-};
+use waterworks_api::billing::{Component, RunDetail, RunList, RunOutcome, RunStatus, StartRun};
 use waterworks_service::auth::Role;
 
 /// Committed runs started by this console and still going, at most.
@@ -233,7 +231,11 @@ pub async fn preview(ctx: Authed, Form(f): Form<RunForm>) -> Result<Markup, Page
     let outcome: RunOutcome = ctx
         .app
         .billing
-        .post(ctx.token(), "/api/v1/billing-runs", &start(period, group, true))
+        .post(
+            ctx.token(),
+            "/api/v1/billing-runs",
+            &start(period, group, true),
+        )
         .await?;
     Ok(super::page(
         &ctx,
@@ -269,7 +271,11 @@ pub async fn commit(ctx: Authed, Form(f): Form<RunForm>) -> Result<Response, Pag
         let _permit = permit;
         tracing::info!(%who, period = %key.0, group = %key.1, "billing run started from the console");
         let r: Result<RunOutcome, _> = billing
-            .post(&token, "/api/v1/billing-runs", &start(&key.0, &key.1, false))
+            .post(
+                &token,
+                "/api/v1/billing-runs",
+                &start(&key.0, &key.1, false),
+            )
             .await;
         match r {
             Ok(o) => set_job(key, Job::Done(o)),
