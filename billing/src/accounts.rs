@@ -53,6 +53,8 @@ pub enum AccountError {
     Diameter(String),
     #[error("account {0}: meter {1} is removed before it is installed")]
     Installation(String, String),
+    #[error("account {0}: {1} must be at most 2147483647")]
+    TooBig(String, &'static str),
     #[error("account {0} appears twice in one upsert")]
     Duplicate(String),
 }
@@ -68,6 +70,15 @@ impl Account {
         }
         if self.diameter_mm == 0 {
             return Err(AccountError::Diameter(no.clone()));
+        }
+        // Stored as int4.
+        for (v, what) in [
+            (self.diameter_mm, "diameter_mm"),
+            (self.households, "households"),
+        ] {
+            if i32::try_from(v).is_err() {
+                return Err(AccountError::TooBig(no.clone(), what));
+            }
         }
         for m in &self.meters {
             if m.removed_at.is_some_and(|r| r <= m.installed_at) {
@@ -308,4 +319,33 @@ async fn load_where(
         }
     }
     Ok(out)
+}
+
+impl From<waterworks_api::billing::MeterInstallation> for MeterInstallation {
+    fn from(m: waterworks_api::billing::MeterInstallation) -> Self {
+        MeterInstallation {
+            meter_id: m.meter_id,
+            installed_at: m.installed_at,
+            removed_at: m.removed_at,
+        }
+    }
+}
+
+/// An account as the API receives it (validated by [`Account::validate`]
+/// when it is written).
+impl From<waterworks_api::billing::Account> for Account {
+    fn from(a: waterworks_api::billing::Account) -> Self {
+        Account {
+            account_no: a.account_no,
+            customer: a.customer,
+            address: a.address,
+            usage_type: a.usage_type,
+            diameter_mm: a.diameter_mm,
+            households: a.households,
+            sewer_connected: a.sewer_connected,
+            levy_exempt: a.levy_exempt,
+            billing_group: a.billing_group,
+            meters: a.meters.into_iter().map(MeterInstallation::from).collect(),
+        }
+    }
 }

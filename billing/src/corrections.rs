@@ -23,8 +23,9 @@ use crate::usage::{HoldPolicy, LegCarry, PeriodRead, PriorBill};
 use crate::BillingError;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use std::collections::{HashMap, HashSet};
+pub use waterworks_api::billing::AuditRecord;
 
 /// Longest reason accepted.
 pub const MAX_REASON_CHARS: usize = 500;
@@ -77,45 +78,20 @@ pub async fn audit(
     Ok(())
 }
 
-/// One audit record.
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditRecord {
-    pub audit_id: i64,
-    pub at: chrono::DateTime<chrono::Utc>,
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub reason: String,
-    pub details: serde_json::Value,
-}
-
 /// The newest audit records, optionally for one target.
 pub async fn audit_log(
     pool: &PgPool,
     target: Option<&str>,
     limit: i64,
 ) -> Result<Vec<AuditRecord>, BillingError> {
-    let rows = sqlx::query(
-        "SELECT audit_id, at, actor, action, target, reason, details::text FROM billing.audit_log \
+    Ok(sqlx::query_as(
+        "SELECT audit_id, at, actor, action, target, reason, details FROM billing.audit_log \
           WHERE ($1::text IS NULL OR target = $1) ORDER BY audit_id DESC LIMIT $2",
     )
     .bind(target)
     .bind(limit.clamp(1, 1_000))
     .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(AuditRecord {
-                audit_id: r.try_get(0)?,
-                at: r.try_get(1)?,
-                actor: r.try_get(2)?,
-                action: r.try_get(3)?,
-                target: r.try_get(4)?,
-                reason: r.try_get(5)?,
-                details: serde_json::from_str(&r.try_get::<String, _>(6)?).unwrap_or_default(),
-            })
-        })
-        .collect()
+    .await?)
 }
 
 /// Locks an issued bill's row; returns its account.

@@ -11,14 +11,19 @@
 //! - [`payments`]: payments and bank-file imports; [`corrections`]: cancel,
 //!   rebill, adjust, audit log; [`reports`]: trial balance, ageing, run
 //!   summary, arrears (JSON and CSV).
-//! - [`service`]: configuration, the HTTP API and `run(config, shutdown)`.
+//! - [`config`]: the service's configuration; [`http`]: the HTTP API, one
+//!   router per resource, answering with the types of
+//!   [`waterworks_api::billing`], and its generated OpenAPI document;
+//!   [`service`]: build and `run(config, shutdown)`.
 //!
 //! Billing reads metering data only through `metering.period_reads_v1`
 //! (see [`run::SqlReads`]); it never touches ingest's tables.
 
 pub mod accounts;
+pub mod config;
 pub mod corrections;
 mod db;
+pub mod http;
 pub mod ledger;
 pub mod payments;
 pub mod period;

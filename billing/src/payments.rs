@@ -11,28 +11,21 @@ use crate::ledger::store::{lock_party, open_items, post_entry};
 use crate::ledger::{payment_entry, LedgerError, PaymentRequest};
 use crate::BillingError;
 use chrono::NaiveDate;
-use serde::Serialize;
+pub use waterworks_api::billing::{ImportOutcome, LineError, PaymentOutcome};
+
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashSet;
 
 /// Lines an import accepts at most (policy when exceeded: the file is refused).
 pub const MAX_IMPORT_LINES: usize = 100_000;
 /// Bytes an import accepts at most.
-pub const MAX_IMPORT_BYTES: usize = 16 << 20;
+pub const MAX_IMPORT_BYTES: usize = waterworks_api::billing::MAX_IMPORT_BYTES;
 /// The largest single payment accepted (1 trillion KRW): a bound against typos.
-pub const MAX_PAYMENT_KRW: i64 = 1_000_000_000_000;
+pub const MAX_PAYMENT_KRW: i64 = waterworks_api::billing::MAX_PAYMENT_KRW;
 /// Bad lines listed in an outcome at most (all are counted).
 pub const MAX_LINE_ERRORS: usize = 1_000;
 /// The header line a bank file starts with.
 pub const HEADER: &str = "reference,account_no,amount_krw,paid_on";
-
-/// A bad line of a bank file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LineError {
-    /// 1-based, as an editor shows it.
-    pub line: usize,
-    pub reason: String,
-}
 
 /// A good line of a bank file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,14 +153,6 @@ pub fn parse_bank_file(text: &str) -> Result<(Vec<FileLine>, Vec<LineError>), Ba
     Ok((good, bad))
 }
 
-/// What recording a payment did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PaymentOutcome {
-    pub entry_id: i64,
-    /// False when the same payment was recorded before (nothing posted).
-    pub posted: bool,
-}
-
 /// Records one payment in the caller's transaction.
 pub async fn record_payment_in(
     conn: &mut PgConnection,
@@ -228,21 +213,6 @@ pub async fn record_payment(
     let out = record_payment_in(&mut tx, p, "api", actor).await?;
     tx.commit().await?;
     Ok(out)
-}
-
-/// What an import did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ImportOutcome {
-    /// Payment lines in the file (good and bad, header and comments excluded).
-    pub lines: usize,
-    /// Lines posted by this import.
-    pub posted: usize,
-    pub posted_krw: i64,
-    /// Lines recorded by an earlier import (same reference, same content).
-    pub already_recorded: usize,
-    /// Bad lines, in file order (the first [`MAX_LINE_ERRORS`]).
-    pub errors: Vec<LineError>,
-    pub error_count: usize,
 }
 
 /// Imports a bank / collection file: every good line is posted once, in one

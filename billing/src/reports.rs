@@ -1,5 +1,6 @@
-//! Reports for clerks and the finance office, each as JSON (serde) and CSV
-//! (`to_csv`): trial balance, receivables ageing, billing run summary, arrears.
+//! Reports for clerks and the finance office: trial balance, receivables
+//! ageing, billing run summary, arrears. Their shapes (JSON and CSV) are the
+//! contract's ([`waterworks_api::billing`]); this module reads them.
 //!
 //! CSV cells of text (names, addresses, account numbers, usage types) that
 //! begin with `=`, `+`, `-`, `@`, a tab or a carriage return get a leading
@@ -16,78 +17,15 @@ use crate::ledger::LedgerAccount;
 use crate::period::Period;
 use crate::BillingError;
 use chrono::NaiveDate;
-use serde::Serialize;
 use sqlx::{PgPool, Row};
 use std::collections::BTreeMap;
-use std::fmt::Write;
+pub use waterworks_api::billing::{
+    csv_field, Ageing, AgeingRow, Arrears, ArrearsRow, LedgerCode, RunSummary, SummaryRow,
+    TrialBalance, TrialBalanceRow,
+};
 
 /// Rows a list report returns at most (the CSV says when it was cut).
 pub const MAX_REPORT_ROWS: usize = 100_000;
-
-/// A text cell for CSV: neutralised against formula injection (a leading
-/// `'` before `=`, `+`, `-`, `@`, tab or CR), then quoted when it needs it
-/// (RFC 4180). Numeric columns are not written through this.
-pub fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TrialBalanceRow {
-    pub code: String,
-    pub name: String,
-    pub debit_krw: i64,
-    pub credit_krw: i64,
-    /// Debit minus credit.
-    pub balance_krw: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TrialBalance {
-    pub rows: Vec<TrialBalanceRow>,
-    pub total_debit_krw: i64,
-    pub total_credit_krw: i64,
-    /// Always zero in a sound ledger.
-    pub net_krw: i64,
-}
-
-impl TrialBalance {
-    pub fn balance(&self, a: LedgerAccount) -> i64 {
-        self.rows
-            .iter()
-            .find(|r| r.code == a.code())
-            .map_or(0, |r| r.balance_krw)
-    }
-
-    pub fn to_csv(&self) -> String {
-        let mut out = String::from("code,name,debit_krw,credit_krw,balance_krw\n");
-        for r in &self.rows {
-            let _ = writeln!(
-                out,
-                "{},{},{},{},{}",
-                csv_field(&r.code),
-                csv_field(&r.name),
-                r.debit_krw,
-                r.credit_krw,
-                r.balance_krw
-            );
-        }
-        let _ = writeln!(
-            out,
-            "total,,{},{},{}",
-            self.total_debit_krw, self.total_credit_krw, self.net_krw
-        );
-        out
-    }
-}
 
 /// Debits, credits and balance of every ledger account.
 pub async fn trial_balance(pool: &PgPool) -> Result<TrialBalance, BillingError> {
@@ -121,56 +59,20 @@ pub async fn trial_balance(pool: &PgPool) -> Result<TrialBalance, BillingError> 
     Ok(tb)
 }
 
-/// One customer's open receivables by age.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct AgeingRow {
-    pub account_no: String,
-    pub customer: String,
-    pub current_krw: i64,
-    pub days_31_60_krw: i64,
-    pub days_61_90_krw: i64,
-    pub days_90_plus_krw: i64,
-    pub total_krw: i64,
-}
-
-impl AgeingRow {
-    fn add(&mut self, days: i64, amount: i64) {
-        match days {
-            ..=30 => self.current_krw += amount,
-            31..=60 => self.days_31_60_krw += amount,
-            61..=90 => self.days_61_90_krw += amount,
-            _ => self.days_90_plus_krw += amount,
-        }
-        self.total_krw += amount;
+/// Adds an open amount `days` old to its bucket and the row's total.
+fn add_aged(row: &mut AgeingRow, days: i64, amount: i64) {
+    match days {
+        ..=30 => row.current_krw += amount,
+        31..=60 => row.days_31_60_krw += amount,
+        61..=90 => row.days_61_90_krw += amount,
+        _ => row.days_90_plus_krw += amount,
     }
+    row.total_krw += amount;
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Ageing {
-    pub as_of: NaiveDate,
-    pub rows: Vec<AgeingRow>,
-    pub totals: AgeingRow,
-}
-
-impl Ageing {
-    pub fn to_csv(&self) -> String {
-        let mut out = String::from(
-            "account_no,customer,current_krw,days_31_60_krw,days_61_90_krw,days_90_plus_krw,total_krw\n",
-        );
-        for r in self.rows.iter().chain(std::iter::once(&self.totals)) {
-            let _ = writeln!(
-                out,
-                "{},{},{},{},{},{},{}",
-                csv_field(&r.account_no),
-                csv_field(&r.customer),
-                r.current_krw,
-                r.days_31_60_krw,
-                r.days_61_90_krw,
-                r.days_90_plus_krw,
-                r.total_krw
-            );
-        }
-        out
+impl LedgerCode for LedgerAccount {
+    fn ledger_code(&self) -> &str {
+        self.code()
     }
 }
 
@@ -233,57 +135,15 @@ pub async fn ageing(pool: &PgPool, as_of: NaiveDate) -> Result<Ageing, BillingEr
         }
         let days = age_days(period, as_of);
         if let Some(r) = rows.last_mut() {
-            r.add(days, open);
+            add_aged(r, days, open);
         }
-        totals.add(days, open);
+        add_aged(&mut totals, days, open);
     }
     Ok(Ageing {
         as_of,
         rows,
         totals,
     })
-}
-
-/// A customer in arrears.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ArrearsRow {
-    pub account_no: String,
-    pub customer: String,
-    pub open_bills: u32,
-    pub open_krw: i64,
-    /// Open on bills older than `min_days`.
-    pub overdue_krw: i64,
-    pub oldest_period: Period,
-    pub oldest_days: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Arrears {
-    pub as_of: NaiveDate,
-    pub min_days: i64,
-    pub rows: Vec<ArrearsRow>,
-}
-
-impl Arrears {
-    pub fn to_csv(&self) -> String {
-        let mut out = String::from(
-            "account_no,customer,open_bills,open_krw,overdue_krw,oldest_period,oldest_days\n",
-        );
-        for r in &self.rows {
-            let _ = writeln!(
-                out,
-                "{},{},{},{},{},{},{}",
-                csv_field(&r.account_no),
-                csv_field(&r.customer),
-                r.open_bills,
-                r.open_krw,
-                r.overdue_krw,
-                r.oldest_period,
-                r.oldest_days
-            );
-        }
-        out
-    }
 }
 
 /// Customers with an open bill older than `min_days` at `as_of`, largest
@@ -306,7 +166,7 @@ pub async fn arrears(
                 open_bills: 0,
                 open_krw: 0,
                 overdue_krw: 0,
-                oldest_period: period,
+                oldest_period: period.to_string(),
                 oldest_days: days,
             });
         }
@@ -332,60 +192,6 @@ pub async fn arrears(
     })
 }
 
-/// Totals of one usage type in a run summary.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SummaryRow {
-    pub usage_type: String,
-    pub accounts: i64,
-    pub usage_m3: i64,
-    pub water_krw: i64,
-    pub base_krw: i64,
-    pub sewer_krw: i64,
-    pub levy_krw: i64,
-    pub reduction_krw: i64,
-    pub total_krw: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RunSummary {
-    pub period: Period,
-    pub group: Option<String>,
-    /// Live issued bills (a rebill replaces its cancelled bill).
-    pub issued: i64,
-    pub held: i64,
-    pub cancelled: i64,
-    pub by_usage_type: Vec<SummaryRow>,
-    pub totals: SummaryRow,
-}
-
-impl RunSummary {
-    pub fn to_csv(&self) -> String {
-        let mut out = String::from(
-            "usage_type,accounts,usage_m3,water_krw,base_krw,sewer_krw,levy_krw,reduction_krw,total_krw\n",
-        );
-        for r in self
-            .by_usage_type
-            .iter()
-            .chain(std::iter::once(&self.totals))
-        {
-            let _ = writeln!(
-                out,
-                "{},{},{},{},{},{},{},{},{}",
-                csv_field(&r.usage_type),
-                r.accounts,
-                r.usage_m3,
-                r.water_krw,
-                r.base_krw,
-                r.sewer_krw,
-                r.levy_krw,
-                r.reduction_krw,
-                r.total_krw
-            );
-        }
-        out
-    }
-}
-
 /// A period's (and optionally a billing group's) issued bills: accounts, m³
 /// and amounts by usage type and component.
 pub async fn run_summary(
@@ -406,7 +212,7 @@ pub async fn run_summary(
     .fetch_all(pool)
     .await?;
     let mut s = RunSummary {
-        period: *period,
+        period: period.to_string(),
         group: group.map(str::to_string),
         issued: 0,
         held: 0,
@@ -482,7 +288,7 @@ mod tests {
             (90, 32),
             (91, 64),
         ] {
-            r.add(d, a);
+            add_aged(&mut r, d, a);
         }
         assert_eq!(
             (

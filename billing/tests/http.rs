@@ -45,7 +45,9 @@ async fn quote_runs_and_bills_over_http(pool: PgPool) {
         Some(json!({"usage_type": "farm", "diameter_mm": 15, "usage_m3": 26})),
     )
     .await;
-    assert_eq!(status, 400);
+    // Well-formed, but not a usage type of the tariff: 422 `invalid`.
+    assert_eq!(status, 422);
+    assert_eq!(e["error"], "invalid");
     assert!(e["message"].as_str().unwrap().contains("farm"));
 
     // Runs need a clerk.
@@ -535,7 +537,8 @@ async fn a_run_of_an_unfinished_month_is_refused_unless_forced_with_a_reason(poo
         .unwrap();
     assert_eq!(runs, 0, "a refused run writes nothing");
 
-    // Force without a reason, or a reason without force: 400.
+    // Force without a reason, or a reason without force: well-formed, so
+    // 422 `invalid` (a malformed body is 400).
     for body in [
         json!({"period": current.to_string(), "group": "G", "force": true}),
         json!({"period": current.to_string(), "group": "G", "force": true, "reason": "  "}),
@@ -549,7 +552,8 @@ async fn a_run_of_an_unfinished_month_is_refused_unless_forced_with_a_reason(poo
             Some(body),
         )
         .await;
-        assert_eq!(status, 400, "{e}");
+        assert_eq!(status, 422, "{e}");
+        assert_eq!(e["error"], "invalid");
     }
 
     // Forced with a reason: billed, and the reason is in the audit log.

@@ -24,7 +24,6 @@ use crate::App;
 use axum::response::Redirect;
 use axum::routing::{get, post};
 use axum::Router;
-use serde_json::Value;
 use std::sync::{Arc, OnceLock};
 
 pub fn routes() -> Router<Arc<App>> {
@@ -116,28 +115,6 @@ pub(crate) fn page(ctx: &crate::web::Ctx, title: &str, body: maud::Markup) -> ma
         title,
         maud::html! { style { (maud::PreEscaped(CLERK_CSS)) } (body) },
     )
-}
-
-/// A JSON field as text (strings as they are, numbers printed, null empty).
-pub(crate) fn text(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
-
-/// A JSON field as an integer (0 when absent).
-pub(crate) fn int(v: &Value, key: &str) -> i64 {
-    v.get(key).and_then(Value::as_i64).unwrap_or(0)
-}
-
-/// A JSON array field's items.
-pub(crate) fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
 }
 
 /// Korean names of the tariff's usage types and bill components.

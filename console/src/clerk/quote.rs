@@ -1,13 +1,13 @@
 //! The public tariff calculator (no sign-in), like the fee calculators city
 //! sites offer: billing's open `POST /api/v1/quote`.
 
-use super::{int, items, text, usage_type_ko};
+use super::usage_type_ko;
 use crate::layout::thousands;
 use crate::web::{Ctx, PageError};
 use axum::extract::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use waterworks_api::billing::{Quote, QuoteRequest};
 
 const USAGE_TYPES: [&str; 4] = ["household", "general", "bathhouse", "industrial"];
 const DIAMETERS: [u32; 9] = [13, 15, 20, 25, 32, 40, 50, 80, 100];
@@ -81,14 +81,18 @@ pub async fn calculate(ctx: Ctx, Form(f): Form<QuoteForm>) -> Result<Markup, Pag
     } else {
         number(&f.households, "households")?
     };
-    let req = json!({
-        "usage_type": f.usage_type,
-        "diameter_mm": number(&f.diameter_mm, "diameter")?,
-        "usage_m3": number(&f.usage_m3, "usage")?,
-        "households": households,
-        "sewer_connected": f.sewer_connected.is_some(),
-    });
-    let q: Value = ctx.app.billing.post_open("/api/v1/quote", &req).await?;
+    let req = QuoteRequest {
+        usage_type: f.usage_type.clone(),
+        diameter_mm: number(&f.diameter_mm, "diameter")?,
+        usage_m3: number(&f.usage_m3, "usage")?,
+        households,
+        sewer_connected: f.sewer_connected.is_some(),
+        levy_exempt: false,
+        period: None,
+        reductions: Vec::new(),
+        leak_relief_prior_avg_m3: None,
+    };
+    let q: Quote = ctx.app.billing.post_open("/api/v1/quote", &req).await?;
     Ok(super::page(
         &ctx,
         ctx.t("clerk.quote.title"),
@@ -98,11 +102,10 @@ pub async fn calculate(ctx: Ctx, Form(f): Form<QuoteForm>) -> Result<Markup, Pag
             table class="grid" id="quote-lines" {
                 thead { tr { th { (ctx.t("clerk.part")) } th { (ctx.t("clerk.tariff_version")) } th class="num" { (ctx.t("clerk.amount")) } } }
                 tbody {
-                    @for l in items(&q, "lines") {
-                        @let e = l.get("explanation").cloned().unwrap_or(Value::Null);
-                        tr { td { (text(l, "label")) } td { (text(&e, "tariff_version")) } td class="num" { (thousands(int(l, "amount_krw"))) } }
+                    @for l in &q.lines {
+                        tr { td { (l.label) } td { (l.explanation.tariff_version) } td class="num" { (thousands(l.amount_krw)) } }
                     }
-                    tr class="total" { td { (ctx.t("clerk.total")) } td { (text(&q, "city")) } td class="num" id="quote-total" { (thousands(int(&q, "total_krw"))) " 원" } }
+                    tr class="total" { td { (ctx.t("clerk.total")) } td { (q.city) } td class="num" id="quote-total" { (thousands(q.total_krw)) " 원" } }
                 }
             }
         },

@@ -1,7 +1,7 @@
 //! Reports: receivables ageing (as of a date) and a period's run summary,
 //! shown as tables and downloadable as billing's own CSV.
 
-use super::{int, items, text, usage_type_ko};
+use super::usage_type_ko;
 use crate::backend::query;
 use crate::layout::thousands;
 use crate::web::{Authed, PageError};
@@ -11,7 +11,10 @@ use axum::response::{IntoResponse, Response};
 use chrono::Datelike;
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::Value;
+use waterworks_api::billing::{Ageing, AgeingRow, RunSummary, SummaryRow};
+
+/// A column of a report table: its amount from a row, and its label's key.
+type Column<R> = (fn(&R) -> i64, &'static str);
 
 /// Rows of the ageing table drawn on the page (the CSV has them all).
 const PAGE_ROWS: usize = 200;
@@ -33,7 +36,7 @@ fn opt(s: &str) -> Option<String> {
 
 pub async fn page(ctx: Authed, Query(q): Query<ReportQuery>) -> Result<Markup, PageError> {
     let as_of = opt(&q.as_of);
-    let ageing: Value = ctx
+    let ageing: Ageing = ctx
         .app
         .billing
         .get(
@@ -54,7 +57,7 @@ pub async fn page(ctx: Authed, Query(q): Query<ReportQuery>) -> Result<Markup, P
             .to_string()
     });
     let group = opt(&q.group);
-    let summary: Value = ctx
+    let summary: RunSummary = ctx
         .app
         .billing
         .get(
@@ -73,23 +76,22 @@ pub async fn page(ctx: Authed, Query(q): Query<ReportQuery>) -> Result<Markup, P
         "/clerk/reports/run-summary.csv{}",
         query(&[("period", Some(period.clone())), ("group", group.clone())])
     );
-    let totals = ageing.get("totals").cloned().unwrap_or(Value::Null);
-    let cols = [
-        ("current_krw", "clerk.reports.current"),
-        ("days_31_60_krw", "clerk.reports.d31"),
-        ("days_61_90_krw", "clerk.reports.d61"),
-        ("days_90_plus_krw", "clerk.reports.d90"),
-        ("total_krw", "clerk.total"),
+    let cols: [Column<AgeingRow>; 5] = [
+        (|r| r.current_krw, "clerk.reports.current"),
+        (|r| r.days_31_60_krw, "clerk.reports.d31"),
+        (|r| r.days_61_90_krw, "clerk.reports.d61"),
+        (|r| r.days_90_plus_krw, "clerk.reports.d90"),
+        (|r| r.total_krw, "clerk.total"),
     ];
-    let parts = [
-        ("water_krw", "clerk.water"),
-        ("base_krw", "clerk.base"),
-        ("sewer_krw", "clerk.sewer"),
-        ("levy_krw", "clerk.levy"),
-        ("reduction_krw", "clerk.reduction"),
-        ("total_krw", "clerk.total"),
+    let parts: [Column<SummaryRow>; 6] = [
+        (|r| r.water_krw, "clerk.water"),
+        (|r| r.base_krw, "clerk.base"),
+        (|r| r.sewer_krw, "clerk.sewer"),
+        (|r| r.levy_krw, "clerk.levy"),
+        (|r| r.reduction_krw, "clerk.reduction"),
+        (|r| r.total_krw, "clerk.total"),
     ];
-    let st = summary.get("totals").cloned().unwrap_or(Value::Null);
+    let (totals, st) = (&ageing.totals, &summary.totals);
     Ok(super::page(
         &ctx,
         ctx.t("nav.reports"),
@@ -97,7 +99,7 @@ pub async fn page(ctx: Authed, Query(q): Query<ReportQuery>) -> Result<Markup, P
             h1 { (ctx.t("nav.reports")) }
             h2 { (ctx.t("clerk.reports.ageing")) }
             form method="get" action="/clerk/reports" class="search" {
-                label { (ctx.t("clerk.reports.as_of")) " " input type="date" name="as_of" value=(text(&ageing, "as_of")); }
+                label { (ctx.t("clerk.reports.as_of")) " " input type="date" name="as_of" value=(ageing.as_of.to_string()); }
                 input type="hidden" name="period" value=(period);
                 @if let Some(g) = &group { input type="hidden" name="group" value=(g); }
                 button type="submit" { (ctx.t("search")) }
@@ -109,12 +111,12 @@ pub async fn page(ctx: Authed, Query(q): Query<ReportQuery>) -> Result<Markup, P
                     @for (_, k) in cols { th class="num" { (ctx.t(k)) } }
                 } }
                 tbody {
-                    @for r in items(&ageing, "rows").iter().take(PAGE_ROWS) {
-                        tr { td { (text(r, "account_no")) } td { (text(r, "customer")) }
-                             @for (c, _) in cols { td class="num" { (thousands(int(r, c))) } } }
+                    @for r in ageing.rows.iter().take(PAGE_ROWS) {
+                        tr { td { (r.account_no) } td { (r.customer) }
+                             @for (c, _) in cols { td class="num" { (thousands(c(r))) } } }
                     }
                     tr class="total" { td { (ctx.t("clerk.total")) } td {}
-                        @for (c, _) in cols { td class="num" { (thousands(int(&totals, c))) } } }
+                        @for (c, _) in cols { td class="num" { (thousands(c(totals))) } } }
                 }
             }
             h2 { (ctx.t("clerk.reports.summary")) }
@@ -126,9 +128,9 @@ pub async fn page(ctx: Authed, Query(q): Query<ReportQuery>) -> Result<Markup, P
                 " " a id="summary-csv" href=(summary_csv) download { (ctx.t("clerk.reports.csv")) }
             }
             dl class="facts" {
-                dt { (ctx.t("clerk.reports.issued")) } dd { (thousands(int(&summary, "issued"))) }
-                dt { (ctx.t("clerk.runs.held")) } dd { (thousands(int(&summary, "held"))) }
-                dt { (ctx.t("clerk.status.cancelled")) } dd { (thousands(int(&summary, "cancelled"))) }
+                dt { (ctx.t("clerk.reports.issued")) } dd { (thousands(summary.issued)) }
+                dt { (ctx.t("clerk.runs.held")) } dd { (thousands(summary.held)) }
+                dt { (ctx.t("clerk.status.cancelled")) } dd { (thousands(summary.cancelled)) }
             }
             table class="grid" id="run-summary" {
                 thead { tr {
@@ -137,16 +139,16 @@ pub async fn page(ctx: Authed, Query(q): Query<ReportQuery>) -> Result<Markup, P
                     @for (_, k) in parts { th class="num" { (ctx.t(k)) } }
                 } }
                 tbody {
-                    @for r in items(&summary, "by_usage_type") {
-                        tr { td { (usage_type_ko(&text(r, "usage_type"))) }
-                             td class="num" { (thousands(int(r, "accounts"))) }
-                             td class="num" { (thousands(int(r, "usage_m3"))) }
-                             @for (c, _) in parts { td class="num" { (thousands(int(r, c))) } } }
+                    @for r in &summary.by_usage_type {
+                        tr { td { (usage_type_ko(&r.usage_type)) }
+                             td class="num" { (thousands(r.accounts)) }
+                             td class="num" { (thousands(r.usage_m3)) }
+                             @for (c, _) in parts { td class="num" { (thousands(c(r))) } } }
                     }
                     tr class="total" { td { (ctx.t("clerk.total")) }
-                        td class="num" { (thousands(int(&st, "accounts"))) }
-                        td class="num" { (thousands(int(&st, "usage_m3"))) }
-                        @for (c, _) in parts { td class="num" { (thousands(int(&st, c))) } } }
+                        td class="num" { (thousands(st.accounts)) }
+                        td class="num" { (thousands(st.usage_m3)) }
+                        @for (c, _) in parts { td class="num" { (thousands(c(st))) } } }
                 }
             }
         },

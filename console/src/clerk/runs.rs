@@ -8,7 +8,7 @@
 //! failure of each background run is kept for the progress page (at most
 //! [`MAX_JOBS_KEPT`], oldest dropped).
 
-use super::{int, items, text, usage_type_ko};
+use super::usage_type_ko;
 use crate::backend::{query, Backend};
 use crate::layout::{thousands, ts};
 use crate::web::{Authed, PageError};
@@ -16,11 +16,11 @@ use axum::extract::{Form, Query};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use waterworks_api::billing::{Component, RunDetail, RunList, RunOutcome, RunStatus, StartRun};
 use waterworks_service::auth::Role;
 
 /// Committed runs started by this console and still going, at most.
@@ -61,7 +61,7 @@ impl RunForm {
 
 enum Job {
     Running,
-    Done(Value),
+    Done(RunOutcome),
     Failed(String),
 }
 
@@ -106,7 +106,7 @@ fn form(ctx: &Authed, period: &str, group: &str) -> Markup {
 
 pub async fn page(ctx: Authed) -> Result<Markup, PageError> {
     ctx.require(Role::Clerk)?;
-    let runs: Value = ctx
+    let runs: RunList = ctx
         .app
         .billing
         .get(ctx.token(), "/api/v1/billing-runs")
@@ -130,17 +130,16 @@ pub async fn page(ctx: Authed) -> Result<Markup, PageError> {
                     th class="num" { (ctx.t("clerk.total")) }
                 } }
                 tbody {
-                    @for r in items(&runs, "runs").iter().take(50) {
-                        @let o = r.get("outcome").cloned().unwrap_or(Value::Null);
+                    @for r in runs.runs.iter().take(50) {
                         tr {
-                            td { (int(r, "run_id")) }
-                            td { (text(r, "period")) }
-                            td { (text(r, "group")) }
-                            td { (status_label(&ctx, &text(r, "status"))) }
-                            td { (time(r, "started_at")) }
-                            td { (time(r, "finished_at")) }
-                            td class="num" { (thousands(int(&o, "bills_created"))) }
-                            td class="num" { (thousands(int(&o, "total_krw"))) }
+                            td { (r.run_id) }
+                            td { (r.period) }
+                            td { (r.group) }
+                            td { (status_label(&ctx, r.status)) }
+                            td { (time(Some(r.started_at))) }
+                            td { (time(r.finished_at)) }
+                            td class="num" { (thousands(r.outcome.as_ref().map_or(0, |o| o.bills_created as i64))) }
+                            td class="num" { (thousands(r.outcome.as_ref().map_or(0, |o| o.total_krw))) }
                         }
                     }
                 }
@@ -149,47 +148,42 @@ pub async fn page(ctx: Authed) -> Result<Markup, PageError> {
     ))
 }
 
-fn time(v: &Value, key: &str) -> String {
-    v.get(key)
-        .and_then(|t| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(t.clone()).ok())
-        .map(|t| ts(&t))
-        .unwrap_or_else(|| "—".into())
+fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| ts(&t)).unwrap_or_else(|| "—".into())
 }
 
-fn status_label(ctx: &Authed, s: &str) -> String {
+fn status_label(ctx: &Authed, s: RunStatus) -> &'static str {
     match s {
-        "running" => ctx.t("clerk.run_status.running").to_string(),
-        "committed" => ctx.t("clerk.run_status.committed").to_string(),
-        other => other.to_string(),
+        RunStatus::Running => ctx.t("clerk.run_status.running"),
+        RunStatus::Committed => ctx.t("clerk.run_status.committed"),
     }
 }
 
-const COMPONENTS: [(&str, &str); 5] = [
-    ("water", "clerk.water"),
-    ("base", "clerk.base"),
-    ("sewer", "clerk.sewer"),
-    ("levy", "clerk.levy"),
-    ("reduction", "clerk.reduction"),
+const COMPONENTS: [(Component, &str); 5] = [
+    (Component::Water, "clerk.water"),
+    (Component::Base, "clerk.base"),
+    (Component::Sewer, "clerk.sewer"),
+    (Component::Levy, "clerk.levy"),
+    (Component::Reduction, "clerk.reduction"),
 ];
+
+/// One component's KRW in a run's totals (keyed by the component's name).
+fn part(totals: &std::collections::BTreeMap<String, i64>, c: Component) -> i64 {
+    totals.get(c.as_str()).copied().unwrap_or(0)
+}
 
 /// Counts, totals by usage type and component, and held bills of a run's
 /// outcome (dry or committed).
-fn outcome_view(ctx: &Authed, o: &Value) -> Markup {
-    let by_type = o
-        .get("totals_by_usage_type")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let totals = o.get("totals_by_component").cloned().unwrap_or(Value::Null);
+fn outcome_view(ctx: &Authed, o: &RunOutcome) -> Markup {
     html! {
         dl class="facts" id="run-outcome" {
-            dt { (ctx.t("clerk.runs.accounts")) } dd { (thousands(int(o, "accounts"))) }
-            dt { (ctx.t("clerk.runs.created")) } dd id="run-created" { (thousands(int(o, "bills_created"))) }
-            dt { (ctx.t("clerk.runs.existing")) } dd { (thousands(int(o, "bills_existing"))) }
-            dt { (ctx.t("clerk.runs.held")) } dd id="run-held" { (thousands(int(o, "held"))) }
-            dt { (ctx.t("clerk.runs.estimated")) } dd { (thousands(int(o, "estimated"))) }
-            dt { (ctx.t("clerk.usage_m3")) } dd { (thousands(int(o, "usage_m3"))) }
-            dt { (ctx.t("clerk.total")) } dd id="run-total" { (thousands(int(o, "total_krw"))) " 원" }
+            dt { (ctx.t("clerk.runs.accounts")) } dd { (thousands(o.accounts as i64)) }
+            dt { (ctx.t("clerk.runs.created")) } dd id="run-created" { (thousands(o.bills_created as i64)) }
+            dt { (ctx.t("clerk.runs.existing")) } dd { (thousands(o.bills_existing as i64)) }
+            dt { (ctx.t("clerk.runs.held")) } dd id="run-held" { (thousands(o.held as i64)) }
+            dt { (ctx.t("clerk.runs.estimated")) } dd { (thousands(o.estimated as i64)) }
+            dt { (ctx.t("clerk.usage_m3")) } dd { (thousands(o.usage_m3)) }
+            dt { (ctx.t("clerk.total")) } dd id="run-total" { (thousands(o.total_krw)) " 원" }
         }
         h2 { (ctx.t("clerk.runs.by_type")) }
         table class="grid" id="run-by-type" {
@@ -199,30 +193,29 @@ fn outcome_view(ctx: &Authed, o: &Value) -> Markup {
                 th class="num" { (ctx.t("clerk.total")) }
             } }
             tbody {
-                @for (t, parts) in &by_type {
+                @for (t, parts) in &o.totals_by_usage_type {
                     tr {
                         td { (usage_type_ko(t)) " (" (t) ")" }
-                        @for (c, _) in COMPONENTS { td class="num" { (thousands(int(parts, c))) } }
-                        td class="num" { (thousands(COMPONENTS.iter().map(|(c, _)| int(parts, c)).sum())) }
+                        @for (c, _) in COMPONENTS { td class="num" { (thousands(part(parts, c))) } }
+                        td class="num" { (thousands(COMPONENTS.iter().map(|(c, _)| part(parts, *c)).sum())) }
                     }
                 }
                 tr class="total" {
                     td { (ctx.t("clerk.total")) }
-                    @for (c, _) in COMPONENTS { td class="num" { (thousands(int(&totals, c))) } }
-                    td class="num" { (thousands(int(o, "total_krw"))) }
+                    @for (c, _) in COMPONENTS { td class="num" { (thousands(part(&o.totals_by_component, c))) } }
+                    td class="num" { (thousands(o.total_krw)) }
                 }
             }
         }
-        @let holds = items(o, "holds");
-        @if !holds.is_empty() {
+        @if !o.holds.is_empty() {
             h2 { (ctx.t("clerk.runs.holds")) }
             table class="grid" id="run-holds" {
                 thead { tr { th { (ctx.t("clerk.account")) } th { (ctx.t("clerk.reason")) } } }
                 tbody {
-                    @for h in holds {
+                    @for h in &o.holds {
                         tr {
-                            td { (text(h, "account_no")) }
-                            td { @for r in items(h, "reasons") { div { (r.as_str().unwrap_or_default()) } } }
+                            td { (h.account_no) }
+                            td { @for r in &h.reasons { div { (r) } } }
                         }
                     }
                 }
@@ -235,13 +228,13 @@ pub async fn preview(ctx: Authed, Form(f): Form<RunForm>) -> Result<Markup, Page
     ctx.require(Role::Clerk)?;
     f.check()?;
     let (period, group) = (f.period.trim(), f.group.trim());
-    let outcome: Value = ctx
+    let outcome: RunOutcome = ctx
         .app
         .billing
         .post(
             ctx.token(),
             "/api/v1/billing-runs",
-            &json!({ "period": period, "group": group, "dry_run": true }),
+            &start(period, group, true),
         )
         .await?;
     Ok(super::page(
@@ -277,11 +270,11 @@ pub async fn commit(ctx: Authed, Form(f): Form<RunForm>) -> Result<Response, Pag
     tokio::spawn(async move {
         let _permit = permit;
         tracing::info!(%who, period = %key.0, group = %key.1, "billing run started from the console");
-        let r: Result<Value, _> = billing
+        let r: Result<RunOutcome, _> = billing
             .post(
                 &token,
                 "/api/v1/billing-runs",
-                &json!({ "period": key.0, "group": key.1, "dry_run": false }),
+                &start(&key.0, &key.1, false),
             )
             .await;
         match r {
@@ -294,6 +287,18 @@ pub async fn commit(ctx: Authed, Form(f): Form<RunForm>) -> Result<Response, Pag
     });
     let q = query(&[("period", Some(period)), ("group", Some(group))]);
     Ok(Redirect::to(&format!("/clerk/runs/progress{q}")).into_response())
+}
+
+/// The body that starts (or, dry, previews) a run from the console: never
+/// forced (a month not over yet is refused with billing's own message).
+fn start(period: &str, group: &str, dry_run: bool) -> StartRun {
+    StartRun {
+        period: period.to_string(),
+        group: group.to_string(),
+        dry_run,
+        force: false,
+        reason: None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -338,7 +343,7 @@ async fn progress(ctx: &Authed, q: &ProgressQuery) -> Result<Markup, PageError> 
         }
     };
     // The newest run of this period and group, and its progress.
-    let runs: Value = ctx
+    let runs: RunList = ctx
         .app
         .billing
         .get(
@@ -349,25 +354,19 @@ async fn progress(ctx: &Authed, q: &ProgressQuery) -> Result<Markup, PageError> 
             ),
         )
         .await?;
-    let run = items(&runs, "runs")
-        .iter()
-        .find(|r| text(r, "group") == q.group)
-        .cloned();
-    let detail: Option<Value> = match &run {
+    let run = runs.runs.into_iter().find(|r| r.group == q.group);
+    let detail: Option<RunDetail> = match &run {
         Some(r) => Some(
             ctx.app
                 .billing
-                .get(
-                    ctx.token(),
-                    &format!("/api/v1/billing-runs/{}", int(r, "run_id")),
-                )
+                .get(ctx.token(), &format!("/api/v1/billing-runs/{}", r.run_id))
                 .await?,
         ),
         None => None,
     };
     let committed = detail
         .as_ref()
-        .is_some_and(|d| text(d, "status") == "committed");
+        .is_some_and(|d| d.run.status == RunStatus::Committed);
     // Over when billing says the run is committed (the console's own
     // request may not have returned yet), when that request ended, or when
     // there is nothing to follow.
@@ -379,19 +378,15 @@ async fn progress(ctx: &Authed, q: &ProgressQuery) -> Result<Markup, PageError> 
             ("group", Some(q.group.clone()))
         ])
     );
-    let p = detail
-        .as_ref()
-        .and_then(|d| d.get("progress"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let percent = int(&p, "percent").clamp(0, 100);
     let body = html! {
         @if let Some(d) = &detail {
+            @let p = &d.progress;
+            @let percent = p.percent.clamp(0, 100);
             dl class="facts" {
-                dt { "#" } dd id="progress-run" { (int(d, "run_id")) }
-                dt { (ctx.t("clerk.runs.status")) } dd id="progress-status" data-status=(text(d, "status")) { (status_label(ctx, &text(d, "status"))) }
+                dt { "#" } dd id="progress-run" { (d.run.run_id) }
+                dt { (ctx.t("clerk.runs.status")) } dd id="progress-status" data-status=(d.run.status.as_str()) { (status_label(ctx, d.run.status)) }
                 dt { (ctx.t("clerk.runs.written")) }
-                dd id="progress-written" { (thousands(int(&p, "bills_written"))) " / " (thousands(int(&p, "accounts"))) }
+                dd id="progress-written" { (thousands(p.bills_written)) " / " (thousands(p.accounts)) }
             }
             progress max="100" value=(percent) { (percent) "%" }
         } @else {
@@ -408,7 +403,7 @@ async fn progress(ctx: &Authed, q: &ProgressQuery) -> Result<Markup, PageError> 
             _ => {
                 @if committed {
                     p class="ok" id="run-done" { (ctx.t("clerk.runs.done")) }
-                    @if let Some(o) = detail.as_ref().and_then(|d| d.get("outcome")).filter(|o| !o.is_null()) {
+                    @if let Some(o) = detail.as_ref().and_then(|d| d.run.outcome.as_ref()) {
                         (outcome_view(ctx, o))
                     }
                 }
