@@ -55,13 +55,18 @@ pub fn is_id(s: &str) -> bool {
 /// Whether `s` may begin an identifier ([`ID_PREFIX_PATTERN`]).
 pub fn is_id_prefix(s: &str) -> bool {
     s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// `value` (or `default`) when within `min..=max`, else why not.
-fn bounded(name: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> Result<i64, String> {
+fn bounded(
+    name: &str,
+    value: Option<i64>,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, String> {
     let v = value.unwrap_or(default);
     if (min..=max).contains(&v) {
         Ok(v)
@@ -458,6 +463,7 @@ pub struct QuarantineQuery {
     #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page: rows with a smaller id.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     pub cursor: Option<i64>,
 }
 
