@@ -470,6 +470,9 @@ pub struct QuarantineQuery {
 impl QuarantineQuery {
     /// `limit` within bounds, or why not.
     pub fn check(&self) -> Result<i64, String> {
+        if self.cursor.is_some_and(|c| c < 0) {
+            return Err("cursor is a row id: 0 or more".into());
+        }
         bounded("limit", self.limit, DEFAULT_ROWS, 1, MAX_ROWS)
     }
 }

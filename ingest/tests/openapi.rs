@@ -105,6 +105,39 @@ fn every_operation_states_its_role_and_every_error_it_can_answer() {
     assert_eq!(operations, 15, "every route of the router is documented");
 }
 
+/// Every `$ref` in `v`.
+fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_reference_resolves() {
+    let doc = doc();
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(!found.is_empty());
+    for r in found {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{r} points into components/schemas"));
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{r} resolves (a type used only in parameters must be listed in components)"
+        );
+    }
+}
+
 #[test]
 fn the_registry_batch_documents_its_bounds_and_known_profiles() {
     let doc = doc();

@@ -274,7 +274,15 @@ Limits on every /api/v1 request: the rate limits per token and per client addres
         dashboard::meter,
         dashboard::meter_quarantine,
     ),
-    components(schemas(ErrorBody, waterworks_api::ErrorCode, waterworks_api::error::Problem)),
+    components(schemas(
+        ErrorBody,
+        waterworks_api::ErrorCode,
+        waterworks_api::error::Problem,
+        waterworks_api::ingest::MeterStatus,
+        waterworks_api::ingest::Window,
+        waterworks_api::ingest::Alarm,
+        waterworks_api::ingest::QuarantineReason,
+    )),
     modifiers(&CommonAnswers),
     tags(
         (name = "meters", description = "Meters, readings, daily usage and the registry"),
