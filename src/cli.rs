@@ -11,6 +11,8 @@ use billing::Period;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use waterworks_api::ingest::{MeterRegistration, RegisterReport, RegistrationOutcome};
+use waterworks_api::ErrorBody;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -485,7 +487,7 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 }
 
 /// Meters per request: ingest's limit (`MAX_BATCH_METERS`).
-const REGISTER_BATCH: usize = ingest::registry_api::MAX_BATCH_METERS;
+const REGISTER_BATCH: usize = waterworks_api::ingest::MAX_BATCH_METERS;
 /// Longest wait for one batch's answer.
 const REGISTER_TIMEOUT_S: u64 = 120;
 
@@ -508,12 +510,16 @@ pub async fn register_meters_file(args: &RegisterArgs) -> anyhow::Result<String>
     register_meters_over_http(&args.ingest_url, token.trim(), meters, args.dry_run).await
 }
 
-/// A registration as `PUT /api/v1/meters` takes it.
+/// A registration as `PUT /api/v1/meters` takes it (`max_flow_lph` always
+/// stated: a meter without one has no spike rule).
 pub fn registration_json(m: &ingest::registry::MeterRegistration) -> serde_json::Value {
-    serde_json::json!({
-        "meter_id": m.meter_id, "gateway_id": m.gateway_id,
-        "profile_id": m.profile_id, "max_flow_lph": m.max_flow_lph,
+    serde_json::to_value(MeterRegistration {
+        meter_id: m.meter_id.to_string(),
+        gateway_id: m.gateway_id.to_string(),
+        profile_id: m.profile_id.clone(),
+        max_flow_lph: Some(m.max_flow_lph),
     })
+    .expect("a registration serialises")
 }
 
 /// Registers `meters` with ingest at `ingest_url`: every batch of
@@ -521,6 +527,10 @@ pub fn registration_json(m: &ingest::registry::MeterRegistration) -> serde_json:
 /// anywhere writes nothing, and every problem is listed with its index in
 /// `meters`), then, unless `dry_run`, each is sent for real. Returns the
 /// counts as text, and for a dry run the meters that would change.
+///
+/// The items are sent as they are (not parsed here first) so that ingest
+/// lists every problem of a bad file; its answers are read as the contract's
+/// [`RegisterReport`] and [`ErrorBody`].
 pub async fn register_meters_over_http(
     ingest_url: &str,
     token: &str,
@@ -559,42 +569,34 @@ pub async fn register_meters_over_http(
         let resp = put(batch, true)
             .await
             .with_context(|| format!("cannot reach ingest at {url}"))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        match status.as_u16() {
-            200 => {
-                add_counts(&mut totals, &body);
-                for m in body["meters"].as_array().into_iter().flatten() {
-                    if m["outcome"] != "unchanged" {
-                        would_change.push(match m["moved_from_gateway_id"].as_str() {
-                            Some(from) => format!(
-                                "  {} {} (from gateway {from})",
-                                m["outcome"].as_str().unwrap_or(""),
-                                m["meter_id"].as_str().unwrap_or("")
-                            ),
-                            None => format!(
-                                "  {} {}",
-                                m["outcome"].as_str().unwrap_or(""),
-                                m["meter_id"].as_str().unwrap_or("")
-                            ),
-                        });
-                    }
+        match answer(resp).await? {
+            Ok(report) => {
+                add_counts(&mut totals, &report);
+                for m in &report.meters {
+                    let outcome = match m.outcome {
+                        RegistrationOutcome::Unchanged => continue,
+                        RegistrationOutcome::Created => "created",
+                        RegistrationOutcome::Changed => "changed",
+                    };
+                    would_change.push(match &m.moved_from_gateway_id {
+                        Some(from) => format!("  {outcome} {} (from gateway {from})", m.meter_id),
+                        None => format!("  {outcome} {}", m.meter_id),
+                    });
                 }
             }
-            422 => {
-                for p in body["problems"].as_array().into_iter().flatten() {
+            Err((422, e)) => {
+                for p in e.problems {
                     problems.push(format!(
                         "meters[{}] {}: {}",
-                        p["index"].as_u64().unwrap_or(0) as usize + offset,
-                        p["field"].as_str().unwrap_or(""),
-                        p["reason"].as_str().unwrap_or("")
+                        p.index + offset,
+                        p.field,
+                        p.reason
                     ));
                 }
             }
-            _ => anyhow::bail!(
-                "ingest refused the batch ({status}): {}",
-                body["message"].as_str().unwrap_or("no message")
-            ),
+            Err((status, e)) => {
+                anyhow::bail!("ingest refused the batch ({status}): {}", e.message)
+            }
         }
     }
     if !problems.is_empty() {
@@ -620,17 +622,16 @@ pub async fn register_meters_over_http(
         let resp = put(batch, false)
             .await
             .with_context(|| format!("cannot reach ingest at {url}"))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        anyhow::ensure!(
-            status.as_u16() == 200,
-            "batch {} of {} refused ({status}): {}; batches before it are registered, \
-             run the same file again to finish",
-            b + 1,
-            batches.len(),
-            body["message"].as_str().unwrap_or("no message")
-        );
-        add_counts(&mut totals, &body);
+        match answer(resp).await? {
+            Ok(report) => add_counts(&mut totals, &report),
+            Err((status, e)) => anyhow::bail!(
+                "batch {} of {} refused ({status}): {}; batches before it are registered, \
+                 run the same file again to finish",
+                b + 1,
+                batches.len(),
+                e.message
+            ),
+        }
     }
     Ok(format!(
         "registered: created {}, changed {} (moved {}), unchanged {}\n",
@@ -638,12 +639,35 @@ pub async fn register_meters_over_http(
     ))
 }
 
-fn add_counts(totals: &mut [u64; 4], body: &serde_json::Value) {
-    for (t, k) in totals
+/// Ingest's answer to one batch: its report, or the status and error body.
+async fn answer(
+    resp: reqwest::Response,
+) -> anyhow::Result<Result<RegisterReport, (u16, ErrorBody)>> {
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.context("reading ingest's answer")?;
+    if status == 200 {
+        let report =
+            serde_json::from_slice(&bytes).context("ingest's report is not a RegisterReport")?;
+        return Ok(Ok(report));
+    }
+    let error = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        ErrorBody::new(
+            waterworks_api::ErrorCode::Internal,
+            String::from_utf8_lossy(&bytes)
+                .chars()
+                .take(200)
+                .collect::<String>(),
+        )
+    });
+    Ok(Err((status, error)))
+}
+
+fn add_counts(totals: &mut [u64; 4], r: &RegisterReport) {
+    for (t, n) in totals
         .iter_mut()
-        .zip(["created", "changed", "moved", "unchanged"])
+        .zip([r.created, r.changed, r.moved, r.unchanged])
     {
-        *t += body[k].as_u64().unwrap_or(0);
+        *t += n;
     }
 }
 

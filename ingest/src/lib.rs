@@ -7,8 +7,11 @@
 //! - [`writer`]: one batch, one transaction (lock, validate, `COPY`, merge).
 //! - [`consumer`]: the MQTT shell (manual acks after commit, bounded window).
 //! - [`db`]: migrations and day partitions; [`registry`]: the meter registry
-//!   (and its audit), written over HTTP by [`registry_api`] (`PUT /api/v1/meters`).
-//! - [`api`]: `/api/v1` (bearer roles), `/health`, `/ready`, `/metrics`.
+//!   (and its audit), written over HTTP (`PUT /api/v1/meters`) after
+//!   [`registry_api`] has checked the batch.
+//! - [`http`]: `/api/v1` (bearer roles; a router per resource, the types of
+//!   `waterworks_api::ingest`, a generated OpenAPI 3.1 document), `/health`,
+//!   `/ready`, `/metrics`.
 //! - [`copy`]: binary `COPY` encoding.
 //! - [`timescale`]: the TimescaleDB layout, used when the extension exists.
 //!
@@ -16,13 +19,13 @@
 //! `metering.period_reads_v1`), documented in `ingest/README.md`.
 //! This crate must never acknowledge a message before its readings commit.
 
-pub mod api;
 pub mod budget;
 pub mod config;
 pub mod consumer;
 pub mod copy;
 pub mod dashboard;
 pub mod db;
+pub mod http;
 pub mod registry;
 pub mod registry_api;
 pub mod timescale;
@@ -170,7 +173,7 @@ impl Ingest {
             tokens,
             ..
         } = self;
-        let router = api::router(
+        let router = http::router(
             shared.clone(),
             tokens,
             &config.limits,

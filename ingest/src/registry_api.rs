@@ -1,71 +1,39 @@
-//! `PUT /api/v1/meters`: registers a batch of meters (operator or admin).
+//! The meter registry's batch check: `PUT /api/v1/meters` (served by
+//! [`crate::http::registry`]) hands its body here.
 //!
-//! The body is `{"meters": [{meter_id, gateway_id, profile_id,
-//! max_flow_lph?}, ...]}`, at most [`MAX_BATCH_METERS`] meters and
-//! [`MAX_BATCH_BYTES`] bytes (else 413). Every item is checked before
-//! anything is written ([`validate`], pure); one bad item refuses the whole
-//! batch with 422 and every problem listed by index, field and reason. A good
-//! batch is one transaction ([`crate::registry::register`]): idempotent,
-//! audited, and answering how many meters were created, changed (and of
-//! those moved to another gateway) and left unchanged. `?dry_run=true`
-//! answers the same and writes nothing.
+//! The body is [`waterworks_api::ingest::MeterBatch`]: `{"meters":
+//! [{meter_id, gateway_id, profile_id, max_flow_lph?}, ...]}`, at most
+//! [`MAX_BATCH_METERS`] meters and [`MAX_BATCH_BYTES`] bytes (else 413).
+//! Every item is checked before anything is written ([`validate`], pure):
+//! the body is read as JSON values rather than straight into the type so
+//! that one bad item refuses the whole batch with 422 and every problem
+//! listed by index, field and reason, not only serde's first. A good batch
+//! is one transaction ([`crate::registry::register`]): idempotent, audited,
+//! and answering how many meters were created, changed (and of those moved
+//! to another gateway) and left unchanged. `?dry_run=true` answers the same
+//! and writes nothing.
 //!
-//! This module must never write part of a batch, nor show a database error
-//! to the caller.
+//! This module must never write anything: it only checks.
 
-use crate::consumer::Shared;
-use crate::registry::{self, known_profiles, Actor, MeterRegistration};
-use crate::IngestError;
-use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use crate::registry::{known_profiles, MeterRegistration};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+use axum::Json;
 use std::collections::HashMap;
-use std::sync::Arc;
-use waterworks_service::auth::Caller;
+pub use waterworks_api::error::Problem;
+use waterworks_api::error::{ErrorBody, ErrorCode};
+pub use waterworks_api::ingest::{MAX_BATCH_BYTES, MAX_BATCH_METERS, MAX_FLOW_LPH_LIMIT};
 use waterworks_service::error::ApiError;
 use waterworks_wire::{GatewayId, MeterId};
-
-/// Most meters in one batch.
-pub const MAX_BATCH_METERS: usize = 10_000;
-/// Most bytes in one request body (about 400 bytes a meter at the most
-/// meters; a registration is 100-150 bytes of JSON).
-pub const MAX_BATCH_BYTES: usize = 4 << 20;
-/// Largest maximum flow accepted, litres per hour (10 000 m³/h, beyond any
-/// DN1000 meter's Q4): a larger figure is a unit mistake.
-pub const MAX_FLOW_LPH_LIMIT: f64 = 10_000_000.0;
 
 /// The fields of one registration; any other is refused.
 const FIELDS: [&str; 4] = ["meter_id", "gateway_id", "profile_id", "max_flow_lph"];
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PutQuery {
-    /// Report what would change and write nothing.
-    #[serde(default)]
-    dry_run: bool,
-}
-
-/// One bad item of a batch: where and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    /// The item's position in `meters`, from 0.
-    pub index: usize,
-    /// The field at fault, or empty for the item as a whole.
-    pub field: String,
-    pub reason: String,
-}
-
-impl Problem {
-    fn new(index: usize, field: &str, reason: impl Into<String>) -> Self {
-        Problem {
-            index,
-            field: field.to_string(),
-            reason: reason.into(),
-        }
+fn problem(index: usize, field: &str, reason: impl Into<String>) -> Problem {
+    Problem {
+        index,
+        field: field.to_string(),
+        reason: reason.into(),
     }
 }
 
@@ -90,14 +58,15 @@ impl IntoResponse for BatchError {
             BatchError::Malformed(m) => ApiError::BadRequest(m).into_response(),
             BatchError::TooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                Json(serde_json::json!({ "error": "too_large", "message": message })),
+                Json(ErrorBody::new(ErrorCode::TooLarge, message)),
             )
                 .into_response(),
             BatchError::Invalid(problems) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                Json(serde_json::json!({
-                    "error": "invalid", "message": message, "problems": problems
-                })),
+                Json(ErrorBody {
+                    problems,
+                    ..ErrorBody::new(ErrorCode::Invalid, message)
+                }),
             )
                 .into_response(),
         }
@@ -142,7 +111,7 @@ pub fn validate(body: &[u8]) -> Result<Vec<MeterRegistration>, BatchError> {
             continue;
         };
         if let Some(&first) = first_at.get(&m.meter_id) {
-            problems.push(Problem::new(
+            problems.push(problem(
                 i,
                 "meter_id",
                 format!("meter {} is also at index {first}", m.meter_id),
@@ -159,7 +128,7 @@ pub fn validate(body: &[u8]) -> Result<Vec<MeterRegistration>, BatchError> {
     }
 }
 
-fn too_large_bytes() -> BatchError {
+pub(crate) fn too_large_bytes() -> BatchError {
     BatchError::TooLarge(format!(
         "the body is larger than {MAX_BATCH_BYTES} bytes; send the meters in smaller batches"
     ))
@@ -172,32 +141,32 @@ fn item_of(
     problems: &mut Vec<Problem>,
 ) -> Option<MeterRegistration> {
     let Some(obj) = item.as_object() else {
-        problems.push(Problem::new(i, "", "a registration must be an object"));
+        problems.push(problem(i, "", "a registration must be an object"));
         return None;
     };
     let before = problems.len();
     for k in obj.keys().filter(|k| !FIELDS.contains(&k.as_str())) {
-        problems.push(Problem::new(i, k, "unknown field"));
+        problems.push(problem(i, k, "unknown field"));
     }
     let text = |field: &str, problems: &mut Vec<Problem>| match obj.get(field) {
         None | Some(serde_json::Value::Null) => {
-            problems.push(Problem::new(i, field, "missing"));
+            problems.push(problem(i, field, "missing"));
             None
         }
         Some(serde_json::Value::String(s)) => Some(s.clone()),
         Some(_) => {
-            problems.push(Problem::new(i, field, "must be a string"));
+            problems.push(problem(i, field, "must be a string"));
             None
         }
     };
     let meter_id = text("meter_id", problems).and_then(|s| {
         MeterId::parse(s)
-            .map_err(|e| problems.push(Problem::new(i, "meter_id", e.to_string())))
+            .map_err(|e| problems.push(problem(i, "meter_id", e.to_string())))
             .ok()
     });
     let gateway_id = text("gateway_id", problems).and_then(|s| {
         GatewayId::parse(s)
-            .map_err(|e| problems.push(Problem::new(i, "gateway_id", e.to_string())))
+            .map_err(|e| problems.push(problem(i, "gateway_id", e.to_string())))
             .ok()
     });
     let profile = text("profile_id", problems).and_then(|s| match known_profiles().get(&s) {
@@ -205,7 +174,7 @@ fn item_of(
         None => {
             let mut known: Vec<&str> = known_profiles().keys().map(String::as_str).collect();
             known.sort_unstable();
-            problems.push(Problem::new(
+            problems.push(problem(
                 i,
                 "profile_id",
                 format!("unknown device profile {s:?}; known: {}", known.join(", ")),
@@ -220,7 +189,7 @@ fn item_of(
         Some(v) => match v.as_f64() {
             Some(f) if f.is_finite() && f > 0.0 && f <= MAX_FLOW_LPH_LIMIT => Some(f),
             _ => {
-                problems.push(Problem::new(
+                problems.push(problem(
                     i,
                     "max_flow_lph",
                     format!("must be a number of litres per hour above 0 and at most {MAX_FLOW_LPH_LIMIT}, or null"),
@@ -238,72 +207,6 @@ fn item_of(
         profile_id: profile?.id.clone(),
         max_flow_lph,
     })
-}
-
-/// `PUT /api/v1/meters[?dry_run=true]` (operator, admin).
-pub async fn put_meters(
-    State(s): State<Arc<Shared>>,
-    Extension(caller): Extension<Caller>,
-    q: Result<Query<PutQuery>, QueryRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let Ok(Query(q)) = q else {
-        return ApiError::BadRequest("the only query parameter is dry_run=true|false".into())
-            .into_response();
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BATCH_BYTES as u64) {
-        return too_large_bytes().into_response();
-    }
-    // Past the limit (a body without a length that keeps coming) or cut off.
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BATCH_BYTES).await else {
-        return too_large_bytes().into_response();
-    };
-    let meters = match validate(&bytes) {
-        Ok(m) => m,
-        Err(e) => {
-            let why = match &e {
-                BatchError::Malformed(_) => "malformed",
-                BatchError::TooLarge(_) => "too_large",
-                BatchError::Invalid(_) => "invalid",
-            };
-            metrics::counter!("ingest_registry_batches_refused_total", "why" => why).increment(1);
-            return e.into_response();
-        }
-    };
-    let actor = Actor {
-        name: caller.name.clone(),
-        role: caller.role.as_str().to_string(),
-    };
-    match registry::register(&s.api_pool, &meters, &actor, q.dry_run).await {
-        Ok(report) => {
-            tracing::info!(
-                caller = %caller.name, dry_run = report.dry_run, created = report.created,
-                changed = report.changed, moved = report.moved, unchanged = report.unchanged,
-                "meter registry batch"
-            );
-            Json(report).into_response()
-        }
-        Err(e) => unavailable_or_internal(e).into_response(),
-    }
-}
-
-/// A failed registration as the caller sees it: a timeout, a lost
-/// connection, a deadlock or serialization failure is 503 (retry the same
-/// batch: nothing of it was written); anything else is internal (logged).
-fn unavailable_or_internal(e: IngestError) -> ApiError {
-    let timed_out = matches!(&e, IngestError::Db(sqlx::Error::Database(d))
-        if d.code().as_deref() == Some("57014"));
-    if timed_out || e.is_transient() {
-        tracing::warn!(error = %e, "meter registry batch not written");
-        ApiError::Unavailable
-    } else {
-        ApiError::internal(e)
-    }
 }
 
 #[cfg(test)]

@@ -6,49 +6,41 @@ use crate::backend::{query, seg};
 use crate::layout::{thousands, ts, ts_opt};
 use crate::web::{Authed, PageError};
 use axum::extract::Query;
-use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use waterworks_api::ingest::{Alarm, AlarmList};
 
 #[derive(Debug, Deserialize)]
 pub struct Filter {
     alarm: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct Alarm {
-    meter_id: String,
-    gateway_id: String,
-    alarm: String,
-    since: DateTime<Utc>,
-    last_ts: Option<DateTime<Utc>>,
-    last_volume_l: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Alarms {
-    counts: BTreeMap<String, i64>,
-    alarms: Vec<Alarm>,
+/// The filter as an alarm: empty or unknown is none (every alarm).
+fn alarm_filter(f: Option<String>) -> Option<Alarm> {
+    f.filter(|a| !a.is_empty())
+        .and_then(|a| serde_json::from_value(serde_json::Value::String(a)).ok())
 }
 
 pub async fn page(ctx: Authed, Query(f): Query<Filter>) -> Result<Markup, PageError> {
-    let filter = f.alarm.filter(|a| !a.is_empty());
+    let filter = alarm_filter(f.alarm);
     let path = format!(
         "/api/v1/dashboard/alarms{}",
-        query(&[("alarm", filter.clone()), ("limit", Some("500".into()))])
+        query(&[
+            ("alarm", filter.map(|a| a.as_str().to_string())),
+            ("limit", Some("500".into())),
+        ])
     );
-    let list: Alarms = ctx.app.ingest.get(ctx.token(), &path).await?;
+    let list: AlarmList = ctx.app.ingest.get(ctx.token(), &path).await?;
     let all: i64 = list.counts.values().sum();
     let body = html! {
         h1 { (ctx.t("nav.alarms")) }
         nav class="filters" {
             a href="/ops/alarms" class=[filter.is_none().then_some("current")] { (ctx.t("ops.all_alarms")) " (" (all) ")" }
-            @for (name, n) in &list.counts {
+            @for (alarm, n) in &list.counts {
                 " · "
-                a href=(format!("/ops/alarms{}", query(&[("alarm", Some(name.clone()))])))
-                  class=[(filter.as_deref() == Some(name.as_str())).then_some("current")] {
-                    (ctx.t(alarm_key(name))) " (" (n) ")"
+                a href=(format!("/ops/alarms{}", query(&[("alarm", Some(alarm.as_str().to_string()))])))
+                  class=[(filter == Some(*alarm)).then_some("current")] {
+                    (ctx.t(alarm_key(*alarm))) " (" (n) ")"
                 }
             }
         }
@@ -61,8 +53,8 @@ pub async fn page(ctx: Authed, Query(f): Query<Filter>) -> Result<Markup, PageEr
                     th { (ctx.t("ops.since")) } th { (ctx.t("ops.last_read")) } th class="num" { (ctx.t("ops.last_volume")) }
                 }
                 @for a in &list.alarms {
-                    tr data-alarm=(a.alarm) data-meter=(a.meter_id) {
-                        td { span class="badge alarm" { (ctx.t(alarm_key(&a.alarm))) } @if alarm_key(&a.alarm) == "alarm.other" { " " code { (a.alarm) } } }
+                    tr data-alarm=(a.alarm.as_str()) data-meter=(a.meter_id) {
+                        td { span class="badge alarm" { (ctx.t(alarm_key(a.alarm))) } }
                         td { a class="meter-link" href=(format!("/ops/meters/{}", seg(&a.meter_id))) { (a.meter_id) } }
                         td { code { (a.gateway_id) } }
                         td { (ts(&a.since)) }

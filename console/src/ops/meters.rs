@@ -8,27 +8,14 @@ use crate::backend::{query, seg, BackendError};
 use crate::layout::{thousands, ts, ts_opt, Chart, Series};
 use crate::web::{Authed, PageError};
 use axum::extract::{Path, Query};
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
+use waterworks_api::ingest::{
+    is_id_prefix, Alarm, AlarmSpan, Daily, DayQuality, Meter, MeterDetail, MeterList,
+    MeterQuarantine, Reading, Readings, SilentMeters,
+};
 use waterworks_service::auth::Role;
-
-#[derive(Debug, Deserialize)]
-pub struct Meter {
-    pub meter_id: String,
-    pub gateway_id: String,
-    pub profile_id: String,
-    pub max_flow_lph: Option<f64>,
-    pub last_ts: Option<DateTime<Utc>>,
-    pub last_volume_l: Option<i64>,
-    pub last_alarms: Option<Vec<String>>,
-    pub last_seen_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct MeterList {
-    meters: Vec<Meter>,
-}
 
 #[derive(Debug, Deserialize)]
 struct Account {
@@ -52,10 +39,10 @@ fn meter_link(id: &str) -> Markup {
     html! { a class="meter-link" href=(format!("/ops/meters/{}", seg(id))) { (id) } }
 }
 
-fn alarm_badges(ctx: &Authed, alarms: &Option<Vec<String>>) -> Markup {
+fn alarm_badges(ctx: &Authed, alarms: &Option<Vec<Alarm>>) -> Markup {
     html! {
         @for a in alarms.iter().flatten() {
-            span class="badge alarm" { (ctx.t(alarm_key(a))) } " "
+            span class="badge alarm" { (ctx.t(alarm_key(*a))) } " "
         }
     }
 }
@@ -98,8 +85,16 @@ pub async fn search(ctx: Authed, Query(q): Query<SearchQuery>) -> Result<Markup,
             "/api/v1/accounts{}",
             query(&[("q", Some(text.clone())), ("limit", Some("50".into()))])
         );
+        // Ingest's search takes only what may begin a meter id (an address
+        // or a name goes to billing alone).
         let (a, b) = tokio::join!(
-            ctx.app.ingest.get::<MeterList>(ctx.token(), &id_path),
+            async {
+                if is_id_prefix(&text) {
+                    ctx.app.ingest.get::<MeterList>(ctx.token(), &id_path).await
+                } else {
+                    Ok(MeterList { meters: Vec::new() })
+                }
+            },
             ctx.app.billing.get::<Accounts>(ctx.token(), &acct_path),
         );
         // The account search refusing (a role without billing reads) leaves
@@ -147,18 +142,11 @@ pub struct SilentQuery {
     hours: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
-struct Silent {
-    hours: i64,
-    total: i64,
-    meters: Vec<Meter>,
-}
-
 /// `/ops/meters/silent?hours=N`: meters without a reading for N hours.
 pub async fn silent(ctx: Authed, Query(q): Query<SilentQuery>) -> Result<Markup, PageError> {
     let hours = q.hours.unwrap_or(24).clamp(1, 24 * 400);
     let path = format!("/api/v1/dashboard/silent?hours={hours}&limit=500");
-    let s: Silent = ctx.app.ingest.get(ctx.token(), &path).await?;
+    let s: SilentMeters = ctx.app.ingest.get(ctx.token(), &path).await?;
     let body = html! {
         h1 { (ctx.t("ops.silent")) }
         form class="search" method="get" action="/ops/meters/silent" {
@@ -171,56 +159,6 @@ pub async fn silent(ctx: Authed, Query(q): Query<SilentQuery>) -> Result<Markup,
         @else { (meter_table(&ctx, "silent-meters", &s.meters)) }
     };
     Ok(ctx.page(ctx.t("ops.silent"), body))
-}
-
-#[derive(Debug, Deserialize)]
-struct AlarmSpan {
-    alarm: String,
-    since: DateTime<Utc>,
-    cleared_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct MeterDetail {
-    meter: Meter,
-    alarms: Vec<AlarmSpan>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Reading {
-    ts: DateTime<Utc>,
-    volume_l: i64,
-}
-
-#[derive(Debug, Deserialize)]
-struct Readings {
-    readings: Vec<Reading>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Day {
-    day: NaiveDate,
-    consumption_l: i64,
-    reads: i32,
-    quality: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Days {
-    days: Vec<Day>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Quarantined {
-    received_at: DateTime<Utc>,
-    reason: String,
-    detail: String,
-    ts: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct QuarantineList {
-    items: Vec<Quarantined>,
 }
 
 /// Litres used in each 15-minute slot: the totalizer's rise since the slot
@@ -259,7 +197,7 @@ pub async fn meter(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageEr
                 Some(
                     ctx.app
                         .ingest
-                        .get::<QuarantineList>(token, &quarantine_path)
+                        .get::<MeterQuarantine>(token, &quarantine_path)
                         .await,
                 )
             } else {
@@ -281,7 +219,7 @@ pub async fn meter(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageEr
             ("to", Some(to_day.to_string())),
         ])
     );
-    let days = ctx.app.ingest.get::<Days>(token, &daily_path).await?;
+    let days = ctx.app.ingest.get::<Daily>(token, &daily_path).await?;
     let m = &detail.meter;
     // The 15-minute chart comes in its own request (htmx, on load): it reads
     // raw readings, the page's one slow query at city scale (ingest/README).
@@ -329,7 +267,7 @@ pub async fn meter(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageEr
         @if !open.is_empty() {
             p id="open-alarms" {
                 @for a in &open {
-                    span class="badge alarm" data-alarm=(a.alarm) { (ctx.t(alarm_key(&a.alarm))) } " " (ctx.t("ops.since")) " " (ts(&a.since)) " "
+                    span class="badge alarm" data-alarm=(a.alarm.as_str()) { (ctx.t(alarm_key(a.alarm))) } " " (ctx.t("ops.since")) " " (ts(&a.since)) " "
                 }
             }
         }
@@ -343,7 +281,7 @@ pub async fn meter(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageEr
             table id="alarm-history" {
                 tr { th { (ctx.t("ops.alarms")) } th { (ctx.t("ops.since")) } th { (ctx.t("ops.cleared")) } }
                 @for a in &detail.alarms {
-                    tr { td { (ctx.t(alarm_key(&a.alarm))) } td { (ts(&a.since)) } td { (ts_opt(&a.cleared_at)) } }
+                    tr { td { (ctx.t(alarm_key(a.alarm))) } td { (ts(&a.since)) } td { (ts_opt(&a.cleared_at)) } }
                 }
             }
         }
@@ -351,7 +289,7 @@ pub async fn meter(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageEr
         table id="daily" {
             tr { th { (ctx.t("ops.day")) } th class="num" { (ctx.t("ops.litres")) } th class="num" { (ctx.t("ops.reads")) } th { (ctx.t("ops.quality")) } }
             @for d in days.days.iter().rev() {
-                tr { td { (d.day) } td class="num" { (thousands(d.consumption_l)) } td class="num" { (d.reads) } td { (d.quality) } }
+                tr { td { (d.day) } td class="num" { (thousands(d.consumption_l)) } td class="num" { (d.reads) } td { (quality(d.quality)) } }
             }
         }
         h2 { (ctx.t("ops.quarantined_readings")) }
@@ -361,12 +299,20 @@ pub async fn meter(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageEr
             Some(q) => table id="meter-quarantine" {
                 tr { th { (ctx.t("ops.reading_ts")) } th { (ctx.t("ops.reason")) } th { (ctx.t("ops.detail")) } th { (ctx.t("ops.received")) } }
                 @for item in &q.items {
-                    tr { td { (ts_opt(&item.ts)) } td { code { (item.reason) } } td { (item.detail) } td { (ts(&item.received_at)) } }
+                    tr { td { (ts_opt(&item.ts)) } td { code { (item.reason.as_str()) } } td { (item.detail) } td { (ts(&item.received_at)) } }
                 }
             },
         }
     };
     Ok(ctx.page(&format!("{} {}", ctx.t("ops.meter"), m.meter_id), body))
+}
+
+/// A day's quality as the page shows it (the API's word).
+fn quality(q: DayQuality) -> &'static str {
+    match q {
+        DayQuality::Actual => "actual",
+        DayQuality::Gap => "gap",
+    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -433,6 +379,8 @@ mod tests {
         let r = |m: i64, v: i64| Reading {
             ts: t0 + Duration::minutes(m),
             volume_l: v,
+            flow_lph: None,
+            alarms: Vec::new(),
         };
         let (x, y) = fifteen_minute_consumption(&[
             r(0, 100),

@@ -2,7 +2,8 @@
 //! parts, never the quarantine's contents): overview, gateways, meters and
 //! silent meters, alarms, a meter's page. Data comes from ingest's `/api/v1`
 //! (including `/api/v1/dashboard/...`) and, for addresses, billing's account
-//! search.
+//! search. Every answer of ingest is read as its type in
+//! `waterworks_api::ingest`: a renamed field fails the console's build.
 
 pub mod alarms;
 pub mod gateways;
@@ -14,6 +15,7 @@ use crate::App;
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
+use waterworks_api::ingest::Alarm;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -26,15 +28,15 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/ops/alarms", get(alarms::page))
 }
 
-/// The label of an alarm name as readings carry it.
-pub fn alarm_key(alarm: &str) -> &'static str {
+/// The label of an alarm.
+pub fn alarm_key(alarm: Alarm) -> &'static str {
     match alarm {
-        "leak" => "alarm.leak",
-        "burst" => "alarm.burst",
-        "backflow" => "alarm.backflow",
-        "tamper" => "alarm.tamper",
-        "low_battery" => "alarm.low_battery",
-        _ => "alarm.other",
+        Alarm::Leak => "alarm.leak",
+        Alarm::Burst => "alarm.burst",
+        Alarm::Backflow => "alarm.backflow",
+        Alarm::Tamper => "alarm.tamper",
+        Alarm::LowBattery => "alarm.low_battery",
+        Alarm::EmptyPipe => "alarm.empty_pipe",
     }
 }
 
@@ -69,8 +71,6 @@ pub static MESSAGES: &[Msg] = &[
     ("ops.last_batch_seq", "배치 번호", "Batch seq"),
     ("ops.seq_gaps", "번호 누락", "Seq gaps"),
     ("ops.seq_resets", "번호 초기화", "Seq resets"),
-    ("ops.spool", "스풀 적체", "Spool backlog"),
-    ("ops.not_reported", "보고 안 됨", "not reported"),
     ("ops.meter", "계량기", "Meter"),
     ("ops.meter_id", "계량기 번호", "Meter id"),
     ("ops.profile", "기기 프로파일", "Profile"),
@@ -141,5 +141,5 @@ pub static MESSAGES: &[Msg] = &[
     ("alarm.backflow", "역류", "backflow"),
     ("alarm.tamper", "조작 의심", "tamper"),
     ("alarm.low_battery", "배터리 부족", "low battery"),
-    ("alarm.other", "기타", "other"),
+    ("alarm.empty_pipe", "빈 관", "empty pipe"),
 ];

@@ -4,43 +4,8 @@
 
 use crate::layout::{thousands, Chart, Series};
 use crate::web::{Authed, PageError};
-use chrono::{DateTime, Utc};
 use maud::{html, Markup};
-use serde::Deserialize;
-
-#[derive(Debug, Deserialize)]
-pub struct Bucket {
-    pub t: DateTime<Utc>,
-    pub readings: i64,
-    pub batches: i64,
-    pub quarantined: i64,
-    pub lag_ms_max: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ReasonCount {
-    pub reason: String,
-    pub last_hour: i64,
-    pub last_day: i64,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Counts {
-    pub meters: i64,
-    pub silent_24h: i64,
-    pub gateways: i64,
-    pub gateways_online: i64,
-    pub active_alarms: i64,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Overview {
-    pub buckets: Vec<Bucket>,
-    pub readings_per_s: f64,
-    pub lag_ms: Option<i64>,
-    pub quarantine_by_reason: Vec<ReasonCount>,
-    pub counts: Counts,
-}
+use waterworks_api::ingest::{Bucket, Overview};
 
 fn charts(ctx: &Authed, id: &str, o: &Overview, step: &'static str) -> Markup {
     let x: Vec<i64> = o.buckets.iter().map(|b| b.t.timestamp()).collect();
@@ -106,7 +71,7 @@ pub async fn page(ctx: Authed) -> Result<Markup, PageError> {
                 table id="quarantine-reasons" {
                     tr { th { (ctx.t("ops.reason")) } th class="num" { (ctx.t("ops.last_hour")) } th class="num" { (ctx.t("ops.last_day")) } }
                     @for r in &hour.quarantine_by_reason {
-                        tr { td { code { (r.reason) } } td class="num" { (thousands(r.last_hour)) } td class="num" { (thousands(r.last_day)) } }
+                        tr { td { code { (r.reason.as_str()) } } td class="num" { (thousands(r.last_hour)) } td class="num" { (thousands(r.last_day)) } }
                     }
                 }
             }
