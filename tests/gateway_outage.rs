@@ -24,11 +24,12 @@ use gateway::config::{
     GatewayConfig, MeterConfig, PollConfig, SpoolConfig, Transport, UplinkConfig,
 };
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration as StdDuration;
 use tokio_util::sync::CancellationToken;
 use waterworks_wire::clock::{Clock, ManualClock};
 use waterworks_wire::profile::DeviceProfile;
+use waterworks_test_support::mosquitto::{log_to, Mosquitto};
 use waterworks_wire::{GatewayId, MeterId};
 
 const METERS: usize = 24;
@@ -37,80 +38,19 @@ const ROUNDS_BEFORE: usize = 4;
 const ROUNDS_DOWN: usize = 32;
 const ROUNDS_AFTER: usize = 4;
 
-/// `mosquitto -c` on a free loopback port with a config of the test's own.
-struct Broker {
-    port: u16,
-    conf: PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl Broker {
-    async fn start(dir: &Path) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("a free port")
-            .local_addr()
-            .expect("its address")
-            .port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\nmax_inflight_messages 0\nmax_queued_messages 0\n\
-                 log_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\n",
-                dir.display(),
-                dir.display()
-            ),
-        )
-        .expect("write the broker config");
-        let mut b = Broker {
-            port,
-            conf,
-            child: None,
-        };
-        b.restart().await;
-        b
-    }
-
-    async fn restart(&mut self) {
-        let child = std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("mosquitto must be installed (apt-get install -y mosquitto)");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(StdDuration::from_millis(50)).await;
-        }
-        panic!("private mosquitto did not start on port {}", self.port);
-    }
-
-    /// SIGTERM (the broker saves its sessions), then waits for it to exit.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = std::process::Command::new("kill")
-                .arg(c.id().to_string())
-                .status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// `mosquitto -c` on a free loopback port with a config of the test's own
+/// (`waterworks_test_support::mosquitto`): sessions kept in `dir` across a
+/// restart, no queue limit.
+fn start_broker(dir: &Path) -> Mosquitto {
+    let d = dir.display();
+    Mosquitto::start_in(
+        dir,
+        &format!(
+            "allow_anonymous true\npersistence true\npersistence_location {d}/\n\
+             max_inflight_messages 0\nmax_queued_messages 0\n{}",
+            log_to(dir)
+        ),
+    )
 }
 
 async fn wait_round(rx: &mut tokio::sync::watch::Receiver<gateway::Progress>, slot: DateTime<Utc>) {
@@ -134,7 +74,7 @@ async fn broker_outage_end_to_end_every_reading_once_in_order() {
     let prefix = unique("go");
     let db_url = fresh_database(&format!("ww_test_{prefix}")).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut broker = Broker::start(dir.path()).await;
+    let mut broker = start_broker(dir.path());
     let broker_url = format!("mqtt://127.0.0.1:{}", broker.port);
 
     // Ingest, on its own database, subscribed to the private broker.
@@ -270,7 +210,7 @@ async fn broker_outage_end_to_end_every_reading_once_in_order() {
     if let Some(rest) = StdDuration::from_secs(3).checked_sub(down.elapsed()) {
         tokio::time::sleep(rest).await;
     }
-    broker.restart().await;
+    broker.restart();
 
     // New rounds keep coming while the backlog drains.
     for _ in 0..ROUNDS_AFTER {

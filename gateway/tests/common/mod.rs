@@ -121,8 +121,7 @@ pub async fn fake_device(
 
 /// A unique name per test run (ids on the shared broker must not collide).
 pub fn unique(prefix: &str) -> String {
-    let n: u64 = rand::random();
-    format!("{prefix}-{}-{:x}", std::process::id(), n & 0xffff_ffff)
+    waterworks_test_support::unique(&format!("{prefix}-"))
 }
 
 /// Collects every message on `filter` from the broker at `port` into a channel.
@@ -206,11 +205,11 @@ pub async fn wait_progress(
     }
 }
 
-/// A private Mosquitto for tests that stop the broker (never the shared one).
+/// A private Mosquitto for tests that stop the broker (never the shared one),
+/// from `waterworks-test-support`.
 pub struct PrivateBroker {
     pub port: u16,
-    conf: PathBuf,
-    child: Option<std::process::Child>,
+    broker: waterworks_test_support::mosquitto::Mosquitto,
 }
 
 impl PrivateBroker {
@@ -223,69 +222,25 @@ impl PrivateBroker {
     /// Like [`start`](Self::start), with `extra` lines appended to the config
     /// (they apply to its one listener, e.g. `certfile ...` for TLS).
     pub async fn start_with(dir: &Path, extra: &str) -> PrivateBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_inflight_messages 0\nmax_queued_messages 100000\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\n",
-                dir.display(),
-                dir.display()
-            ) + extra,
-        )
-        .unwrap();
-        let mut b = PrivateBroker {
-            port,
-            conf,
-            child: None,
-        };
-        b.restart().await;
-        b
+        let settings = format!(
+            "user root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_inflight_messages 0\nmax_queued_messages 100000\n{}{extra}",
+            dir.display(),
+            waterworks_test_support::mosquitto::log_to(dir),
+        );
+        let broker = waterworks_test_support::mosquitto::Mosquitto::start_in(dir, &settings);
+        PrivateBroker {
+            port: broker.port,
+            broker,
+        }
     }
 
     pub async fn restart(&mut self) {
-        assert!(self.child.is_none());
-        let child = std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("mosquitto must be installed (apt-get install -y mosquitto)");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("private mosquitto did not start on port {}", self.port);
+        self.broker.restart();
     }
 
     /// Stops the broker (SIGTERM, so it saves its persistent sessions) and waits.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = std::process::Command::new("kill")
-                .arg(c.id().to_string())
-                .status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.broker.stop();
     }
 }
 
