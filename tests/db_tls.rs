@@ -20,7 +20,11 @@ use waterworks_test_support::certs as test_certs;
 
 /// A CA (`NAME-ca.crt`, `NAME-ca.key`) in `dir`.
 fn make_ca(dir: &Path, name: &str) {
-    test_certs::make_ca(dir, &format!("{name}-ca"), &format!("waterworks test {name} CA"));
+    test_certs::make_ca(
+        dir,
+        &format!("{name}-ca"),
+        &format!("waterworks test {name} CA"),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,19 +14,16 @@
 mod common;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use common::{fresh_database, unique};
+use common::{field, fresh_database, unique};
 use edge_firmware::sim::{ConsumptionKind, Fault, SimConfig, SimMeter, Simulator};
-use gateway::config::{
-    GatewayConfig, MeterConfig, PollConfig, SpoolConfig, Transport, UplinkConfig,
-};
+use gateway::config::{GatewayConfig, UplinkConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 use tokio_util::sync::CancellationToken;
-use waterworks_wire::clock::{Clock, ManualClock};
-use waterworks_wire::profile::DeviceProfile;
 use waterworks_test_support::certs;
 use waterworks_test_support::mosquitto::{tls_listener_options, Mosquitto};
+use waterworks_wire::clock::{Clock, ManualClock};
 use waterworks_wire::{GatewayId, MeterId};
 
 const INGEST_PASSWORD: &str = "ingest-test-password-1";
@@ -124,7 +121,6 @@ struct Field {
     clock: Clock,
     slot: DateTime<Utc>,
     slots: Vec<DateTime<Utc>>,
-    profile_path: PathBuf,
 }
 
 const STEP_MIN: i64 = 15;
@@ -157,20 +153,7 @@ impl Field {
         .expect("simulator binds");
         let stop_sim = CancellationToken::new();
         tokio::spawn(sim.clone().run(stop_sim.clone()));
-        ingest::registry::register_meters(
-            pool,
-            &meters
-                .iter()
-                .map(|m| ingest::registry::MeterRegistration {
-                    meter_id: m.meter_id.clone(),
-                    gateway_id: gw.clone(),
-                    profile_id: "waterworks-sim-v1".into(),
-                    max_flow_lph: None,
-                })
-                .collect::<Vec<_>>(),
-        )
-        .await
-        .expect("register the meters");
+        field::register(pool, &gw, &meters).await;
         Field {
             prefix: prefix.to_string(),
             gw,
@@ -181,34 +164,14 @@ impl Field {
             clock,
             slot: start,
             slots: Vec::new(),
-            profile_path: repo().join("fixtures/profiles/waterworks-sim-v1.toml"),
         }
     }
 
     fn gateway_config(&self, broker: &Broker, spool: &Path) -> GatewayConfig {
-        GatewayConfig {
-            gateway_id: self.gw.clone(),
-            poll: PollConfig {
-                interval_s: 900,
-                request_timeout_ms: 1000,
-                ..PollConfig::default()
-            },
-            profiles: vec![self.profile_path.clone()],
-            meters: self
-                .sim
-                .addresses()
-                .into_iter()
-                .map(|a| MeterConfig {
-                    meter_id: a.meter_id,
-                    transport: Transport::Tcp {
-                        addr: a.addr.to_string(),
-                    },
-                    unit_id: a.unit_id,
-                    profile: "waterworks-sim-v1".into(),
-                    poll_interval_s: None,
-                })
-                .collect(),
-            uplink: UplinkConfig {
+        field::gateway_config(
+            &self.gw,
+            &self.sim,
+            UplinkConfig {
                 url: broker.url(),
                 client_id: Some(format!("{}-gw", self.prefix)),
                 username: Some(self.gw.to_string()),
@@ -217,12 +180,8 @@ impl Field {
                 ack_timeout_s: 2,
                 ..UplinkConfig::default()
             },
-            spool: SpoolConfig {
-                dir: spool.to_path_buf(),
-                ..SpoolConfig::default()
-            },
-            metrics_listen: None,
-        }
+            spool,
+        )
     }
 
     /// Waits until the current slot's round is spooled, then moves the clock on.
@@ -248,28 +207,7 @@ impl Field {
 
     /// What the gateway polled: the simulator's registers at each slot, decoded by the profile.
     fn polled(&self) -> BTreeMap<(String, DateTime<Utc>), i64> {
-        let profile = DeviceProfile::load(&self.profile_path).expect("profile");
-        let plan = profile.read_plan();
-        let mut polled = BTreeMap::new();
-        for m in &self.meters {
-            for &at in &self.slots {
-                let regs = self
-                    .sim
-                    .registers_at(&m.meter_id, at)
-                    .expect("a simulated meter");
-                let answers: Vec<Vec<u16>> = plan
-                    .requests
-                    .iter()
-                    .map(|r| regs[r.address as usize..(r.address + r.count) as usize].to_vec())
-                    .collect();
-                let v = profile.decode(&plan, &answers).expect("decodes");
-                polled.insert(
-                    (m.meter_id.to_string(), at),
-                    i64::try_from(v.volume_l).expect("fits"),
-                );
-            }
-        }
-        polled
+        field::polled(&self.sim, &self.meters, &self.slots)
     }
 
     /// Every stored reading of this field's meters, and whether any (meter, ts) is there twice.

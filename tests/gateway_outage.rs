@@ -18,18 +18,15 @@
 mod common;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use common::{fresh_database, unique};
+use common::{field, fresh_database, unique};
 use edge_firmware::sim::{ConsumptionKind, Fault, SimConfig, SimMeter, Simulator};
-use gateway::config::{
-    GatewayConfig, MeterConfig, PollConfig, SpoolConfig, Transport, UplinkConfig,
-};
+use gateway::config::UplinkConfig;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration as StdDuration;
 use tokio_util::sync::CancellationToken;
-use waterworks_wire::clock::{Clock, ManualClock};
-use waterworks_wire::profile::DeviceProfile;
 use waterworks_test_support::mosquitto::{log_to, Mosquitto};
+use waterworks_wire::clock::{Clock, ManualClock};
 use waterworks_wire::{GatewayId, MeterId};
 
 const METERS: usize = 24;
@@ -120,57 +117,20 @@ async fn broker_outage_end_to_end_every_reading_once_in_order() {
     .expect("simulator binds");
     let stop_sim = CancellationToken::new();
     tokio::spawn(sim.clone().run(stop_sim.clone()));
-    ingest::registry::register_meters(
-        &pool,
-        &meters
-            .iter()
-            .map(|m| ingest::registry::MeterRegistration {
-                meter_id: m.meter_id.clone(),
-                gateway_id: gw.clone(),
-                profile_id: "waterworks-sim-v1".into(),
-                max_flow_lph: None,
-            })
-            .collect::<Vec<_>>(),
-    )
-    .await
-    .expect("register the meters");
+    field::register(&pool, &gw, &meters).await;
 
     // The gateway.
-    let profile_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/profiles/waterworks-sim-v1.toml");
-    let config = GatewayConfig {
-        gateway_id: gw.clone(),
-        poll: PollConfig {
-            interval_s: 900,
-            request_timeout_ms: 1000,
-            ..PollConfig::default()
-        },
-        profiles: vec![profile_path.clone()],
-        meters: sim
-            .addresses()
-            .into_iter()
-            .map(|a| MeterConfig {
-                meter_id: a.meter_id,
-                transport: Transport::Tcp {
-                    addr: a.addr.to_string(),
-                },
-                unit_id: a.unit_id,
-                profile: "waterworks-sim-v1".into(),
-                poll_interval_s: None,
-            })
-            .collect(),
-        uplink: UplinkConfig {
+    let config = field::gateway_config(
+        &gw,
+        &sim,
+        UplinkConfig {
             url: broker_url.clone(),
             client_id: Some(format!("{prefix}-gw")),
             max_inflight: 8,
             ..UplinkConfig::default()
         },
-        spool: SpoolConfig {
-            dir: dir.path().join("spool"),
-            ..SpoolConfig::default()
-        },
-        metrics_listen: None,
-    };
+        &dir.path().join("spool"),
+    );
     let stop_gw = CancellationToken::new();
     let handle = gateway::start(config, clock.clone(), stop_gw.clone())
         .await
@@ -236,26 +196,7 @@ async fn broker_outage_end_to_end_every_reading_once_in_order() {
     // What the gateway polled: the simulator's registers at each slot,
     // decoded by the profile (the gateway's own sim test checks that equality
     // reading by reading).
-    let profile = DeviceProfile::load(&profile_path).expect("profile");
-    let plan = profile.read_plan();
-    let mut polled: BTreeMap<(String, DateTime<Utc>), i64> = BTreeMap::new();
-    for m in &meters {
-        for &at in &slots {
-            let regs = sim
-                .registers_at(&m.meter_id, at)
-                .expect("a simulated meter");
-            let answers: Vec<Vec<u16>> = plan
-                .requests
-                .iter()
-                .map(|r| regs[r.address as usize..(r.address + r.count) as usize].to_vec())
-                .collect();
-            let v = profile.decode(&plan, &answers).expect("decodes");
-            polled.insert(
-                (m.meter_id.to_string(), at),
-                i64::try_from(v.volume_l).expect("fits"),
-            );
-        }
-    }
+    let polled = field::polled(&sim, &meters, &slots);
     assert_eq!(polled.len(), METERS * total_rounds);
 
     // Ingest stores what arrived; wait until the count stops short of nothing.

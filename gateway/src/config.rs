@@ -38,12 +38,12 @@
 //! ```
 
 use rust_decimal::Decimal;
-use waterworks_service::mqtt_url::MqttUrl;
-pub use waterworks_service::secret::Secret;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use waterworks_service::mqtt_url::MqttUrl;
+pub use waterworks_service::secret::Secret;
 use waterworks_wire::profile::{DeviceProfile, Unit};
 use waterworks_wire::{GatewayId, MeterId};
 
@@ -963,7 +963,10 @@ max_bytes = 10000000
         assert_eq!(c.uplink.ack_timeout_s, 30);
         assert_eq!(c.uplink.password.as_ref().map(Secret::expose), Some("pw"));
         let shown = format!("{c:?}");
-        assert!(!shown.contains("\"pw\"") && shown.contains("Secret(***)"), "{shown}");
+        assert!(
+            !shown.contains("\"pw\"") && shown.contains("Secret(***)"),
+            "{shown}"
+        );
     }
 
     #[test]

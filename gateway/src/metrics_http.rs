@@ -8,7 +8,8 @@
 //! another recorder was installed first (a host program that exports its own
 //! metrics), starting an exporter is refused with a clear error: leave
 //! `metrics_listen` unset there. At most [`MAX_CONCURRENT_SCRAPES`] scrapes
-//! are answered at once; further ones wait their turn.
+//! are answered at once; further ones wait their turn. Each connection gets
+//! one answer and is closed.
 
 use crate::GatewayError;
 use std::net::SocketAddr;
@@ -23,6 +24,17 @@ pub fn handle() -> Result<metrics_exporter_prometheus::PrometheusHandle, Gateway
     ops::try_prometheus().map_err(|e| GatewayError::Metrics(e.to_string()))
 }
 
+/// One answer per connection (`connection: close`): a scraper holds no
+/// idle connection open on a small box, and a client that reads to the end
+/// of the stream gets it.
+async fn close_after_answer(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// Binds `addr` and serves `/metrics` until `shutdown`; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
@@ -35,9 +47,11 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|e| GatewayError::Metrics(e.to_string()))?;
-    let router = ops::metrics_routes(handle).layer(
-        tower::limit::GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_SCRAPES),
-    );
+    let router = ops::metrics_routes(handle)
+        .layer(axum::middleware::map_response(close_after_answer))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_CONCURRENT_SCRAPES,
+        ));
     tokio::spawn(async move {
         if let Err(e) = waterworks_service::serve(listener, router, shutdown).await {
             tracing::warn!(error = %e, "the metrics endpoint stopped");

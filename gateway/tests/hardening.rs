@@ -77,19 +77,7 @@ async fn refused(case: &str, setup: impl Fn(&Path), trusted_ca: &str) {
     )
     .await;
     let gw = unique("gw-badtls");
-    let text = config_text(
-        &gw,
-        &[(format!("{gw}-m1"), dev, 1)],
-        broker.port,
-        &d.join("spool"),
-    )
-    .replace("url = \"mqtt://", "url = \"mqtts://")
-    .replace(
-        "max_inflight = 8\n",
-        &format!("max_inflight = 8\ntls_ca_file = \"{trusted_ca}.crt\"\n"),
-    );
-    std::fs::write(d.join("gw.toml"), text).unwrap();
-    let config = gateway::load_config(&d.join("gw.toml")).unwrap();
+    let config = tls_config(d, &gw, dev, broker.port, &format!("{trusted_ca}.crt"));
     let shutdown = CancellationToken::new();
     let handle = gateway::start(config, clock, shutdown.clone())
         .await

@@ -27,19 +27,7 @@ async fn uplink_over_tls_with_a_private_ca() {
     )
     .await;
     let gw = unique("gw-tls");
-    let text = config_text(
-        &gw,
-        &[(format!("{gw}-m1"), dev, 1)],
-        broker.port,
-        &d.join("spool"),
-    )
-    .replace("url = \"mqtt://", "url = \"mqtts://")
-    .replace(
-        "max_inflight = 8\n",
-        "max_inflight = 8\ntls_ca_file = \"ca.crt\"\n",
-    );
-    std::fs::write(d.join("gw.toml"), text).unwrap();
-    let config = gateway::load_config(&d.join("gw.toml")).unwrap();
+    let config = tls_config(d, &gw, dev, broker.port, "ca.crt");
     assert_eq!(
         config.uplink.tls_ca_file.as_deref(),
         Some(d.join("ca.crt").as_path())

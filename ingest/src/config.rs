@@ -426,7 +426,10 @@ mod tests {
             r#"{"database_url":"postgres://ingest:db-pw-7@db/w","mqtt":{"url":"u","client_id":"c"}}"#,
         );
         let shown = format!("{c:?}");
-        assert!(!shown.contains("db-pw-7"), "the database URL is hidden: {shown}");
+        assert!(
+            !shown.contains("db-pw-7"),
+            "the database URL is hidden: {shown}"
+        );
         assert_eq!(c.database_url.expose(), "postgres://ingest:db-pw-7@db/w");
         assert_eq!(
             c.mqtt.resolve_password().unwrap().unwrap().expose(),

@@ -111,11 +111,23 @@ mod tests {
     fn schemes_and_default_ports() {
         assert_eq!(ok("mqtt://h"), ("h".into(), 1883, false));
         assert_eq!(ok("tcp://h"), ("h".into(), 1883, false));
-        assert_eq!(ok("mqtts://broker.example"), ("broker.example".into(), 8883, true));
-        assert_eq!(ok("ssl://broker.example"), ("broker.example".into(), 8883, true));
+        assert_eq!(
+            ok("mqtts://broker.example"),
+            ("broker.example".into(), 8883, true)
+        );
+        assert_eq!(
+            ok("ssl://broker.example"),
+            ("broker.example".into(), 8883, true)
+        );
         assert_eq!(ok("mqtt://h:1884"), ("h".into(), 1884, false));
-        assert_eq!(ok("mqtts://10.0.0.7:18883"), ("10.0.0.7".into(), 18883, true));
-        assert_eq!(ok("mqtt://127.0.0.1:1883/"), ("127.0.0.1".into(), 1883, false));
+        assert_eq!(
+            ok("mqtts://10.0.0.7:18883"),
+            ("10.0.0.7".into(), 18883, true)
+        );
+        assert_eq!(
+            ok("mqtt://127.0.0.1:1883/"),
+            ("127.0.0.1".into(), 1883, false)
+        );
     }
 
     #[test]
@@ -145,10 +157,19 @@ mod tests {
         let e = MqttUrl::parse("http://h").unwrap_err();
         assert_eq!(e, MqttUrlError::Scheme("http://h".into()));
         assert!(e.to_string().contains("mqtt:// or mqtts://"), "{e}");
-        assert!(matches!(MqttUrl::parse("h:1883"), Err(MqttUrlError::Scheme(_))));
+        assert!(matches!(
+            MqttUrl::parse("h:1883"),
+            Err(MqttUrlError::Scheme(_))
+        ));
         assert!(matches!(MqttUrl::parse(""), Err(MqttUrlError::Scheme(_))));
-        assert!(matches!(MqttUrl::parse("mqtt://"), Err(MqttUrlError::NoHost(_))));
-        assert!(matches!(MqttUrl::parse("mqtt://:1883"), Err(MqttUrlError::NoHost(_))));
+        assert!(matches!(
+            MqttUrl::parse("mqtt://"),
+            Err(MqttUrlError::NoHost(_))
+        ));
+        assert!(matches!(
+            MqttUrl::parse("mqtt://:1883"),
+            Err(MqttUrlError::NoHost(_))
+        ));
         for port in ["x", "", "0", "65536", "-1", "+1"] {
             let url = format!("mqtt://h:{port}");
             assert_eq!(MqttUrl::parse(&url), Err(MqttUrlError::Port(url.clone())));
@@ -169,6 +190,13 @@ mod tests {
     #[test]
     fn from_str_is_parse() {
         let u: MqttUrl = "mqtts://b:1".parse().unwrap();
-        assert_eq!(u, MqttUrl { host: "b".into(), port: 1, tls: true });
+        assert_eq!(
+            u,
+            MqttUrl {
+                host: "b".into(),
+                port: 1,
+                tls: true
+            }
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! What the integration tests of every Waterworks crate share, written once
 //! instead of once per test folder:
 //!
-//! - [`unique`]: names no other test run on this machine is using.
+//! - [`unique`]: names no other test run on this machine is using;
+//!   [`mqtt_url`]: the machine's shared broker.
 //! - [`postgres`]: the test server's URL, fresh databases (created, and
 //!   dropped by the tests that drop them), URLs of other databases or roles.
 //! - [`mosquitto`]: a private Mosquitto on a free port (settings of the
@@ -26,6 +27,13 @@ pub mod pg;
 pub mod postgres;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The machine's shared broker the tests publish to: `MQTT_URL`, else
+/// `mqtt://127.0.0.1:1883` (scripts/test starts it). Tests that stop or
+/// reconfigure a broker start their own ([`mosquitto`]).
+pub fn mqtt_url() -> String {
+    std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+}
 
 /// A name no other test on this machine is using right now: `prefix`, the
 /// process id, the clock's nanoseconds (hex) and a counter of this process.

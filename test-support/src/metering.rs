@@ -39,7 +39,9 @@ pub async fn stub_one_meter(
     reads: i64,
 ) {
     assert!(
-        meter_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        meter_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
         "a plain meter id: {meter_id:?}"
     );
     stub_period_reads(

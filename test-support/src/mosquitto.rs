@@ -58,9 +58,7 @@ impl Mosquitto {
     /// `listener PORT 127.0.0.1` and `settings` (persistence, TLS options:
     /// they apply to its one listener), the config written in `dir`.
     pub fn start_in(dir: &Path, settings: &str) -> Mosquitto {
-        Mosquitto::start_with_conf(dir, |port| {
-            format!("listener {port} 127.0.0.1\n{settings}")
-        })
+        Mosquitto::start_with_conf(dir, |port| format!("listener {port} 127.0.0.1\n{settings}"))
     }
 
     /// The whole configuration made by `conf` for the free port it is given.

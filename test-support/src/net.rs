@@ -144,9 +144,8 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         wait_port(port, "the listener", Duration::from_secs(1));
         let free = free_port();
-        let waited = std::panic::catch_unwind(|| {
-            wait_port(free, "nobody", Duration::from_millis(100))
-        });
+        let waited =
+            std::panic::catch_unwind(|| wait_port(free, "nobody", Duration::from_millis(100)));
         assert!(waited.is_err(), "nobody listens on {free}");
     }
 }

@@ -95,7 +95,11 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/t1"
         );
         assert_eq!(
-            url_as("postgres://postgres@db.example:6432/postgres", "t1", "ingest"),
+            url_as(
+                "postgres://postgres@db.example:6432/postgres",
+                "t1",
+                "ingest"
+            ),
             "postgres://ingest@db.example:6432/t1"
         );
     }

@@ -52,7 +52,7 @@ pub fn database_url() -> String {
 }
 
 pub fn mqtt_url() -> String {
-    std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+    waterworks_test_support::mqtt_url()
 }
 
 /// Where screenshots go: `$CARGO_TARGET_DIR/../console-screenshots` when the
@@ -166,20 +166,15 @@ impl Stack {
             batch_seq: std::sync::atomic::AtomicU64::new(1),
         };
         // Ingest is ready once subscribed to the broker.
-        let http = reqwest::Client::new();
-        for _ in 0..400 {
-            let ok = http
-                .get(format!("http://{ingest_addr}/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                return stack;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("ingest never became ready");
+        waterworks_test_support::net::wait_ok(
+            ingest_addr,
+            "/ready",
+            "ingest",
+            Duration::from_secs(10),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stack
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -132,10 +132,27 @@ pub async fn watch_topic(
     tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
     CancellationToken,
 ) {
+    watch(port, filter, "watch", true, |p| {
+        (p.topic.clone(), p.payload.to_vec(), p.retain)
+    })
+    .await
+}
+
+/// Subscribes to `filter` (QoS 1) as a fresh client and sends what `map`
+/// makes of each message into a channel, until the token is cancelled;
+/// returns once the broker acknowledged the subscription.
+async fn watch<T: Send + 'static>(
+    port: u16,
+    filter: &str,
+    client: &str,
+    clean_session: bool,
+    map: fn(&rumqttc::Publish) -> T,
+) -> (tokio::sync::mpsc::UnboundedReceiver<T>, CancellationToken) {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let mut o = MqttOptions::new(unique("watch"), MQTT_HOST, port);
+    let mut o = MqttOptions::new(unique(client), MQTT_HOST, port);
     o.set_max_packet_size(4 << 20, 4 << 20);
     o.set_keep_alive(Duration::from_secs(30));
+    o.set_clean_session(clean_session);
     let (client, mut el) = AsyncClient::new(o, 64);
     client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -153,10 +170,10 @@ pub async fn watch_topic(
                         if let Some(t) = subscribed_tx.take() { let _ = t.send(()); }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send((p.topic.clone(), p.payload.to_vec(), p.retain));
+                        let _ = tx.send(map(&p));
                     }
                     Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
         }
@@ -253,37 +270,30 @@ pub async fn watch_topic_persistent(
     tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
     CancellationToken,
 ) {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let mut o = MqttOptions::new(unique("pwatch"), MQTT_HOST, port);
-    o.set_max_packet_size(4 << 20, 4 << 20);
-    o.set_keep_alive(Duration::from_secs(30));
-    o.set_clean_session(false);
-    let (client, mut el) = AsyncClient::new(o, 64);
-    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let stop = CancellationToken::new();
-    let stop2 = stop.clone();
-    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    let mut subscribed_tx = Some(subscribed_tx);
-    tokio::spawn(async move {
-        let _client = client;
-        loop {
-            tokio::select! {
-                _ = stop2.cancelled() => break,
-                ev = el.poll() => match ev {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(t) = subscribed_tx.take() { let _ = t.send(()); }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => { let _ = tx.send(p.payload.to_vec()); }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(5), subscribed_rx)
-        .await
-        .expect("subscribed in time")
-        .unwrap();
-    (rx, stop)
+    watch(port, filter, "pwatch", false, |p| p.payload.to_vec()).await
+}
+
+/// A gateway config (see [`config_text`]) for one meter `{gw}-m1` on `dev`
+/// unit 1, publishing over `mqtts://` to the broker on `port` and trusting
+/// the CA file `ca_file` (relative to `dir`, where it is written as `gw.toml`).
+pub fn tls_config(
+    dir: &Path,
+    gw: &str,
+    dev: SocketAddr,
+    port: u16,
+    ca_file: &str,
+) -> gateway::GatewayConfig {
+    let text = config_text(
+        gw,
+        &[(format!("{gw}-m1"), dev, 1)],
+        port,
+        &dir.join("spool"),
+    )
+    .replace("url = \"mqtt://", "url = \"mqtts://")
+    .replace(
+        "max_inflight = 8\n",
+        &format!("max_inflight = 8\ntls_ca_file = \"{ca_file}\"\n"),
+    );
+    std::fs::write(dir.join("gw.toml"), text).unwrap();
+    gateway::load_config(&dir.join("gw.toml")).unwrap()
 }

@@ -28,7 +28,7 @@ pub fn database_url() -> String {
 }
 
 pub fn mqtt_url() -> String {
-    std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+    waterworks_test_support::mqtt_url()
 }
 
 /// Creates an empty database and returns its URL.
@@ -99,15 +99,16 @@ pub async fn start(config: IngestConfig) -> Replica {
         task,
     };
     // Ready means subscribed to the broker too.
-    for _ in 0..200 {
-        if get(r.addr, "/ready", None).await.0 == 200 {
-            // The subscription is sent right after CONNACK; give it a moment.
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            return r;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("replica never became ready");
+    waterworks_test_support::net::wait_ok(
+        r.addr,
+        "/ready",
+        "the replica",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    // The subscription is sent right after CONNACK; give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    r
 }
 
 impl Replica {
