@@ -15,7 +15,7 @@ mod common;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use common::{field, fresh_database, unique};
-use edge_firmware::sim::{ConsumptionKind, Fault, SimConfig, SimMeter, Simulator};
+use edge_firmware::sim::{ConsumptionKind, Fault, SimMeter, Simulator};
 use gateway::config::{GatewayConfig, UplinkConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -140,19 +140,7 @@ impl Field {
                 fault: Fault::None,
             })
             .collect();
-        let sim = Simulator::bind(
-            SimConfig {
-                host: [127, 0, 0, 1].into(),
-                meters_per_port: 10,
-                seed: 23,
-                meters: meters.clone(),
-            },
-            clock.clone(),
-        )
-        .await
-        .expect("simulator binds");
-        let stop_sim = CancellationToken::new();
-        tokio::spawn(sim.clone().run(stop_sim.clone()));
+        let (sim, stop_sim) = field::simulate(&meters, 10, 23, &clock).await;
         field::register(pool, &gw, &meters).await;
         Field {
             prefix: prefix.to_string(),
@@ -187,19 +175,10 @@ impl Field {
     /// Waits until the current slot's round is spooled, then moves the clock on.
     async fn round(&mut self, rx: &mut tokio::sync::watch::Receiver<gateway::Progress>) {
         let slot = self.slot;
-        let done = matches!(
-            tokio::time::timeout(
-                StdDuration::from_secs(20),
-                rx.wait_for(|p| p.last_round == Some(slot)),
-            )
-            .await,
-            Ok(Ok(_))
-        );
-        assert!(
-            done,
-            "round {slot} not spooled; progress {:?}",
-            *rx.borrow()
-        );
+        field::wait_progress(rx, 20, &format!("round {slot} spooled"), |p| {
+            p.last_round == Some(slot)
+        })
+        .await;
         self.slots.push(slot);
         self.slot += Duration::minutes(STEP_MIN);
         self.manual.set(self.slot);
@@ -225,19 +204,13 @@ impl Field {
 }
 
 async fn wait_acked(rx: &mut tokio::sync::watch::Receiver<gateway::Progress>, seq: u64, secs: u64) {
-    let ok = matches!(
-        tokio::time::timeout(
-            StdDuration::from_secs(secs),
-            rx.wait_for(|p| p.acked_seq >= seq),
-        )
-        .await,
-        Ok(Ok(_))
-    );
-    assert!(
-        ok,
-        "ingest acknowledged through {seq}; progress {:?}",
-        *rx.borrow()
-    );
+    field::wait_progress(
+        rx,
+        secs,
+        &format!("ingest acknowledged through {seq}"),
+        |p| p.acked_seq >= seq,
+    )
+    .await;
 }
 
 /// The reproduction: ingest's persistent session subscribed, ingest
@@ -291,14 +264,7 @@ async fn broker_killed_while_ingest_is_away_loses_nothing() {
     assert_eq!(p.spooled_seq, 5, "{p:?}");
     // The broker has them (PUBACKed) but ingest has acknowledged nothing:
     // the gateway keeps all five and its status says how old the oldest is.
-    let aged = matches!(
-        tokio::time::timeout(
-            StdDuration::from_secs(10),
-            progress.wait_for(|p| p.oldest_unacked_age_s >= 2),
-        )
-        .await,
-        Ok(Ok(_))
-    );
+    let aged = field::progress_within(&mut progress, 10, |p| p.oldest_unacked_age_s >= 2).await;
     let p = progress.borrow().clone();
     assert!(aged, "the unacknowledged age shows: {p:?}");
     assert_eq!((p.acked_seq, p.pending_batches), (0, 5), "{p:?}");
@@ -534,14 +500,7 @@ async fn publishes_refused_by_the_acl_stay_in_the_spool_and_show() {
         .await
         .expect("progress");
     field.slots.push(rest);
-    let shown = matches!(
-        tokio::time::timeout(
-            StdDuration::from_secs(15),
-            progress.wait_for(|p| p.oldest_unacked_age_s >= 3),
-        )
-        .await,
-        Ok(Ok(_))
-    );
+    let shown = field::progress_within(&mut progress, 15, |p| p.oldest_unacked_age_s >= 3).await;
     let p = progress.borrow().clone();
     assert!(
         shown,

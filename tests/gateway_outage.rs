@@ -19,7 +19,7 @@ mod common;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use common::{field, fresh_database, unique};
-use edge_firmware::sim::{ConsumptionKind, Fault, SimConfig, SimMeter, Simulator};
+use edge_firmware::sim::{ConsumptionKind, Fault, SimMeter};
 use gateway::config::UplinkConfig;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -51,19 +51,10 @@ fn start_broker(dir: &Path) -> Mosquitto {
 }
 
 async fn wait_round(rx: &mut tokio::sync::watch::Receiver<gateway::Progress>, slot: DateTime<Utc>) {
-    let done = matches!(
-        tokio::time::timeout(
-            StdDuration::from_secs(20),
-            rx.wait_for(|p| p.last_round == Some(slot)),
-        )
-        .await,
-        Ok(Ok(_))
-    );
-    assert!(
-        done,
-        "round {slot} not spooled; progress {:?}",
-        *rx.borrow()
-    );
+    field::wait_progress(rx, 20, &format!("round {slot} spooled"), |p| {
+        p.last_round == Some(slot)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,19 +95,7 @@ async fn broker_outage_end_to_end_every_reading_once_in_order() {
             fault: Fault::None,
         })
         .collect();
-    let sim = Simulator::bind(
-        SimConfig {
-            host: [127, 0, 0, 1].into(),
-            meters_per_port: 12,
-            seed: 4,
-            meters: meters.clone(),
-        },
-        clock.clone(),
-    )
-    .await
-    .expect("simulator binds");
-    let stop_sim = CancellationToken::new();
-    tokio::spawn(sim.clone().run(stop_sim.clone()));
+    let (sim, stop_sim) = field::simulate(&meters, 12, 4, &clock).await;
     field::register(&pool, &gw, &meters).await;
 
     // The gateway.
@@ -181,17 +160,10 @@ async fn broker_outage_end_to_end_every_reading_once_in_order() {
     wait_round(&mut progress, slot).await;
     slots.push(slot);
     let total_rounds = ROUNDS_BEFORE + ROUNDS_DOWN + ROUNDS_AFTER + 1;
-    let drained = matches!(
-        tokio::time::timeout(
-            StdDuration::from_secs(30),
-            progress.wait_for(|p| {
-                p.spooled_seq as usize == total_rounds && p.acked_seq == p.spooled_seq
-            }),
-        )
-        .await,
-        Ok(Ok(_))
-    );
-    assert!(drained, "spool drained; progress {:?}", *progress.borrow());
+    field::wait_progress(&mut progress, 30, "spool drained", |p| {
+        p.spooled_seq as usize == total_rounds && p.acked_seq == p.spooled_seq
+    })
+    .await;
 
     // What the gateway polled: the simulator's registers at each slot,
     // decoded by the profile (the gateway's own sim test checks that equality

@@ -422,15 +422,18 @@ mod tests {
             !shown.contains("hunter2") && shown.contains("Secret(***)"),
             "{shown}"
         );
-        let c = toml_like(
+        let with_db_password = toml_like(
             r#"{"database_url":"postgres://ingest:db-pw-7@db/w","mqtt":{"url":"u","client_id":"c"}}"#,
         );
-        let shown = format!("{c:?}");
+        let shown_db = format!("{with_db_password:?}");
         assert!(
-            !shown.contains("db-pw-7"),
-            "the database URL is hidden: {shown}"
+            !shown_db.contains("db-pw-7"),
+            "the database URL is hidden: {shown_db}"
         );
-        assert_eq!(c.database_url.expose(), "postgres://ingest:db-pw-7@db/w");
+        assert_eq!(
+            with_db_password.database_url.expose(),
+            "postgres://ingest:db-pw-7@db/w"
+        );
         assert_eq!(
             c.mqtt.resolve_password().unwrap().unwrap().expose(),
             "hunter2-secret"

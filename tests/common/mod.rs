@@ -33,9 +33,57 @@ pub mod field {
     use waterworks_wire::profile::DeviceProfile;
     use waterworks_wire::GatewayId;
 
+    /// Waits until the gateway's progress satisfies `f`, at most `secs`
+    /// seconds; whether it did.
+    pub async fn progress_within(
+        rx: &mut tokio::sync::watch::Receiver<gateway::Progress>,
+        secs: u64,
+        f: impl Fn(&gateway::Progress) -> bool,
+    ) -> bool {
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(secs), rx.wait_for(f)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// [`progress_within`], failing the test with `what` and the progress.
+    pub async fn wait_progress(
+        rx: &mut tokio::sync::watch::Receiver<gateway::Progress>,
+        secs: u64,
+        what: &str,
+        f: impl Fn(&gateway::Progress) -> bool,
+    ) {
+        let ok = progress_within(rx, secs, f).await;
+        assert!(ok, "{what}; progress {:?}", *rx.borrow());
+    }
+
     /// The profile the simulator speaks.
     pub fn sim_profile() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/profiles/waterworks-sim-v1.toml")
+    }
+
+    /// The simulator serving `meters` (`per_port` to a Modbus TCP port on
+    /// 127.0.0.1) on `clock`, running until the returned token is cancelled.
+    pub async fn simulate(
+        meters: &[SimMeter],
+        per_port: u8,
+        seed: u64,
+        clock: &waterworks_wire::clock::Clock,
+    ) -> (Simulator, tokio_util::sync::CancellationToken) {
+        let sim = Simulator::bind(
+            edge_firmware::sim::SimConfig {
+                host: [127, 0, 0, 1].into(),
+                meters_per_port: per_port,
+                seed,
+                meters: meters.to_vec(),
+            },
+            clock.clone(),
+        )
+        .await
+        .expect("simulator binds");
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(sim.clone().run(stop.clone()));
+        (sim, stop)
     }
 
     /// Registers `meters` on gateway `gw` in ingest's registry.
