@@ -90,7 +90,7 @@ pub async fn get_status(addr: SocketAddr, path: &str) -> u16 {
     if s.write_all(req.as_bytes()).await.is_err() {
         return 0;
     }
-    let mut head = vec![0u8; 16];
+    let mut head = [0u8; 16];
     let mut n = 0;
     while n < head.len() {
         match s.read(&mut head[n..]).await {
