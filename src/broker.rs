@@ -110,14 +110,14 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
-/// Checks that a broker answers at `url` (`mqtt://host:port`) with a TCP connect.
+/// Checks that a broker answers at `url` (`mqtt://host:port`, read by the
+/// workspace's one parser, `waterworks_service::mqtt_url`) with a TCP connect.
 pub fn reachable(url: &str) -> anyhow::Result<SocketAddr> {
-    let parsed = url::Url::parse(url).with_context(|| format!("{url:?} is not a URL"))?;
-    if parsed.scheme() != "mqtt" {
+    let parsed = waterworks_service::mqtt_url::MqttUrl::parse(url)?;
+    if parsed.tls {
         bail!("{url:?}: only mqtt://host:port is supported here");
     }
-    let host = parsed.host_str().context("the MQTT URL has no host")?;
-    let port = parsed.port().unwrap_or(1883);
+    let (host, port) = (parsed.host.as_str(), parsed.port);
     use std::net::ToSocketAddrs;
     let addr = (host, port)
         .to_socket_addrs()

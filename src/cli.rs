@@ -352,7 +352,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Ingest(args) => {
             let mut cfg: ingest::IngestConfig = load_toml(&args.config)?;
             if let Ok(url) = std::env::var("DATABASE_URL") {
-                cfg.database_url = url;
+                cfg.database_url = url.into();
             }
             if let Ok(url) = std::env::var("MQTT_URL") {
                 cfg.mqtt.url = url;
@@ -748,7 +748,10 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         }
         for t in demo::demo_tokens(&running.token) {
             let role = t.role.map(|r| r.as_str()).unwrap_or_default();
-            println!("  token   {}  (role {role})", t.token.unwrap_or_default());
+            println!(
+                "  token   {}  (role {role})",
+                t.token.as_ref().map(|s| s.expose()).unwrap_or_default()
+            );
         }
         signals.cancelled().await;
     }

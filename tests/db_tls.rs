@@ -2,7 +2,7 @@
 //! cluster's CA (`sslrootcert=`), as the production Secrets' URLs say
 //! (deploy/README.md). A private server (its own port and directory, the
 //! shared one is never touched) is started with `ssl = on`, a test CA made
-//! with `openssl`, and a pg_hba.conf that refuses connections without TLS.
+//! with `openssl` (`waterworks_test_support::certs`), and a pg_hba.conf that refuses connections without TLS.
 //! Then, through the same `connect` every command uses:
 //! - verify-full with the right CA and the certificate's host name connects,
 //!   and the server reports the session as TLS;
@@ -16,43 +16,14 @@
 use std::path::Path;
 use std::process::Command;
 use waterworks::database::{connect, PrivateCluster};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl must be installed (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use waterworks_test_support::certs as test_certs;
 
 /// A CA (`NAME-ca.crt`, `NAME-ca.key`) in `dir`.
 fn make_ca(dir: &Path, name: &str) {
-    openssl(
+    test_certs::make_ca(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=waterworks test {name} CA"),
-            "-keyout",
-            &format!("{name}-ca.key"),
-            "-out",
-            &format!("{name}-ca.crt"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
+        &format!("{name}-ca"),
+        &format!("waterworks test {name} CA"),
     );
 }
 
@@ -64,46 +35,7 @@ async fn verify_full_connects_with_the_cluster_ca_and_refuses_a_wrong_ca_or_name
     make_ca(&certs, "cluster");
     make_ca(&certs, "other");
     // The server's certificate: signed by the cluster CA, for localhost only.
-    openssl(
-        &certs,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(
-        certs.join("server.ext"),
-        "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        &certs,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "cluster-ca.crt",
-            "-CAkey",
-            "cluster-ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.crt",
-        ],
-    );
+    test_certs::make_server_cert(&certs, "cluster-ca", "localhost", "DNS:localhost");
 
     // First start: initdb. Then TLS on, TLS required, restart.
     let pg_dir = tmp.path().join("pg");

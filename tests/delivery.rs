@@ -14,17 +14,16 @@
 mod common;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use common::{fresh_database, unique};
-use edge_firmware::sim::{ConsumptionKind, Fault, SimConfig, SimMeter, Simulator};
-use gateway::config::{
-    GatewayConfig, MeterConfig, PollConfig, SpoolConfig, Transport, UplinkConfig,
-};
+use common::{field, fresh_database, unique};
+use edge_firmware::sim::{ConsumptionKind, Fault, SimMeter, Simulator};
+use gateway::config::{GatewayConfig, UplinkConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 use tokio_util::sync::CancellationToken;
+use waterworks_test_support::certs;
+use waterworks_test_support::mosquitto::{tls_listener_options, Mosquitto};
 use waterworks_wire::clock::{Clock, ManualClock};
-use waterworks_wire::profile::DeviceProfile;
 use waterworks_wire::{GatewayId, MeterId};
 
 const INGEST_PASSWORD: &str = "ingest-test-password-1";
@@ -35,199 +34,35 @@ fn repo() -> PathBuf {
 }
 
 /// Mosquitto with the project's reference configuration, rewritten only in
-/// its listener address, its paths and its log destination.
-struct Broker {
-    port: u16,
-    tls: bool,
-    conf: PathBuf,
-    child: Option<std::process::Child>,
+/// its listener address, its paths and its log destination
+/// (`waterworks_test_support::mosquitto`): ingest and the gateway log in
+/// with their passwords.
+type Broker = Mosquitto;
+
+fn start_broker(dir: &Path, gateway: &str) -> Broker {
+    start_broker_with(dir, gateway, "")
 }
 
-impl Broker {
-    async fn start(dir: &Path, gateway: &str) -> Broker {
-        Broker::start_with(dir, gateway, "").await
-    }
-
-    /// The same, its listener over TLS with a certificate for 127.0.0.1
-    /// signed by a test CA (`dir/ca.crt`). Needs `openssl`.
-    async fn start_tls(dir: &Path, gateway: &str) -> Broker {
-        let openssl = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("this test needs openssl on PATH");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=waterworks-test-ca",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ]);
-        let d = dir.display();
-        let extra = format!("cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n");
-        let mut b = Broker::start_with(dir, gateway, &extra).await;
-        b.tls = true;
-        b
-    }
-
-    async fn start_with(dir: &Path, gateway: &str, extra: &str) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("a free port")
-            .local_addr()
-            .expect("its address")
-            .port();
-        let reference = std::fs::read_to_string(repo().join("deploy/mosquitto/mosquitto.conf"))
-            .expect("deploy/mosquitto/mosquitto.conf");
-        assert!(
-            reference.contains("\nautosave_interval 30\n"),
-            "the reference autosaves every 30 s"
-        );
-        let d = dir.display();
-        let mut conf = String::new();
-        for line in reference.lines() {
-            let line = match line.split_whitespace().next() {
-                Some("listener") => format!("listener {port} 127.0.0.1"),
-                Some("persistence_location") => format!("persistence_location {d}/"),
-                Some("password_file") => format!("password_file {d}/passwd"),
-                Some("acl_file") => format!("acl_file {d}/acl"),
-                _ => line.to_string(),
-            };
-            conf.push_str(&line);
-            conf.push('\n');
-        }
-        for key in [
-            "listener ",
-            "persistence_location",
-            "password_file",
-            "acl_file",
-            "allow_anonymous false",
-        ] {
-            assert!(conf.contains(key), "the reference config has {key}");
-        }
-        conf.push_str(&format!(
-            "user root\nlog_dest file {d}/mosquitto.log\nlog_type error\nlog_type warning\n"
-        ));
-        // Listener options (TLS) go last: they apply to its one listener.
-        conf.push_str(extra);
-        let conf_path = dir.join("mosquitto.conf");
-        std::fs::write(&conf_path, conf).expect("write the broker config");
-        std::fs::copy(repo().join("deploy/mosquitto/acl"), dir.join("acl"))
-            .expect("deploy/mosquitto/acl");
-        std::fs::write(
-            dir.join("passwd"),
-            format!("ingest:{INGEST_PASSWORD}\n{gateway}:{GATEWAY_PASSWORD}\n"),
-        )
-        .expect("password file");
-        let hashed = std::process::Command::new("mosquitto_passwd")
-            .arg("-U")
-            .arg(dir.join("passwd"))
-            .status()
-            .expect("mosquitto_passwd must be installed (apt-get install -y mosquitto)");
-        assert!(hashed.success());
-        let mut b = Broker {
-            port,
-            tls: false,
-            conf: conf_path,
-            child: None,
-        };
-        b.restart().await;
-        b
-    }
-
-    fn url(&self) -> String {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
-    }
-
-    async fn restart(&mut self) {
-        let child = std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("mosquitto must be installed (apt-get install -y mosquitto)");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(StdDuration::from_millis(50)).await;
-        }
-        panic!("private mosquitto did not start on port {}", self.port);
-    }
-
-    /// SIGHUP: Mosquitto reloads its password file and ACL.
-    fn reload(&self) {
-        let pid = self.child.as_ref().expect("running").id();
-        let ok = std::process::Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-    }
-
-    /// SIGKILL: no save; what arrived since the last autosave is gone.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// The same, its listener over TLS with a certificate for 127.0.0.1
+/// signed by a test CA (`dir/ca.crt`). Needs `openssl`.
+fn start_broker_tls(dir: &Path, gateway: &str) -> Broker {
+    certs::broker_certs(dir);
+    start_broker_with(dir, gateway, &tls_listener_options(dir, "ca.crt"))
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
+fn start_broker_with(dir: &Path, gateway: &str, extra: &str) -> Broker {
+    let reference = std::fs::read_to_string(repo().join("deploy/mosquitto/mosquitto.conf"))
+        .expect("deploy/mosquitto/mosquitto.conf");
+    assert!(
+        reference.contains("\nautosave_interval 30\n"),
+        "the reference autosaves every 30 s"
+    );
+    Mosquitto::start_project(
+        &repo(),
+        dir,
+        &[("ingest", INGEST_PASSWORD), (gateway, GATEWAY_PASSWORD)],
+        extra,
+    )
 }
 
 fn ingest_config(
@@ -238,7 +73,7 @@ fn ingest_config(
 ) -> ingest::IngestConfig {
     let mut m = ingest::config::MqttConfig::new(broker_url, client_id);
     m.username = Some("ingest".into());
-    m.password = Some(ingest::config::Secret(password.into()));
+    m.password = Some(ingest::config::Secret::new(password));
     let mut c = ingest::IngestConfig::new(db_url, m);
     c.http_listen = ([127, 0, 0, 1], 0).into();
     c
@@ -286,7 +121,6 @@ struct Field {
     clock: Clock,
     slot: DateTime<Utc>,
     slots: Vec<DateTime<Utc>>,
-    profile_path: PathBuf,
 }
 
 const STEP_MIN: i64 = 15;
@@ -306,33 +140,8 @@ impl Field {
                 fault: Fault::None,
             })
             .collect();
-        let sim = Simulator::bind(
-            SimConfig {
-                host: [127, 0, 0, 1].into(),
-                meters_per_port: 10,
-                seed: 23,
-                meters: meters.clone(),
-            },
-            clock.clone(),
-        )
-        .await
-        .expect("simulator binds");
-        let stop_sim = CancellationToken::new();
-        tokio::spawn(sim.clone().run(stop_sim.clone()));
-        ingest::registry::register_meters(
-            pool,
-            &meters
-                .iter()
-                .map(|m| ingest::registry::MeterRegistration {
-                    meter_id: m.meter_id.clone(),
-                    gateway_id: gw.clone(),
-                    profile_id: "waterworks-sim-v1".into(),
-                    max_flow_lph: None,
-                })
-                .collect::<Vec<_>>(),
-        )
-        .await
-        .expect("register the meters");
+        let (sim, stop_sim) = field::simulate(&meters, 10, 23, &clock).await;
+        field::register(pool, &gw, &meters).await;
         Field {
             prefix: prefix.to_string(),
             gw,
@@ -343,34 +152,14 @@ impl Field {
             clock,
             slot: start,
             slots: Vec::new(),
-            profile_path: repo().join("fixtures/profiles/waterworks-sim-v1.toml"),
         }
     }
 
     fn gateway_config(&self, broker: &Broker, spool: &Path) -> GatewayConfig {
-        GatewayConfig {
-            gateway_id: self.gw.clone(),
-            poll: PollConfig {
-                interval_s: 900,
-                request_timeout_ms: 1000,
-                ..PollConfig::default()
-            },
-            profiles: vec![self.profile_path.clone()],
-            meters: self
-                .sim
-                .addresses()
-                .into_iter()
-                .map(|a| MeterConfig {
-                    meter_id: a.meter_id,
-                    transport: Transport::Tcp {
-                        addr: a.addr.to_string(),
-                    },
-                    unit_id: a.unit_id,
-                    profile: "waterworks-sim-v1".into(),
-                    poll_interval_s: None,
-                })
-                .collect(),
-            uplink: UplinkConfig {
+        field::gateway_config(
+            &self.gw,
+            &self.sim,
+            UplinkConfig {
                 url: broker.url(),
                 client_id: Some(format!("{}-gw", self.prefix)),
                 username: Some(self.gw.to_string()),
@@ -379,30 +168,17 @@ impl Field {
                 ack_timeout_s: 2,
                 ..UplinkConfig::default()
             },
-            spool: SpoolConfig {
-                dir: spool.to_path_buf(),
-                ..SpoolConfig::default()
-            },
-            metrics_listen: None,
-        }
+            spool,
+        )
     }
 
     /// Waits until the current slot's round is spooled, then moves the clock on.
     async fn round(&mut self, rx: &mut tokio::sync::watch::Receiver<gateway::Progress>) {
         let slot = self.slot;
-        let done = matches!(
-            tokio::time::timeout(
-                StdDuration::from_secs(20),
-                rx.wait_for(|p| p.last_round == Some(slot)),
-            )
-            .await,
-            Ok(Ok(_))
-        );
-        assert!(
-            done,
-            "round {slot} not spooled; progress {:?}",
-            *rx.borrow()
-        );
+        field::wait_progress(rx, 20, &format!("round {slot} spooled"), |p| {
+            p.last_round == Some(slot)
+        })
+        .await;
         self.slots.push(slot);
         self.slot += Duration::minutes(STEP_MIN);
         self.manual.set(self.slot);
@@ -410,28 +186,7 @@ impl Field {
 
     /// What the gateway polled: the simulator's registers at each slot, decoded by the profile.
     fn polled(&self) -> BTreeMap<(String, DateTime<Utc>), i64> {
-        let profile = DeviceProfile::load(&self.profile_path).expect("profile");
-        let plan = profile.read_plan();
-        let mut polled = BTreeMap::new();
-        for m in &self.meters {
-            for &at in &self.slots {
-                let regs = self
-                    .sim
-                    .registers_at(&m.meter_id, at)
-                    .expect("a simulated meter");
-                let answers: Vec<Vec<u16>> = plan
-                    .requests
-                    .iter()
-                    .map(|r| regs[r.address as usize..(r.address + r.count) as usize].to_vec())
-                    .collect();
-                let v = profile.decode(&plan, &answers).expect("decodes");
-                polled.insert(
-                    (m.meter_id.to_string(), at),
-                    i64::try_from(v.volume_l).expect("fits"),
-                );
-            }
-        }
-        polled
+        field::polled(&self.sim, &self.meters, &self.slots)
     }
 
     /// Every stored reading of this field's meters, and whether any (meter, ts) is there twice.
@@ -449,19 +204,13 @@ impl Field {
 }
 
 async fn wait_acked(rx: &mut tokio::sync::watch::Receiver<gateway::Progress>, seq: u64, secs: u64) {
-    let ok = matches!(
-        tokio::time::timeout(
-            StdDuration::from_secs(secs),
-            rx.wait_for(|p| p.acked_seq >= seq),
-        )
-        .await,
-        Ok(Ok(_))
-    );
-    assert!(
-        ok,
-        "ingest acknowledged through {seq}; progress {:?}",
-        *rx.borrow()
-    );
+    field::wait_progress(
+        rx,
+        secs,
+        &format!("ingest acknowledged through {seq}"),
+        |p| p.acked_seq >= seq,
+    )
+    .await;
 }
 
 /// The reproduction: ingest's persistent session subscribed, ingest
@@ -476,7 +225,7 @@ async fn broker_killed_while_ingest_is_away_loses_nothing() {
     let db_url = fresh_database(&format!("ww_test_{prefix}")).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let gw_id = format!("{prefix}-gw");
-    let mut broker = Broker::start(dir.path(), &gw_id).await;
+    let mut broker = start_broker(dir.path(), &gw_id);
     let broker_url = broker.url();
     let icfg = || {
         ingest_config(
@@ -515,20 +264,13 @@ async fn broker_killed_while_ingest_is_away_loses_nothing() {
     assert_eq!(p.spooled_seq, 5, "{p:?}");
     // The broker has them (PUBACKed) but ingest has acknowledged nothing:
     // the gateway keeps all five and its status says how old the oldest is.
-    let aged = matches!(
-        tokio::time::timeout(
-            StdDuration::from_secs(10),
-            progress.wait_for(|p| p.oldest_unacked_age_s >= 2),
-        )
-        .await,
-        Ok(Ok(_))
-    );
+    let aged = field::progress_within(&mut progress, 10, |p| p.oldest_unacked_age_s >= 2).await;
     let p = progress.borrow().clone();
     assert!(aged, "the unacknowledged age shows: {p:?}");
     assert_eq!((p.acked_seq, p.pending_batches), (0, 5), "{p:?}");
 
     broker.kill();
-    broker.restart().await;
+    broker.restart();
     let (replica, _) = start_ingest(icfg()).await;
     wait_acked(&mut progress, 5, 60).await;
 
@@ -557,7 +299,7 @@ async fn broker_sigkilled_twice_under_load_stores_every_polled_reading_once() {
     let db_url = fresh_database(&format!("ww_test_{prefix}")).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let gw_id = format!("{prefix}-gw");
-    let mut broker = Broker::start(dir.path(), &gw_id).await;
+    let mut broker = start_broker(dir.path(), &gw_id);
     let (replica, pool) = start_ingest(ingest_config(
         &db_url,
         &broker.url(),
@@ -604,7 +346,7 @@ async fn broker_sigkilled_twice_under_load_stores_every_polled_reading_once() {
             field.round(&mut progress).await;
         }
         tokio::time::sleep(StdDuration::from_millis(300)).await;
-        broker.restart().await;
+        broker.restart();
         if replica.is_none() {
             replica = Some(
                 start_ingest(ingest_config(
@@ -674,7 +416,7 @@ async fn ingest_with_a_wrong_password_fails_loudly() {
     let prefix = unique("dp");
     let db_url = fresh_database(&format!("ww_test_{prefix}")).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start(dir.path(), &format!("{prefix}-gw")).await;
+    let broker = start_broker(dir.path(), &format!("{prefix}-gw"));
     let cfg = ingest_config(
         &db_url,
         &broker.url(),
@@ -721,7 +463,7 @@ async fn publishes_refused_by_the_acl_stay_in_the_spool_and_show() {
     let db_url = fresh_database(&format!("ww_test_{prefix}")).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let gw_id = format!("{prefix}-gw");
-    let broker = Broker::start(dir.path(), &gw_id).await;
+    let broker = start_broker(dir.path(), &gw_id);
     let reference_acl = std::fs::read_to_string(dir.path().join("acl")).expect("the reference ACL");
     // Ingest's rules and the gateways' ack rule, but no gateway may publish.
     let refusing: String = reference_acl
@@ -758,14 +500,7 @@ async fn publishes_refused_by_the_acl_stay_in_the_spool_and_show() {
         .await
         .expect("progress");
     field.slots.push(rest);
-    let shown = matches!(
-        tokio::time::timeout(
-            StdDuration::from_secs(15),
-            progress.wait_for(|p| p.oldest_unacked_age_s >= 3),
-        )
-        .await,
-        Ok(Ok(_))
-    );
+    let shown = field::progress_within(&mut progress, 15, |p| p.oldest_unacked_age_s >= 3).await;
     let p = progress.borrow().clone();
     assert!(
         shown,
@@ -804,7 +539,7 @@ async fn ingest_and_gateway_over_tls_with_passwords() {
     let db_url = fresh_database(&format!("ww_test_{prefix}")).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let gw_id = format!("{prefix}-gw");
-    let broker = Broker::start_tls(dir.path(), &gw_id).await;
+    let broker = start_broker_tls(dir.path(), &gw_id);
     let ca = dir.path().join("ca.crt");
     let mut cfg = ingest_config(
         &db_url,

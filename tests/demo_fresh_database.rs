@@ -16,60 +16,7 @@ use common::{fresh_database, unique};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// `mosquitto -c` on a free loopback port, without persistence.
-struct Mosquitto {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl Mosquitto {
-    fn start(dir: &Path) -> Mosquitto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("a free port")
-            .local_addr()
-            .expect("its address")
-            .port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .expect("write the broker config");
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto must be installed (apt-get install -y mosquitto)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "private mosquitto did not start on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Mosquitto {
-            port,
-            child: Some(child),
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use waterworks_test_support::mosquitto::Mosquitto;
 
 /// Bytes of spooled batches (segment files) under the demo's spool folder.
 fn spooled_bytes(spool: &Path) -> u64 {
@@ -105,7 +52,11 @@ async fn a_fresh_database_gets_no_reading_of_a_killed_run() {
     let state = tempfile::tempdir().expect("tempdir");
     let broker_dir = tempfile::tempdir().expect("tempdir");
     let spool: PathBuf = state.path().join("spool");
-    let mut broker = Mosquitto::start(broker_dir.path());
+    // A private broker without persistence (waterworks_test_support).
+    let mut broker = Mosquitto::start_in(
+        broker_dir.path(),
+        "allow_anonymous true\npersistence false\n",
+    );
 
     // Run 1: September into database A, killed while its spools hold batches
     // the broker never took.
@@ -131,7 +82,7 @@ async fn a_fresh_database_gets_no_reading_of_a_killed_run() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    broker.stop();
+    broker.kill();
     // The gateways keep polling into their spools while the broker is away.
     let before = spooled_bytes(&spool);
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -18,17 +18,15 @@
 mod common;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use common::{fresh_database, unique};
-use edge_firmware::sim::{ConsumptionKind, Fault, SimConfig, SimMeter, Simulator};
-use gateway::config::{
-    GatewayConfig, MeterConfig, PollConfig, SpoolConfig, Transport, UplinkConfig,
-};
+use common::{field, fresh_database, unique};
+use edge_firmware::sim::{ConsumptionKind, Fault, SimMeter};
+use gateway::config::UplinkConfig;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration as StdDuration;
 use tokio_util::sync::CancellationToken;
+use waterworks_test_support::mosquitto::{log_to, Mosquitto};
 use waterworks_wire::clock::{Clock, ManualClock};
-use waterworks_wire::profile::DeviceProfile;
 use waterworks_wire::{GatewayId, MeterId};
 
 const METERS: usize = 24;
@@ -37,96 +35,26 @@ const ROUNDS_BEFORE: usize = 4;
 const ROUNDS_DOWN: usize = 32;
 const ROUNDS_AFTER: usize = 4;
 
-/// `mosquitto -c` on a free loopback port with a config of the test's own.
-struct Broker {
-    port: u16,
-    conf: PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl Broker {
-    async fn start(dir: &Path) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("a free port")
-            .local_addr()
-            .expect("its address")
-            .port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\nmax_inflight_messages 0\nmax_queued_messages 0\n\
-                 log_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\n",
-                dir.display(),
-                dir.display()
-            ),
-        )
-        .expect("write the broker config");
-        let mut b = Broker {
-            port,
-            conf,
-            child: None,
-        };
-        b.restart().await;
-        b
-    }
-
-    async fn restart(&mut self) {
-        let child = std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("mosquitto must be installed (apt-get install -y mosquitto)");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(StdDuration::from_millis(50)).await;
-        }
-        panic!("private mosquitto did not start on port {}", self.port);
-    }
-
-    /// SIGTERM (the broker saves its sessions), then waits for it to exit.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = std::process::Command::new("kill")
-                .arg(c.id().to_string())
-                .status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// `mosquitto -c` on a free loopback port with a config of the test's own
+/// (`waterworks_test_support::mosquitto`): sessions kept in `dir` across a
+/// restart, no queue limit.
+fn start_broker(dir: &Path) -> Mosquitto {
+    let d = dir.display();
+    Mosquitto::start_in(
+        dir,
+        &format!(
+            "allow_anonymous true\npersistence true\npersistence_location {d}/\n\
+             max_inflight_messages 0\nmax_queued_messages 0\n{}",
+            log_to(dir)
+        ),
+    )
 }
 
 async fn wait_round(rx: &mut tokio::sync::watch::Receiver<gateway::Progress>, slot: DateTime<Utc>) {
-    let done = matches!(
-        tokio::time::timeout(
-            StdDuration::from_secs(20),
-            rx.wait_for(|p| p.last_round == Some(slot)),
-        )
-        .await,
-        Ok(Ok(_))
-    );
-    assert!(
-        done,
-        "round {slot} not spooled; progress {:?}",
-        *rx.borrow()
-    );
+    field::wait_progress(rx, 20, &format!("round {slot} spooled"), |p| {
+        p.last_round == Some(slot)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,7 +62,7 @@ async fn broker_outage_end_to_end_every_reading_once_in_order() {
     let prefix = unique("go");
     let db_url = fresh_database(&format!("ww_test_{prefix}")).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut broker = Broker::start(dir.path()).await;
+    let mut broker = start_broker(dir.path());
     let broker_url = format!("mqtt://127.0.0.1:{}", broker.port);
 
     // Ingest, on its own database, subscribed to the private broker.
@@ -167,70 +95,21 @@ async fn broker_outage_end_to_end_every_reading_once_in_order() {
             fault: Fault::None,
         })
         .collect();
-    let sim = Simulator::bind(
-        SimConfig {
-            host: [127, 0, 0, 1].into(),
-            meters_per_port: 12,
-            seed: 4,
-            meters: meters.clone(),
-        },
-        clock.clone(),
-    )
-    .await
-    .expect("simulator binds");
-    let stop_sim = CancellationToken::new();
-    tokio::spawn(sim.clone().run(stop_sim.clone()));
-    ingest::registry::register_meters(
-        &pool,
-        &meters
-            .iter()
-            .map(|m| ingest::registry::MeterRegistration {
-                meter_id: m.meter_id.clone(),
-                gateway_id: gw.clone(),
-                profile_id: "waterworks-sim-v1".into(),
-                max_flow_lph: None,
-            })
-            .collect::<Vec<_>>(),
-    )
-    .await
-    .expect("register the meters");
+    let (sim, stop_sim) = field::simulate(&meters, 12, 4, &clock).await;
+    field::register(&pool, &gw, &meters).await;
 
     // The gateway.
-    let profile_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/profiles/waterworks-sim-v1.toml");
-    let config = GatewayConfig {
-        gateway_id: gw.clone(),
-        poll: PollConfig {
-            interval_s: 900,
-            request_timeout_ms: 1000,
-            ..PollConfig::default()
-        },
-        profiles: vec![profile_path.clone()],
-        meters: sim
-            .addresses()
-            .into_iter()
-            .map(|a| MeterConfig {
-                meter_id: a.meter_id,
-                transport: Transport::Tcp {
-                    addr: a.addr.to_string(),
-                },
-                unit_id: a.unit_id,
-                profile: "waterworks-sim-v1".into(),
-                poll_interval_s: None,
-            })
-            .collect(),
-        uplink: UplinkConfig {
+    let config = field::gateway_config(
+        &gw,
+        &sim,
+        UplinkConfig {
             url: broker_url.clone(),
             client_id: Some(format!("{prefix}-gw")),
             max_inflight: 8,
             ..UplinkConfig::default()
         },
-        spool: SpoolConfig {
-            dir: dir.path().join("spool"),
-            ..SpoolConfig::default()
-        },
-        metrics_listen: None,
-    };
+        &dir.path().join("spool"),
+    );
     let stop_gw = CancellationToken::new();
     let handle = gateway::start(config, clock.clone(), stop_gw.clone())
         .await
@@ -270,7 +149,7 @@ async fn broker_outage_end_to_end_every_reading_once_in_order() {
     if let Some(rest) = StdDuration::from_secs(3).checked_sub(down.elapsed()) {
         tokio::time::sleep(rest).await;
     }
-    broker.restart().await;
+    broker.restart();
 
     // New rounds keep coming while the backlog drains.
     for _ in 0..ROUNDS_AFTER {
@@ -281,41 +160,15 @@ async fn broker_outage_end_to_end_every_reading_once_in_order() {
     wait_round(&mut progress, slot).await;
     slots.push(slot);
     let total_rounds = ROUNDS_BEFORE + ROUNDS_DOWN + ROUNDS_AFTER + 1;
-    let drained = matches!(
-        tokio::time::timeout(
-            StdDuration::from_secs(30),
-            progress.wait_for(|p| {
-                p.spooled_seq as usize == total_rounds && p.acked_seq == p.spooled_seq
-            }),
-        )
-        .await,
-        Ok(Ok(_))
-    );
-    assert!(drained, "spool drained; progress {:?}", *progress.borrow());
+    field::wait_progress(&mut progress, 30, "spool drained", |p| {
+        p.spooled_seq as usize == total_rounds && p.acked_seq == p.spooled_seq
+    })
+    .await;
 
     // What the gateway polled: the simulator's registers at each slot,
     // decoded by the profile (the gateway's own sim test checks that equality
     // reading by reading).
-    let profile = DeviceProfile::load(&profile_path).expect("profile");
-    let plan = profile.read_plan();
-    let mut polled: BTreeMap<(String, DateTime<Utc>), i64> = BTreeMap::new();
-    for m in &meters {
-        for &at in &slots {
-            let regs = sim
-                .registers_at(&m.meter_id, at)
-                .expect("a simulated meter");
-            let answers: Vec<Vec<u16>> = plan
-                .requests
-                .iter()
-                .map(|r| regs[r.address as usize..(r.address + r.count) as usize].to_vec())
-                .collect();
-            let v = profile.decode(&plan, &answers).expect("decodes");
-            polled.insert(
-                (m.meter_id.to_string(), at),
-                i64::try_from(v.volume_l).expect("fits"),
-            );
-        }
-    }
+    let polled = field::polled(&sim, &meters, &slots);
     assert_eq!(polled.len(), METERS * total_rounds);
 
     // Ingest stores what arrived; wait until the count stops short of nothing.

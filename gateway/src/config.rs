@@ -42,6 +42,8 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use waterworks_service::mqtt_url::MqttUrl;
+pub use waterworks_service::secret::Secret;
 use waterworks_wire::profile::{DeviceProfile, Unit};
 use waterworks_wire::{GatewayId, MeterId};
 
@@ -328,8 +330,9 @@ pub struct UplinkConfig {
     pub client_id: Option<String>,
     #[serde(default)]
     pub username: Option<String>,
+    /// The broker password of `username`; never shown by `Debug`.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// MQTT keep-alive in seconds (at least 5).
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u16,
@@ -815,47 +818,14 @@ pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?))
 }
 
-/// A broker address parsed from `uplink.url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UplinkUrl {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
+/// A broker address parsed from `uplink.url` (the workspace's one parser).
+pub type UplinkUrl = MqttUrl;
 
-/// Parses `mqtt://host[:port]` (also `tcp://`; port 1883) or `mqtts://host[:port]` (also `ssl://`; port 8883).
+/// Parses `mqtt://host[:port]` (also `tcp://`; port 1883) or
+/// `mqtts://host[:port]` (also `ssl://`; port 8883), IPv6 hosts in brackets,
+/// with `waterworks_service::mqtt_url`.
 pub fn parse_uplink_url(url: &str) -> Result<UplinkUrl, String> {
-    let (tls, default_port) = if url.starts_with("mqtts://") || url.starts_with("ssl://") {
-        (true, 8883)
-    } else {
-        (false, 1883)
-    };
-    let plain = url
-        .replacen("mqtts://", "mqtt://", 1)
-        .replacen("ssl://", "mqtt://", 1);
-    let (host, port) = parse_mqtt_url_with(&plain, default_port)?;
-    Ok(UplinkUrl { host, port, tls })
-}
-
-/// Splits `mqtt://host[:port]` (also `tcp://`) into host and port (default 1883).
-pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    parse_mqtt_url_with(url, 1883)
-}
-
-fn parse_mqtt_url_with(url: &str, default_port: u16) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| format!("{url:?} does not start with mqtt://"))?;
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains('/') || rest.contains('@') {
-        return Err(format!("{url:?} is not mqtt://host[:port]"));
-    }
-    match split_host_port(rest) {
-        Some((h, p)) => Ok((h.to_string(), p)),
-        None if !rest.contains(':') => Ok((rest.to_string(), default_port)),
-        None => Err(format!("{url:?} has a bad port")),
-    }
+    MqttUrl::parse(url).map_err(|e| e.to_string())
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -991,6 +961,12 @@ max_bytes = 10000000
         let c = parse_config(&good, "gw.toml").unwrap();
         assert_eq!(c.uplink.ack, AckMode::Ingest);
         assert_eq!(c.uplink.ack_timeout_s, 30);
+        assert_eq!(c.uplink.password.as_ref().map(Secret::expose), Some("pw"));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("\"pw\"") && shown.contains("Secret(***)"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -1117,10 +1093,11 @@ max_bytes = 10000000
 
     #[test]
     fn mqtt_urls() {
-        assert_eq!(parse_mqtt_url("mqtt://h:1884").unwrap(), ("h".into(), 1884));
-        assert_eq!(parse_mqtt_url("mqtt://h").unwrap(), ("h".into(), 1883));
-        assert!(parse_mqtt_url("mqtt://h:x").is_err());
-        assert!(parse_mqtt_url("mqtt://").is_err());
+        let plain = |url: &str| parse_uplink_url(url).map(|u| (u.host, u.port, u.tls));
+        assert_eq!(plain("mqtt://h:1884").unwrap(), ("h".into(), 1884, false));
+        assert_eq!(plain("mqtt://h").unwrap(), ("h".into(), 1883, false));
+        assert!(plain("mqtt://h:x").unwrap_err().contains("bad port"));
+        assert!(plain("mqtt://").is_err());
         let u = parse_uplink_url("mqtts://broker.example").unwrap();
         assert_eq!(
             (u.host.as_str(), u.port, u.tls),

@@ -1,12 +1,12 @@
 //! `waterworks-gateway`: the field gateway's command.
 //!
-//! - `waterworks-gateway run --config FILE`: poll and forward until SIGTERM or Ctrl-C.
+//! - `waterworks-gateway run --config FILE`: poll and forward until SIGTERM or Ctrl-C
+//!   (`waterworks_service::shutdown`, the services' one shutdown path).
 //! - `waterworks-gateway check-config FILE`: validate a config (and its profiles) without starting.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 use waterworks_wire::clock::Clock;
 
 #[derive(Parser)]
@@ -32,19 +32,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal: a journal or a log
-        // shipper gets plain text (and NO_COLOR is honoured).
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-        )
-        .init();
+    // The services' set-up: RUST_LOG (default info), LOG_FORMAT=json, colour
+    // codes only for a person at a terminal (NO_COLOR honoured).
+    waterworks_service::telemetry::init("info");
     match Cli::parse().command {
         Command::CheckConfig { file } => match gateway::check_config(&file) {
             Ok(summary) => {
@@ -73,13 +63,8 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(async move {
-                let shutdown = CancellationToken::new();
-                let signals = shutdown.clone();
-                tokio::spawn(async move {
-                    wait_for_signal().await;
-                    tracing::info!("shutdown requested");
-                    signals.cancel();
-                });
+                // SIGTERM or SIGINT cancels it, as in every service.
+                let shutdown = waterworks_service::shutdown::on_signals();
                 match gateway::run(config, Clock::System, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
@@ -89,19 +74,5 @@ fn main() -> ExitCode {
                 }
             })
         }
-    }
-}
-
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

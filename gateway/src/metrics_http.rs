@@ -1,42 +1,38 @@
-//! The Prometheus endpoint: `GET /metrics` on `metrics_listen`.
+//! The Prometheus endpoint: `GET /metrics` on `metrics_listen`, served by
+//! the same route and server as the cluster services
+//! (`waterworks_service::ops::metrics_routes` and `waterworks_service::serve`,
+//! which stop on the gateway's shutdown token).
 //!
-//! The gateway installs the process's metrics recorder the first time an
-//! exporter is asked for, and every later gateway in the same process (tests)
-//! shares it. If another recorder was installed first (a host program that
-//! exports its own metrics), starting an exporter is refused with a clear error:
-//! leave `metrics_listen` unset there. The server answers one small request per
-//! connection and never reads more than [`MAX_REQUEST_BYTES`].
+//! The process's one recorder is the services' (`ops::try_prometheus`): a
+//! gateway beside them in one process (the demo, tests) shares it. If
+//! another recorder was installed first (a host program that exports its own
+//! metrics), starting an exporter is refused with a clear error: leave
+//! `metrics_listen` unset there. At most [`MAX_CONCURRENT_SCRAPES`] scrapes
+//! are answered at once; further ones wait their turn. Each connection gets
+//! one answer and is closed.
 
 use crate::GatewayError;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+use waterworks_service::ops;
 
-/// Largest request head read before answering.
-pub const MAX_REQUEST_BYTES: usize = 8192;
-/// Most scrapes served at once; further connections wait in the listen backlog.
+/// Most scrapes answered at once; further requests wait for a permit.
 pub const MAX_CONCURRENT_SCRAPES: usize = 8;
 
-static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
-
 /// The process-wide Prometheus handle, installing the recorder on first use.
-pub fn handle() -> Result<PrometheusHandle, GatewayError> {
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0])
-                .map_err(|e| e.to_string())?
-                .build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).map_err(|_| {
-                "another metrics recorder is already installed in this process".to_string()
-            })?;
-            Ok(handle)
-        })
-        .clone()
-        .map_err(GatewayError::Metrics)
+pub fn handle() -> Result<metrics_exporter_prometheus::PrometheusHandle, GatewayError> {
+    ops::try_prometheus().map_err(|e| GatewayError::Metrics(e.to_string()))
+}
+
+/// One answer per connection (`connection: close`): a scraper holds no
+/// idle connection open on a small box, and a client that reads to the end
+/// of the stream gets it.
+async fn close_after_answer(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// Binds `addr` and serves `/metrics` until `shutdown`; returns the bound address.
@@ -51,53 +47,14 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|e| GatewayError::Metrics(e.to_string()))?;
-    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SCRAPES));
+    let router = ops::metrics_routes(handle)
+        .layer(axum::middleware::map_response(close_after_answer))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_CONCURRENT_SCRAPES,
+        ));
     tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = shutdown.cancelled() => break,
-            };
-            let Ok((mut stream, _)) = accepted else {
-                continue;
-            };
-            let Ok(permit) = limit.clone().acquire_owned().await else {
-                break;
-            };
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let mut buf = vec![0u8; MAX_REQUEST_BYTES];
-                let mut n = 0;
-                let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                    while n < buf.len() {
-                        match stream.read(&mut buf[n..]).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => n += k,
-                        }
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                })
-                .await;
-                if read.is_err() {
-                    return;
-                }
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) = if head.starts_with("GET /metrics") {
-                    handle.run_upkeep();
-                    ("200 OK", handle.render())
-                } else {
-                    ("404 Not Found", "only GET /metrics is served\n".to_string())
-                };
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(reply.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
+        if let Err(e) = waterworks_service::serve(listener, router, shutdown).await {
+            tracing::warn!(error = %e, "the metrics endpoint stopped");
         }
     });
     Ok(local)

@@ -240,7 +240,14 @@ impl Uplink {
             });
         }
         if let Some(u) = &self.config.username {
-            o.set_credentials(u.clone(), self.config.password.clone().unwrap_or_default());
+            o.set_credentials(
+                u.clone(),
+                self.config
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose().to_string())
+                    .unwrap_or_default(),
+            );
         }
         o
     }

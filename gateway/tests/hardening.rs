@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use waterworks_wire::clock::{Clock, ManualClock};
@@ -49,78 +48,13 @@ async fn two_gateways_cannot_share_a_spool_folder() {
     again.wait().await.unwrap();
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("this test needs openssl on PATH");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
+    waterworks_test_support::certs::make_ca(dir, name, name);
 }
 
 /// A server certificate for `san`, signed by CA `ca`, as `server.crt`/`server.key`.
 fn make_server_cert(dir: &Path, ca: &str, san: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=broker",
-        ],
-    );
-    std::fs::write(dir.join("ext.cnf"), format!("subjectAltName={san}\n")).unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
+    waterworks_test_support::certs::make_server_cert(dir, ca, "broker", san);
 }
 
 /// Runs a gateway against a TLS broker whose certificate was made by
@@ -132,10 +66,7 @@ async fn refused(case: &str, setup: impl Fn(&Path), trusted_ca: &str) {
     make_ca(d, "ca-a");
     make_ca(d, "ca-b");
     setup(d);
-    let extra = format!(
-        "cafile {0}/ca-a.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n",
-        d.display()
-    );
+    let extra = waterworks_test_support::mosquitto::tls_listener_options(d, "ca-a.crt");
     let broker = PrivateBroker::start_with(d, &extra).await;
     let clock = Clock::Manual(ManualClock::new(t("2026-10-01T00:00:00Z")));
     let stop_device = CancellationToken::new();
@@ -146,19 +77,7 @@ async fn refused(case: &str, setup: impl Fn(&Path), trusted_ca: &str) {
     )
     .await;
     let gw = unique("gw-badtls");
-    let text = config_text(
-        &gw,
-        &[(format!("{gw}-m1"), dev, 1)],
-        broker.port,
-        &d.join("spool"),
-    )
-    .replace("url = \"mqtt://", "url = \"mqtts://")
-    .replace(
-        "max_inflight = 8\n",
-        &format!("max_inflight = 8\ntls_ca_file = \"{trusted_ca}.crt\"\n"),
-    );
-    std::fs::write(d.join("gw.toml"), text).unwrap();
-    let config = gateway::load_config(&d.join("gw.toml")).unwrap();
+    let config = tls_config(d, &gw, dev, broker.port, &format!("{trusted_ca}.crt"));
     let shutdown = CancellationToken::new();
     let handle = gateway::start(config, clock, shutdown.clone())
         .await

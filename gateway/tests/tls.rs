@@ -1,89 +1,20 @@
 //! The uplink over TLS (`mqtts://`) to a private Mosquitto whose certificate
-//! is signed by a test CA given as `uplink.tls_ca_file`. Needs `openssl`.
+//! is signed by a test CA given as `uplink.tls_ca_file` (both made by
+//! `waterworks_test_support::certs`). Needs `openssl`.
 
 mod common;
 
 use common::*;
 use std::collections::HashMap;
-use std::process::Command;
 use tokio_util::sync::CancellationToken;
 use waterworks_wire::clock::{Clock, ManualClock};
-
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let ok = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("this test needs openssl on PATH");
-    assert!(
-        ok.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uplink_over_tls_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=waterworks-test-ca",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    let extra = format!(
-        "cafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n",
-        d.display()
-    );
+    waterworks_test_support::certs::broker_certs(d);
+    let extra = waterworks_test_support::mosquitto::tls_listener_options(d, "ca.crt");
     let broker = PrivateBroker::start_with(d, &extra).await;
 
     let start = t("2026-10-01T00:00:00Z");
@@ -96,19 +27,7 @@ async fn uplink_over_tls_with_a_private_ca() {
     )
     .await;
     let gw = unique("gw-tls");
-    let text = config_text(
-        &gw,
-        &[(format!("{gw}-m1"), dev, 1)],
-        broker.port,
-        &d.join("spool"),
-    )
-    .replace("url = \"mqtt://", "url = \"mqtts://")
-    .replace(
-        "max_inflight = 8\n",
-        "max_inflight = 8\ntls_ca_file = \"ca.crt\"\n",
-    );
-    std::fs::write(d.join("gw.toml"), text).unwrap();
-    let config = gateway::load_config(&d.join("gw.toml")).unwrap();
+    let config = tls_config(d, &gw, dev, broker.port, "ca.crt");
     assert_eq!(
         config.uplink.tls_ca_file.as_deref(),
         Some(d.join("ca.crt").as_path())

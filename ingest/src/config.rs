@@ -5,13 +5,18 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use waterworks_service::auth::TokenConfig;
+/// Passwords and the database URL: `Debug` and `Display` never show them
+/// (the workspace's one `Secret`, from `waterworks-service`).
+pub use waterworks_service::secret::Secret;
 
 /// The whole configuration of one ingest replica.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
-    /// PostgreSQL URL (required), e.g. `postgres://ingest@db:5432/waterworks`.
-    pub database_url: String,
+    /// PostgreSQL URL (required), e.g. `postgres://ingest@db:5432/waterworks`;
+    /// it may carry a password, so it is never shown (`DATABASE_URL` in the
+    /// environment overrides it).
+    pub database_url: Secret,
     /// Whether ingest applies the `metering` migrations at start (default
     /// false). In production `waterworks migrate` (the Kubernetes Job)
     /// migrates and ingest only checks that every migration it needs is
@@ -254,32 +259,15 @@ impl MqttConfig {
             if text.is_empty() {
                 return Err(format!("mqtt.password_file {} is empty", path.display()));
             }
-            return Ok(Some(Secret(text.to_string())));
+            return Ok(Some(Secret::new(text)));
         }
         match std::env::var("MQTT_PASSWORD") {
-            Ok(p) if !p.is_empty() => Ok(Some(Secret(p))),
+            Ok(p) if !p.is_empty() => Ok(Some(Secret::new(p))),
             _ => Err(
                 "mqtt.username is set but no password: set mqtt.password_file or MQTT_PASSWORD"
                     .into(),
             ),
         }
-    }
-}
-
-/// A secret string: `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
     }
 }
 
@@ -330,7 +318,7 @@ impl IngestConfig {
     /// except that it migrates at start (in-process use: demo, tests).
     pub fn new(database_url: impl Into<String>, mqtt: MqttConfig) -> Self {
         Self {
-            database_url: database_url.into(),
+            database_url: Secret::new(database_url.into()),
             migrate_on_start: true,
             max_db_connections: default_max_db_connections(),
             mqtt,
@@ -434,6 +422,18 @@ mod tests {
             !shown.contains("hunter2") && shown.contains("Secret(***)"),
             "{shown}"
         );
+        let with_db_password = toml_like(
+            r#"{"database_url":"postgres://ingest:db-pw-7@db/w","mqtt":{"url":"u","client_id":"c"}}"#,
+        );
+        let shown_db = format!("{with_db_password:?}");
+        assert!(
+            !shown_db.contains("db-pw-7"),
+            "the database URL is hidden: {shown_db}"
+        );
+        assert_eq!(
+            with_db_password.database_url.expose(),
+            "postgres://ingest:db-pw-7@db/w"
+        );
         assert_eq!(
             c.mqtt.resolve_password().unwrap().unwrap().expose(),
             "hunter2-secret"
@@ -448,7 +448,7 @@ mod tests {
             m.resolve_password().unwrap().unwrap().expose(),
             "from-a-file"
         );
-        m.password = Some(Secret("x".into()));
+        m.password = Some(Secret::new("x"));
         assert!(m.resolve_password().is_err(), "both is ambiguous");
         m.password = None;
         m.password_file = Some(dir.path().join("missing"));

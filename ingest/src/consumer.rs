@@ -97,30 +97,12 @@ struct Batch {
 }
 
 /// `(host, port, tls)` of an `mqtt://host[:port]` (1883) or
-/// `mqtts://host[:port]` (8883, TLS) URL.
+/// `mqtts://host[:port]` (8883, TLS) URL, read by the workspace's one parser
+/// (`waterworks_service::mqtt_url`).
 fn broker_address(url: &str) -> Result<(String, u16, bool), IngestError> {
-    let (rest, tls) = if let Some(r) = url.strip_prefix("mqtts://") {
-        (r, true)
-    } else if let Some(r) = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-    {
-        (r, false)
-    } else {
-        return Err(IngestError::Config(format!(
-            "mqtt url {url:?} must start with mqtt:// or mqtts://"
-        )));
-    };
-    let rest = rest.trim_end_matches('/');
-    match rest.rsplit_once(':') {
-        Some((h, p)) => Ok((
-            h.to_string(),
-            p.parse::<u16>()
-                .map_err(|_| IngestError::Config(format!("bad port in mqtt url {url:?}")))?,
-            tls,
-        )),
-        None => Ok((rest.to_string(), if tls { 8883 } else { 1883 }, tls)),
-    }
+    let u = waterworks_service::mqtt_url::MqttUrl::parse(url)
+        .map_err(|e| IngestError::Config(format!("mqtt url: {e}")))?;
+    Ok((u.host, u.port, u.tls))
 }
 
 /// The transport of `cfg`: TCP, or TLS trusting `tls_ca_file` (else the

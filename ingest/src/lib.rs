@@ -112,7 +112,7 @@ impl Ingest {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_db_connections.max(2))
             .acquire_timeout(Duration::from_secs(DB_ACQUIRE_TIMEOUT_S))
-            .connect(&config.database_url)
+            .connect(config.database_url.expose())
             .await?;
         if config.migrate_on_start {
             migrate(&pool).await?;
@@ -236,10 +236,11 @@ fn check_limits(l: &LimitsConfig) -> Result<(), IngestError> {
 /// `limits.api_statement_timeout_ms` as its `statement_timeout`.
 async fn api_pool(config: &IngestConfig) -> Result<PgPool, IngestError> {
     use std::str::FromStr;
-    let opts = sqlx::postgres::PgConnectOptions::from_str(&config.database_url)?.options([(
-        "statement_timeout",
-        config.limits.api_statement_timeout_ms.to_string(),
-    )]);
+    let opts =
+        sqlx::postgres::PgConnectOptions::from_str(config.database_url.expose())?.options([(
+            "statement_timeout",
+            config.limits.api_statement_timeout_ms.to_string(),
+        )]);
     Ok(PgPoolOptions::new()
         .max_connections(config.limits.api_db_connections)
         .acquire_timeout(Duration::from_secs(DB_ACQUIRE_TIMEOUT_S))

@@ -33,6 +33,7 @@
 //! `admin` may do everything.
 
 use crate::error::ApiError;
+use crate::secret::Secret;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -97,9 +98,10 @@ pub struct TokenConfig {
     /// An environment variable holding the token.
     #[serde(default)]
     pub token_env: Option<String>,
-    /// The token itself: tests and local development only.
+    /// The token itself: tests and local development only. Never shown
+    /// (`Debug` prints `Secret(***)`).
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// From this instant on the token is refused (RFC 3339).
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
@@ -115,7 +117,7 @@ impl TokenConfig {
         Self {
             name: name.into(),
             role: Some(role),
-            token: Some(token.into()),
+            token: Some(Secret::new(token)),
             ..Self::default()
         }
     }
@@ -417,7 +419,10 @@ fn load(field: &str, c: &TokenConfig) -> Result<Vec<Entry>, TokenError> {
             .trim()
             .to_string()
     } else {
-        c.token.clone().unwrap_or_default()
+        c.token
+            .as_ref()
+            .map(|t| t.expose().to_string())
+            .unwrap_or_default()
     };
     Ok(vec![entry(field, &c.name, role, token, c.expires_at)?])
 }

@@ -52,6 +52,7 @@ impl ApiError {
     /// A database error: PostgreSQL's `statement_timeout` cancelling a
     /// statement (SQLSTATE 57014) is [`ApiError::TooSlow`]; anything else is
     /// internal.
+    #[cfg(feature = "db")]
     pub fn from_db(e: &sqlx::Error) -> Self {
         match e {
             sqlx::Error::Database(d) if d.code().as_deref() == Some("57014") => {

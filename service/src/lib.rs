@@ -5,17 +5,24 @@
 //! - [`ops`]: `/health`, `/ready` and Prometheus `/metrics`.
 //! - [`error`]: the JSON error body; internals are logged, never sent.
 //! - [`telemetry`] and [`shutdown`]: tracing set-up and the SIGTERM/SIGINT token.
-//! - [`db`]: each service's schema migrations, history kept in its schema.
+//! - [`db`] (feature `db`): each service's schema migrations, history kept
+//!   in its schema. Without the feature the crate links no sqlx, so the
+//!   gateway shares the rest (shutdown, metrics, [`secret`], [`mqtt_url`]).
+//! - [`secret`]: passwords, tokens and database URLs with a redacted `Debug`.
+//! - [`mqtt_url`]: the one parser of `mqtt://` / `mqtts://` broker URLs.
 //! - [`limits`]: rate limits per IP and token, load shedding, request deadlines.
 //! - [`serve`]: an axum server that drains in-flight requests on shutdown.
 //!
 //! It must never hold domain logic: that lives in the service crates.
 
 pub mod auth;
+#[cfg(feature = "db")]
 pub mod db;
 pub mod error;
 pub mod limits;
+pub mod mqtt_url;
 pub mod ops;
+pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -17,23 +17,16 @@ pub const ADMIN: &str = "admin-5c1f8a3e7d0b94c6e2a8f5d1b7c4e9a03f6d2b8e";
 
 /// The URL of the test's own database (sqlx::test made it).
 pub fn database_url(pool: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let db = pool.connect_options().get_database().unwrap().to_string();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    format!("{prefix}/{db}")
+    waterworks_test_support::postgres::url_of_pool(pool)
 }
 
 /// The URL of database `db` on the test server, logging in as `user`.
 pub fn database_url_as(db: &str, user: &str) -> String {
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let opts: sqlx::postgres::PgConnectOptions = base.parse().expect("DATABASE_URL");
     // The local test server trusts local connections (no password).
-    format!(
-        "postgres://{user}@{}:{}/{db}",
-        opts.get_host(),
-        opts.get_port()
+    waterworks_test_support::postgres::url_as(
+        &waterworks_test_support::postgres::server_url(),
+        db,
+        user,
     )
 }
 
@@ -159,17 +152,5 @@ pub fn household_account(account_no: &str, meter_id: &str) -> billing::accounts:
 /// Stand-in for ingest's read function, only in the test's fresh database:
 /// meter M1 used 26.5 m³ (0 → 26,500 L) in any period.
 pub async fn stub_period_reads_m1(pool: &PgPool) {
-    sqlx::query("CREATE SCHEMA metering")
-        .execute(pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "CREATE FUNCTION metering.period_reads_v1(period_start timestamptz, period_end timestamptz) \
-         RETURNS TABLE (meter_id text, start_ts timestamptz, start_volume_l bigint, end_ts timestamptz, \
-                        end_volume_l bigint, reads bigint) \
-         LANGUAGE sql STABLE AS $$ SELECT 'M1'::text, period_start, 0::bigint, period_end, 26500::bigint, 2976::bigint $$",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
+    waterworks_test_support::metering::stub_one_meter(pool, "M1", 0, 26_500, 2976).await;
 }

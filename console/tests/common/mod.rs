@@ -44,20 +44,15 @@ pub fn tokens() -> Vec<TokenConfig> {
 
 /// A short unique id for this test's names (gateways, databases).
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}{}{:x}", std::process::id(), nanos % 0xffff_ffff)
+    waterworks_test_support::unique(prefix)
 }
 
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    waterworks_test_support::postgres::server_url()
 }
 
 pub fn mqtt_url() -> String {
-    std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+    waterworks_test_support::mqtt_url()
 }
 
 /// Where screenshots go: `$CARGO_TARGET_DIR/../console-screenshots` when the
@@ -75,26 +70,11 @@ pub fn screenshot_dir() -> PathBuf {
 }
 
 async fn fresh_database() -> String {
-    let base = database_url();
-    let name = unique("console_e2e_");
-    let admin = PgPool::connect(&base).await.expect("connect to PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("create database");
-    admin.close().await;
-    let (prefix, _) = base.rsplit_once('/').expect("database url has a path");
-    format!("{prefix}/{name}")
+    waterworks_test_support::postgres::fresh_database(&unique("console_e2e_")).await
 }
 
 async fn drop_database(url: &str) {
-    let (_, name) = url.rsplit_once('/').unwrap();
-    if let Ok(admin) = PgPool::connect(&database_url()).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&admin)
-            .await;
-        admin.close().await;
-    }
+    waterworks_test_support::postgres::drop_database(&database_url(), url).await;
 }
 
 /// ingest + billing + console, in process.
@@ -186,20 +166,15 @@ impl Stack {
             batch_seq: std::sync::atomic::AtomicU64::new(1),
         };
         // Ingest is ready once subscribed to the broker.
-        let http = reqwest::Client::new();
-        for _ in 0..400 {
-            let ok = http
-                .get(format!("http://{ingest_addr}/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                return stack;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("ingest never became ready");
+        waterworks_test_support::net::wait_ok(
+            ingest_addr,
+            "/ready",
+            "ingest",
+            Duration::from_secs(10),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stack
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -236,12 +211,8 @@ impl Stack {
                 "meter_id": m, "ts": ts, "volume_l": v, "flow_lph": f, "alarms": a
             })).collect::<Vec<_>>(),
         });
-        let url = url::Url::parse(&mqtt_url()).unwrap();
-        let mut opts = rumqttc::MqttOptions::new(
-            unique("console-pub-"),
-            url.host_str().unwrap_or("127.0.0.1"),
-            url.port().unwrap_or(1883),
-        );
+        let url = waterworks_service::mqtt_url::MqttUrl::parse(&mqtt_url()).expect("MQTT_URL");
+        let mut opts = rumqttc::MqttOptions::new(unique("console-pub-"), url.host, url.port);
         opts.set_keep_alive(Duration::from_secs(10));
         let (client, mut events) = rumqttc::AsyncClient::new(opts, 10);
         let topic = format!("waterworks/v1/{}/readings", self.gateway);
@@ -317,13 +288,7 @@ pub struct Browser {
     base: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use waterworks_test_support::net::free_port;
 
 impl Browser {
     /// Starts chromedriver and a browser session whose language is `lang`

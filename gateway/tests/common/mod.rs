@@ -121,8 +121,7 @@ pub async fn fake_device(
 
 /// A unique name per test run (ids on the shared broker must not collide).
 pub fn unique(prefix: &str) -> String {
-    let n: u64 = rand::random();
-    format!("{prefix}-{}-{:x}", std::process::id(), n & 0xffff_ffff)
+    waterworks_test_support::unique(&format!("{prefix}-"))
 }
 
 /// Collects every message on `filter` from the broker at `port` into a channel.
@@ -133,10 +132,27 @@ pub async fn watch_topic(
     tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
     CancellationToken,
 ) {
+    watch(port, filter, "watch", true, |p| {
+        (p.topic.clone(), p.payload.to_vec(), p.retain)
+    })
+    .await
+}
+
+/// Subscribes to `filter` (QoS 1) as a fresh client and sends what `map`
+/// makes of each message into a channel, until the token is cancelled;
+/// returns once the broker acknowledged the subscription.
+async fn watch<T: Send + 'static>(
+    port: u16,
+    filter: &str,
+    client: &str,
+    clean_session: bool,
+    map: fn(&rumqttc::Publish) -> T,
+) -> (tokio::sync::mpsc::UnboundedReceiver<T>, CancellationToken) {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let mut o = MqttOptions::new(unique("watch"), MQTT_HOST, port);
+    let mut o = MqttOptions::new(unique(client), MQTT_HOST, port);
     o.set_max_packet_size(4 << 20, 4 << 20);
     o.set_keep_alive(Duration::from_secs(30));
+    o.set_clean_session(clean_session);
     let (client, mut el) = AsyncClient::new(o, 64);
     client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -154,10 +170,10 @@ pub async fn watch_topic(
                         if let Some(t) = subscribed_tx.take() { let _ = t.send(()); }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send((p.topic.clone(), p.payload.to_vec(), p.retain));
+                        let _ = tx.send(map(&p));
                     }
                     Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
         }
@@ -206,11 +222,11 @@ pub async fn wait_progress(
     }
 }
 
-/// A private Mosquitto for tests that stop the broker (never the shared one).
+/// A private Mosquitto for tests that stop the broker (never the shared one),
+/// from `waterworks-test-support`.
 pub struct PrivateBroker {
     pub port: u16,
-    conf: PathBuf,
-    child: Option<std::process::Child>,
+    broker: waterworks_test_support::mosquitto::Mosquitto,
 }
 
 impl PrivateBroker {
@@ -223,69 +239,25 @@ impl PrivateBroker {
     /// Like [`start`](Self::start), with `extra` lines appended to the config
     /// (they apply to its one listener, e.g. `certfile ...` for TLS).
     pub async fn start_with(dir: &Path, extra: &str) -> PrivateBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_inflight_messages 0\nmax_queued_messages 100000\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\n",
-                dir.display(),
-                dir.display()
-            ) + extra,
-        )
-        .unwrap();
-        let mut b = PrivateBroker {
-            port,
-            conf,
-            child: None,
-        };
-        b.restart().await;
-        b
+        let settings = format!(
+            "user root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_inflight_messages 0\nmax_queued_messages 100000\n{}{extra}",
+            dir.display(),
+            waterworks_test_support::mosquitto::log_to(dir),
+        );
+        let broker = waterworks_test_support::mosquitto::Mosquitto::start_in(dir, &settings);
+        PrivateBroker {
+            port: broker.port,
+            broker,
+        }
     }
 
     pub async fn restart(&mut self) {
-        assert!(self.child.is_none());
-        let child = std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("mosquitto must be installed (apt-get install -y mosquitto)");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("private mosquitto did not start on port {}", self.port);
+        self.broker.restart();
     }
 
     /// Stops the broker (SIGTERM, so it saves its persistent sessions) and waits.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = std::process::Command::new("kill")
-                .arg(c.id().to_string())
-                .status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.broker.stop();
     }
 }
 
@@ -298,37 +270,30 @@ pub async fn watch_topic_persistent(
     tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
     CancellationToken,
 ) {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let mut o = MqttOptions::new(unique("pwatch"), MQTT_HOST, port);
-    o.set_max_packet_size(4 << 20, 4 << 20);
-    o.set_keep_alive(Duration::from_secs(30));
-    o.set_clean_session(false);
-    let (client, mut el) = AsyncClient::new(o, 64);
-    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let stop = CancellationToken::new();
-    let stop2 = stop.clone();
-    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    let mut subscribed_tx = Some(subscribed_tx);
-    tokio::spawn(async move {
-        let _client = client;
-        loop {
-            tokio::select! {
-                _ = stop2.cancelled() => break,
-                ev = el.poll() => match ev {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(t) = subscribed_tx.take() { let _ = t.send(()); }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => { let _ = tx.send(p.payload.to_vec()); }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(5), subscribed_rx)
-        .await
-        .expect("subscribed in time")
-        .unwrap();
-    (rx, stop)
+    watch(port, filter, "pwatch", false, |p| p.payload.to_vec()).await
+}
+
+/// A gateway config (see [`config_text`]) for one meter `{gw}-m1` on `dev`
+/// unit 1, publishing over `mqtts://` to the broker on `port` and trusting
+/// the CA file `ca_file` (relative to `dir`, where it is written as `gw.toml`).
+pub fn tls_config(
+    dir: &Path,
+    gw: &str,
+    dev: SocketAddr,
+    port: u16,
+    ca_file: &str,
+) -> gateway::GatewayConfig {
+    let text = config_text(
+        gw,
+        &[(format!("{gw}-m1"), dev, 1)],
+        port,
+        &dir.join("spool"),
+    )
+    .replace("url = \"mqtt://", "url = \"mqtts://")
+    .replace(
+        "max_inflight = 8\n",
+        &format!("max_inflight = 8\ntls_ca_file = \"{ca_file}\"\n"),
+    );
+    std::fs::write(dir.join("gw.toml"), text).unwrap();
+    gateway::load_config(&dir.join("gw.toml")).unwrap()
 }

@@ -32,7 +32,7 @@ async fn main() -> ExitCode {
         }
     };
     if let Ok(url) = std::env::var("DATABASE_URL") {
-        cfg.database_url = url;
+        cfg.database_url = url.into();
     }
     if let Ok(url) = std::env::var("MQTT_URL") {
         cfg.mqtt.url = url;

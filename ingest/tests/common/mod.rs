@@ -10,7 +10,6 @@ use ingest::{Ingest, IngestConfig, MqttConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use sqlx::PgPool;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use waterworks_service::auth::{Role, TokenConfig};
@@ -21,22 +20,15 @@ pub const VIEWER: &str = "viewer-7d2f9b4e1a6c83d0f5b8e2a9c4d7f1b6e3a0";
 pub const OPERATOR: &str = "operator-4a9e1c7f3b6d20e8a5c1f9b3d7e4a2c8f0b6";
 
 pub fn unique(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}{}x{}x{}",
-        std::process::id(),
-        Utc::now().timestamp_micros() % 1_000_000_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    waterworks_test_support::unique(prefix)
 }
 
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    waterworks_test_support::postgres::server_url()
 }
 
 pub fn mqtt_url() -> String {
-    std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+    waterworks_test_support::mqtt_url()
 }
 
 /// Creates an empty database and returns its URL.
@@ -46,15 +38,7 @@ pub async fn fresh_database() -> String {
 
 /// Creates an empty database on the server of `base` and returns its URL.
 pub async fn fresh_database_at(base: &str) -> String {
-    let name = unique("ingest_t");
-    let admin = PgPool::connect(base).await.expect("database");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("create database");
-    admin.close().await;
-    let (prefix, _) = base.rsplit_once('/').expect("database url has a path");
-    format!("{prefix}/{name}")
+    waterworks_test_support::postgres::create_database(base, &unique("ingest_t")).await
 }
 
 pub fn config(db: &str, group: &str, client_id: &str) -> IngestConfig {
@@ -115,15 +99,16 @@ pub async fn start(config: IngestConfig) -> Replica {
         task,
     };
     // Ready means subscribed to the broker too.
-    for _ in 0..200 {
-        if get(r.addr, "/ready", None).await.0 == 200 {
-            // The subscription is sent right after CONNACK; give it a moment.
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            return r;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("replica never became ready");
+    waterworks_test_support::net::wait_ok(
+        r.addr,
+        "/ready",
+        "the replica",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    // The subscription is sent right after CONNACK; give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    r
 }
 
 impl Replica {
@@ -217,9 +202,8 @@ impl Publisher {
     }
 
     pub async fn connect_to(url: &str, id: &str) -> Publisher {
-        let rest = url.trim_start_matches("mqtt://");
-        let (host, port) = rest.rsplit_once(':').unwrap();
-        let mut o = MqttOptions::new(id, host, port.parse().unwrap());
+        let u = waterworks_service::mqtt_url::MqttUrl::parse(url).expect("a broker URL");
+        let mut o = MqttOptions::new(id, u.host, u.port);
         o.set_max_packet_size(4 << 20, 4 << 20)
             .set_inflight(100)
             .set_keep_alive(std::time::Duration::from_secs(30));
@@ -343,11 +327,7 @@ pub async fn drop_database(url: &str) {
         name.starts_with("ingest_t"),
         "only test databases are dropped"
     );
-    let admin = PgPool::connect(&database_url()).await.expect("database");
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await;
-    admin.close().await;
+    waterworks_test_support::postgres::drop_database(&database_url(), url).await;
 }
 
 /// The digest of a set of readings `(meter_id, ts, volume_l)`, computed the
