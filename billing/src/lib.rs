@@ -20,6 +20,7 @@ pub mod accounts;
 pub mod corrections;
 mod db;
 pub mod ledger;
+pub mod master;
 pub mod payments;
 pub mod period;
 pub mod reports;
