@@ -25,6 +25,7 @@
 //!    services' audit logs.
 
 pub mod check;
+pub mod generate;
 pub mod mapping;
 pub mod read;
 

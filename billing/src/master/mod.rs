@@ -276,47 +276,67 @@ pub fn validate_installations(items: &[Installation], now: DateTime<Utc>) -> Vec
         }
     }
     check_duplicates(&mut p, "installed_at", items.iter().map(installation_key));
-    // Overlaps inside the batch: by meter, then by premises; each later
-    // installation that starts before the one before it ends is at fault.
-    for (field, what) in [("meter_id", true), ("account_no", false)] {
-        let mut idx: Vec<usize> = (0..items.len()).collect();
-        let group = |x: &Installation| {
-            if what {
-                x.meter_id.clone()
+    // Overlaps inside the batch: by meter, then by premises. In start
+    // order, an installation that starts before the latest end of those
+    // before it (in its group) overlaps the one holding that end.
+    for by_meter in [true, false] {
+        fn key(x: &Installation, by_meter: bool) -> &str {
+            if by_meter {
+                &x.meter_id
             } else {
-                x.account_no.clone()
+                &x.account_no
             }
-        };
+        }
+        let group = |x| key(x, by_meter);
+        let mut idx: Vec<usize> = (0..items.len()).collect();
         idx.sort_by(|&a, &b| {
             group(&items[a])
-                .cmp(&group(&items[b]))
+                .cmp(group(&items[b]))
                 .then(items[a].installed_at.cmp(&items[b].installed_at))
         });
-        for w in idx.windows(2) {
-            let (a, b) = (&items[w[0]], &items[w[1]]);
-            if group(a) != group(b) || installation_key(a) == installation_key(b) {
+        // The index holding the latest end so far in the current group.
+        let mut reach: Option<usize> = None;
+        for &i in &idx {
+            let b = &items[i];
+            let Some(r) = reach.filter(|&r| group(&items[r]) == group(b)) else {
+                reach = Some(i);
                 continue;
-            }
-            if overlaps(a.installed_at, a.removed_at, b.installed_at, b.removed_at) {
-                let reason = if what {
-                    format!(
-                        "meter {} is also installed at premises {} from {} (item {}): one meter cannot be at two places at once",
-                        b.meter_id,
-                        a.account_no,
-                        a.installed_at.to_rfc3339(),
-                        w[0]
-                    )
-                } else {
-                    format!(
-                        "overlaps the installation of meter {} at this premises from {} (item {})",
-                        a.meter_id,
-                        a.installed_at.to_rfc3339(),
-                        w[0]
-                    )
-                };
-                if !(what && a.account_no == b.account_no) {
-                    p.push(problem(w[1], field, reason));
+            };
+            let a = &items[r];
+            if installation_key(a) != installation_key(b)
+                && overlaps(a.installed_at, a.removed_at, b.installed_at, b.removed_at)
+            {
+                if by_meter && a.account_no != b.account_no {
+                    p.push(problem(
+                        i,
+                        "meter_id",
+                        format!(
+                            "meter {} is also installed at premises {} from {} (item {r}): one meter cannot be at two places at once",
+                            b.meter_id,
+                            a.account_no,
+                            a.installed_at.to_rfc3339()
+                        ),
+                    ));
+                } else if !by_meter {
+                    p.push(problem(
+                        i,
+                        "account_no",
+                        format!(
+                            "overlaps the installation of meter {} at this premises from {} (item {r})",
+                            a.meter_id,
+                            a.installed_at.to_rfc3339()
+                        ),
+                    ));
                 }
+            }
+            // Keep whichever reaches further (none: still installed).
+            let ends_later = match (a.removed_at, b.removed_at) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(ea), Some(eb)) => eb > ea,
+            };
+            if ends_later {
+                reach = Some(i);
             }
         }
     }
