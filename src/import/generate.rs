@@ -79,12 +79,7 @@ const ROADS: [&str; 6] = [
     "둔산로",
     "갑천로",
 ];
-const USAGES: [(&str, u32); 4] = [
-    ("가정용", 80),
-    ("일반용", 15),
-    ("욕탕용", 1),
-    ("산업용", 4),
-];
+const USAGES: [(&str, u32); 4] = [("가정용", 80), ("일반용", 15), ("욕탕용", 1), ("산업용", 4)];
 const DIAMETERS: [u32; 6] = [15, 20, 25, 32, 40, 50];
 const PROFILES: [&str; 2] = ["waterworks-sim-v1", "waterworks-sim-dn50-v1"];
 
@@ -392,7 +387,8 @@ pub fn write_export(
         ]);
         spoil(&inst, l, "duplicate_key");
         // This meter at another premises too, while it is still here.
-        let at = (*installed.max(other_installed) + Duration::days(5)).min(today - Duration::days(1));
+        let at =
+            (*installed.max(other_installed) + Duration::days(5)).min(today - Duration::days(1));
         let l = inst.row(&[
             other_account.clone(),
             meter.clone(),
