@@ -9,13 +9,14 @@
 //! 2. Each row becomes an item through the mapping ([`mapping`]); a field
 //!    that does not parse, or a device profile no gateway knows, makes the
 //!    row bad.
-//! 3. The items are sent as a dry run: billing checks keys twice in the
-//!    file, the tariff's usage types and diameters, dates in the future,
+//! 3. The items are sent to billing, which checks keys twice in the file,
+//!    the tariff's usage types and diameters, dates in the future,
 //!    overlapping installations and meters in two places (in the file and
-//!    against what is stored); ingest checks the registrations. Every
-//!    problem comes back by index and field and becomes a bad row with the
-//!    file's line and column; the rest is sent again until no problem is
-//!    left.
+//!    against what is stored), and answers every problem at once, or, for a
+//!    real request without problems, writes. Every problem comes back by
+//!    index and field and becomes a bad row with the file's line and
+//!    column; the rest is sent again until no problem is left. Meters are
+//!    checked by billing and ingest (dry runs) before either writes.
 //! 4. A dry run prints what would be created, changed and left unchanged,
 //!    and every bad row. A real run with bad rows writes nothing unless
 //!    `--skip-bad` (then it names every row it skipped); otherwise billing
@@ -444,21 +445,31 @@ pub async fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
         dry_run: args.dry_run,
         ..Outcome::default()
     };
-    // Dry runs until what is left has no problem: a service checks some
-    // things only once the simpler ones pass, so a round may find more.
-    for _round in 0..8 {
+    // Billing checks every item in one answer; a request that is refused
+    // writes nothing, so when the file may be written as it stands (no bad
+    // row yet, or --skip-bad) the first request is already the real one.
+    // Meters are checked by both services before either writes.
+    let checks_first = args.kind == Kind::Meters;
+    let mut round = 0;
+    loop {
+        round += 1;
+        anyhow::ensure!(round <= 8, "the services keep refusing rows; giving up");
         if good.items.is_empty() {
             break;
         }
-        match client.billing(args.kind, &good.items, true).await? {
+        let write_now = !args.dry_run && !checks_first && (args.skip_bad || bad.is_empty());
+        match client.billing(args.kind, &good.items, !write_now).await? {
             Answer::Problems(ps) => {
                 anyhow::ensure!(!ps.is_empty(), "billing refused the file without a reason");
                 take_problems(&mut good, &layout, ps, &mut bad);
                 continue;
             }
-            Answer::Counts(rep) => out.billing = rep,
+            Answer::Counts(rep) => {
+                out.billing = rep;
+                out.written = write_now;
+            }
         }
-        if args.kind == Kind::Meters {
+        if checks_first {
             match client.ingest(&good.items, true).await? {
                 (Answer::Problems(ps), _) => {
                     take_problems(&mut good, &layout, ps, &mut bad);
@@ -472,17 +483,34 @@ pub async fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
     bad.sort();
     bad.dedup();
     out.bad = bad;
-    if args.dry_run || good.items.is_empty() {
+    let may_write = !args.dry_run && (args.skip_bad || out.bad.is_empty());
+    if out.written || !may_write || good.items.is_empty() {
         return Ok(out);
     }
-    if !out.bad.is_empty() && !args.skip_bad {
-        return Ok(out);
+    // Meters: billing first (it checks more), then ingest's registry, in
+    // batches each checked above; a run cut short is finished by running it
+    // again (both are idempotent).
+    match client.billing(args.kind, &good.items, false).await? {
+        Answer::Counts(rep) => out.billing = rep,
+        Answer::Problems(ps) => anyhow::bail!(
+            "billing refused rows it accepted in the dry run (a concurrent change?); nothing written: {}",
+            ps.iter()
+                .take(20)
+                .map(|p| format!(
+                    "line {}: {}",
+                    good.lines.get(p.index).copied().unwrap_or(0),
+                    p.reason
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
     }
+    out.written = true;
     if args.kind == Kind::Meters {
         match client.ingest(&good.items, false).await? {
             (Answer::Counts(_), counts) => out.ingest = Some(counts),
             (Answer::Problems(ps), _) => anyhow::bail!(
-                "ingest refused meters it accepted in the dry run (a concurrent change?): {}",
+                "ingest refused meters it accepted in the dry run (a concurrent change?); billing has them, run the import again: {}",
                 ps.iter()
                     .map(|p| format!("{}: {}", p.field, p.reason))
                     .collect::<Vec<_>>()
@@ -490,18 +518,6 @@ pub async fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
             ),
         }
     }
-    match client.billing(args.kind, &good.items, false).await? {
-        Answer::Counts(rep) => out.billing = rep,
-        Answer::Problems(ps) => anyhow::bail!(
-            "billing refused rows it accepted in the dry run (a concurrent change?); nothing written to billing: {}",
-            ps.iter()
-                .take(20)
-                .map(|p| format!("line {}: {}", good.lines.get(p.index).copied().unwrap_or(0), p.reason))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-    }
-    out.written = true;
     Ok(out)
 }
 

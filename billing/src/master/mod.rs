@@ -4,7 +4,8 @@
 //! [`upsert_meters`], [`upsert_installations`]) and read by [`search`] and
 //! detail functions.
 //!
-//! A batch is checked in full before anything is written: the pure checks
+//! A batch is checked in full before anything is written, every check over
+//! every item (so one answer lists every problem): the pure checks
 //! ([`validate_customers`] and its siblings: keys, lengths, the tariff's
 //! usage types and diameters, dates in the future, installations that
 //! overlap inside the batch) and the checks against the database (a
@@ -139,7 +140,8 @@ fn check_duplicates(problems: &mut Vec<Problem>, field: &str, keys: impl Iterato
 }
 
 fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
-    problems.sort_by(|a, b| a.index.cmp(&b.index).then_with(|| a.field.cmp(&b.field)));
+    problems.sort_by(|a, b| (a.index, &a.field, &a.reason).cmp(&(b.index, &b.field, &b.reason)));
+    problems.dedup();
     problems
 }
 
@@ -474,9 +476,6 @@ pub async fn upsert_premises(
     dry_run: bool,
 ) -> Result<BatchOutcome, BillingError> {
     let mut problems = validate_premises(items, cat);
-    if !problems.is_empty() {
-        return Ok(Err(problems));
-    }
     let mut tx = pool.begin().await?;
     let customer_ids: Vec<String> = items.iter().map(|x| x.customer_id.clone()).collect();
     let known: Vec<(String,)> =
@@ -495,7 +494,7 @@ pub async fn upsert_premises(
         }
     }
     if !problems.is_empty() {
-        return Ok(Err(problems));
+        return Ok(Err(sorted(problems)));
     }
     let keys: Vec<String> = items.iter().map(|x| x.account_no.clone()).collect();
     let stored: Vec<Premises> = sqlx::query_as(&format!(
@@ -652,9 +651,6 @@ pub async fn upsert_installations(
     dry_run: bool,
 ) -> Result<BatchOutcome, BillingError> {
     let mut problems = validate_installations(items, Utc::now());
-    if !problems.is_empty() {
-        return Ok(Err(problems));
-    }
     let mut tx = pool.begin().await?;
     let accounts: Vec<String> = items.iter().map(|x| x.account_no.clone()).collect();
     let meters: Vec<String> = items.iter().map(|x| x.meter_id.clone()).collect();
@@ -679,7 +675,8 @@ pub async fn upsert_installations(
     let clashes: Vec<(i64, bool, String, String, DateTime<Utc>)> = sqlx::query_as(
         "WITH b AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], \
                         $4::timestamptz[]) WITH ORDINALITY \
-                        AS b(account_no, meter_id, installed_at, removed_at, i)), \
+                        AS b(account_no, meter_id, installed_at, removed_at, i) \
+                  WHERE b.removed_at IS NULL OR b.removed_at > b.installed_at), \
               m AS (SELECT m.* FROM billing.meter_installations m \
                      WHERE (m.account_no = ANY($1) OR m.meter_id = ANY($2)) \
                        AND NOT EXISTS (SELECT 1 FROM b WHERE b.account_no = m.account_no \
