@@ -673,21 +673,22 @@ pub async fn upsert_installations(
     }
     // Overlaps with what is stored, except rows the batch rewrites.
     let clashes: Vec<(i64, bool, String, String, DateTime<Utc>)> = sqlx::query_as(
-        "WITH b AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], \
-                        $4::timestamptz[]) WITH ORDINALITY \
+        "WITH b AS MATERIALIZED (SELECT * FROM UNNEST($1::text[], $2::text[], \
+                        $3::timestamptz[], $4::timestamptz[]) WITH ORDINALITY \
                         AS b(account_no, meter_id, installed_at, removed_at, i) \
-                  WHERE b.removed_at IS NULL OR b.removed_at > b.installed_at), \
-              m AS (SELECT m.* FROM billing.meter_installations m \
-                     WHERE (m.account_no = ANY($1) OR m.meter_id = ANY($2)) \
-                       AND NOT EXISTS (SELECT 1 FROM b WHERE b.account_no = m.account_no \
-                           AND b.meter_id = m.meter_id AND b.installed_at = m.installed_at)) \
-         SELECT b.i - 1, true, m.account_no, m.meter_id, m.installed_at FROM b JOIN m \
+                  WHERE b.removed_at IS NULL OR b.removed_at > b.installed_at) \
+         SELECT b.i - 1, true, m.account_no, m.meter_id, m.installed_at \
+           FROM b JOIN billing.meter_installations m \
              ON m.meter_id = b.meter_id AND m.account_no <> b.account_no \
             AND tstzrange(m.installed_at, m.removed_at) && tstzrange(b.installed_at, b.removed_at) \
+          WHERE NOT EXISTS (SELECT 1 FROM b r WHERE r.account_no = m.account_no \
+                  AND r.meter_id = m.meter_id AND r.installed_at = m.installed_at) \
          UNION ALL \
-         SELECT b.i - 1, false, m.account_no, m.meter_id, m.installed_at FROM b JOIN m \
-             ON m.account_no = b.account_no \
-            AND tstzrange(m.installed_at, m.removed_at) && tstzrange(b.installed_at, b.removed_at)",
+         SELECT b.i - 1, false, m.account_no, m.meter_id, m.installed_at \
+           FROM b JOIN billing.meter_installations m ON m.account_no = b.account_no \
+            AND tstzrange(m.installed_at, m.removed_at) && tstzrange(b.installed_at, b.removed_at) \
+          WHERE NOT EXISTS (SELECT 1 FROM b r WHERE r.account_no = m.account_no \
+                  AND r.meter_id = m.meter_id AND r.installed_at = m.installed_at)",
     )
     .bind(&accounts)
     .bind(&meters)
