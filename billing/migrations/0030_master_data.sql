@@ -56,9 +56,8 @@ ALTER TABLE billing.meter_installations
 -- (PostgreSQL's contrib, trusted): deploy's roles.sql creates it as
 -- superuser, in public as pg_trgm; here it is created only as a fallback
 -- for a role that may (tests, development). Without it the migration fails:
--- the guarantee is not optional. Deferrable, so that one import may end an
--- installation and start the next in the same statement (checked at commit
--- when the importer defers them); immediate for everyone else.
+-- the guarantee is not optional. (An import that ends one installation and
+-- starts the next writes the ends first.)
 DO $$
 DECLARE
     ext_schema text;
@@ -75,13 +74,11 @@ BEGIN
      WHERE e.extname = 'btree_gist';
     EXECUTE format('ALTER TABLE billing.meter_installations '
                    'ADD CONSTRAINT meter_installations_one_place EXCLUDE USING gist '
-                   '(meter_id %1$I.gist_text_ops WITH =, tstzrange(installed_at, removed_at) WITH &&) '
-                   'DEFERRABLE INITIALLY IMMEDIATE',
+                   '(meter_id %1$I.gist_text_ops WITH =, tstzrange(installed_at, removed_at) WITH &&)',
                    ext_schema);
     EXECUTE format('ALTER TABLE billing.meter_installations '
                    'ADD CONSTRAINT meter_installations_no_overlap EXCLUDE USING gist '
-                   '(account_no %1$I.gist_text_ops WITH =, tstzrange(installed_at, removed_at) WITH &&) '
-                   'DEFERRABLE INITIALLY IMMEDIATE',
+                   '(account_no %1$I.gist_text_ops WITH =, tstzrange(installed_at, removed_at) WITH &&)',
                    ext_schema);
 END
 $$;

@@ -760,22 +760,46 @@ pub async fn upsert_installations(
     if dry_run || write.is_empty() {
         return Ok(Ok(rep));
     }
-    // An exchange ends one installation and starts the next: checked at
-    // commit, once every row of the batch is in place.
-    sqlx::query(
-        "SET CONSTRAINTS billing.meter_installations_one_place, \
-             billing.meter_installations_no_overlap DEFERRED",
-    )
-    .execute(&mut *tx)
-    .await?;
-    for chunk in write.chunks(CHUNK) {
+    // Changed rows first (only their end or install read differs), then new
+    // ones: an exchange ends one installation before the next starts, so
+    // the exclusion constraints hold after every row, not only at the end.
+    let (changed, created): (Vec<usize>, Vec<usize>) = write
+        .into_iter()
+        .partition(|&i| stored.contains_key(&installation_key(&items[i])));
+    for chunk in changed.chunks(CHUNK) {
+        sqlx::query(
+            "UPDATE billing.meter_installations m \
+                SET removed_at = u.removed_at, install_read_m3 = u.install_read_m3 \
+               FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
+                    $5::numeric[]) AS u(account_no, meter_id, installed_at, removed_at, \
+                    install_read_m3) \
+              WHERE (m.account_no, m.meter_id, m.installed_at) \
+                  = (u.account_no, u.meter_id, u.installed_at)",
+        )
+        .bind(
+            chunk
+                .iter()
+                .map(|&i| accounts[i].clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(chunk.iter().map(|&i| meters[i].clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|&i| installed[i]).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|&i| removed[i]).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|&i| items[i].install_read_m3)
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    for chunk in created.chunks(CHUNK) {
         sqlx::query(
             "INSERT INTO billing.meter_installations (account_no, meter_id, installed_at, \
                  removed_at, install_read_m3) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
-                 $5::numeric[]) \
-             ON CONFLICT (account_no, meter_id, installed_at) DO UPDATE SET \
-                 removed_at = EXCLUDED.removed_at, install_read_m3 = EXCLUDED.install_read_m3",
+                 $5::numeric[])",
         )
         .bind(
             chunk
