@@ -64,6 +64,33 @@ pub enum Command {
     /// it as the schemas' owner (in Kubernetes, the waterworks-migrate Job):
     /// the services only check the schema at start.
     Migrate(MigrateArgs),
+    /// Import a utility's export of customers, premises, meters or
+    /// installations (CSV in CP949 or UTF-8, or XLSX) into billing and, for
+    /// meters, ingest's registry, over their APIs (docs/import.md).
+    Import(crate::import::ImportArgs),
+    /// Consistency checks.
+    Check {
+        #[command(subcommand)]
+        command: CheckCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CheckCommand {
+    /// Whether billing's master data and ingest's registry agree: meters
+    /// installed but unknown to ingest, registered but installed nowhere,
+    /// reporting under another gateway, premises without a meter. Reads
+    /// both schemas, writes nothing; exits 1 when it finds anything.
+    Master {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Quarantined `wrong_gateway` readings of the last N days count.
+        #[arg(long, default_value_t = 7)]
+        days: i64,
+        /// Findings shown per list.
+        #[arg(long, default_value_t = 50)]
+        show: usize,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -437,6 +464,31 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate(args) => migrate(args).await,
+        Command::Import(args) => {
+            let out = crate::import::run(&args).await?;
+            print!("{}", out.render());
+            if !args.dry_run && !out.written && !out.bad.is_empty() {
+                anyhow::bail!(
+                    "{} bad row(s); nothing was imported (--skip-bad imports the others)",
+                    out.bad_lines().len()
+                );
+            }
+            Ok(())
+        }
+        Command::Check {
+            command:
+                CheckCommand::Master {
+                    database_url,
+                    days,
+                    show,
+                },
+        } => {
+            let pool = crate::database::connect(&database_url, 2).await?;
+            let check = crate::import::check::check_master(&pool, days).await?;
+            print!("{}", check.render(show));
+            anyhow::ensure!(check.is_clean(), "billing and ingest disagree");
+            Ok(())
+        }
     }
 }
 

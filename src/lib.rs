@@ -18,6 +18,7 @@ pub mod cli;
 pub mod database;
 pub mod demo;
 pub mod fleet;
+pub mod import;
 pub mod progress;
 pub mod spools;
 pub mod summary;

@@ -1,2 +1,172 @@
 //! Master data (billing owns it): customers, premises (수용가), meters and
 //! their installations over time, and the import of a utility's export.
+//!
+//! Writes are batches (`PUT /api/v1/master/{customers,premises,meters,installations}`,
+//! admin): every item is checked before anything is written, one bad item
+//! refuses the batch with 422 `invalid` and every problem by index, field
+//! and reason ([`crate::error::Problem`]); a good batch is one transaction,
+//! idempotent and audited, answered with an [`UpsertReport`]. `?dry_run=true`
+//! answers the same and writes nothing.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Who pays: a name and a way to reach them, nothing more personal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    /// The utility's customer number (1-64 characters).
+    pub customer_id: String,
+    pub name: String,
+    /// A telephone number or an e-mail address; may be empty.
+    #[serde(default)]
+    pub contact: String,
+}
+
+/// A premises (수용가), keyed by its 수용가번호: the account billing bills.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
+#[serde(deny_unknown_fields)]
+pub struct Premises {
+    /// 수용가번호 (1-64 printable characters).
+    pub account_no: String,
+    /// The customer billed (must exist).
+    pub customer_id: String,
+    /// The service address printed on notices.
+    pub address: String,
+    /// 도로명주소; may be empty.
+    #[serde(default)]
+    pub road_address: String,
+    /// A usage type of the tariff (`household`, `general`, ...).
+    pub usage_type: String,
+    /// A diameter the tariff prices a base charge for.
+    pub diameter_mm: i32,
+    pub households: i32,
+    pub sewer_connected: bool,
+    pub levy_exempt: bool,
+    pub billing_group: String,
+    /// 검침구역; may be empty.
+    #[serde(default)]
+    pub reading_route: String,
+}
+
+/// A water meter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
+#[serde(deny_unknown_fields)]
+pub struct Meter {
+    /// The id the meter reports under (1-64 characters).
+    pub meter_id: String,
+    pub serial: String,
+    pub maker: String,
+    pub model: String,
+    /// The device profile ingest decodes it with.
+    pub profile_id: String,
+    pub diameter_mm: i32,
+    pub manufactured_on: Option<NaiveDate>,
+    /// 검정: the date of its legal verification.
+    pub verified_on: Option<NaiveDate>,
+    /// The gateway that reads it.
+    pub gateway_id: String,
+}
+
+/// A meter at a premises from `installed_at` until `removed_at` (half-open;
+/// none: still there), with the register's reading at installation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
+#[serde(deny_unknown_fields)]
+pub struct Installation {
+    pub account_no: String,
+    pub meter_id: String,
+    pub installed_at: DateTime<Utc>,
+    #[serde(default)]
+    pub removed_at: Option<DateTime<Utc>>,
+    /// m³ on the register when installed.
+    #[serde(default)]
+    pub install_read_m3: Decimal,
+}
+
+/// The body of `PUT /api/v1/master/customers`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomersBatch {
+    pub customers: Vec<Customer>,
+}
+
+/// The body of `PUT /api/v1/master/premises`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PremisesBatch {
+    pub premises: Vec<Premises>,
+}
+
+/// The body of `PUT /api/v1/master/meters`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetersBatch {
+    pub meters: Vec<Meter>,
+}
+
+/// The body of `PUT /api/v1/master/installations`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallationsBatch {
+    pub installations: Vec<Installation>,
+}
+
+/// What a batch did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UpsertReport {
+    pub dry_run: bool,
+    pub created: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    /// The keys created, in the batch's order.
+    pub created_keys: Vec<String>,
+    /// The keys changed, in the batch's order.
+    pub changed_keys: Vec<String>,
+}
+
+/// `?dry_run=true`: report, write nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertQuery {
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `?q=&limit=` of the searches: a prefix of the key or a substring of the
+/// name or address, at most `limit` (default 50, at most 500) results.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    #[serde(default)]
+    pub q: String,
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// A customer with the premises billed to them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CustomerDetail {
+    pub customer: Customer,
+    pub premises: Vec<String>,
+}
+
+/// A premises with its customer and every installation, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PremisesDetail {
+    pub premises: Premises,
+    pub customer: Option<Customer>,
+    pub installations: Vec<Installation>,
+}
+
+/// A meter with every installation of it, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MeterDetail {
+    pub meter: Meter,
+    pub installations: Vec<Installation>,
+}

@@ -25,6 +25,7 @@ pub mod corrections;
 mod db;
 pub mod http;
 pub mod ledger;
+pub mod master;
 pub mod payments;
 pub mod period;
 pub mod reports;

@@ -49,6 +49,11 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 -- CREATE on public) may; where it is missing the searches stay unindexed.
 CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;
 
+-- Exclusion constraints of billing's installations (billing migration 0030:
+-- one meter at one premises at a time, no overlapping installations of a
+-- premises) need btree_gist; same place, same reason as pg_trgm.
+CREATE EXTENSION IF NOT EXISTS btree_gist SCHEMA public;
+
 GRANT waterworks_billing TO svc_billing;
 
 -- Schema metering belongs to ingest's role, schema billing to the owner role;

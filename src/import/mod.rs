@@ -1,0 +1,529 @@
+//! `waterworks import KIND FILE`: a utility's export of customers, premises,
+//! meters or installations into billing (its master-data API,
+//! `PUT /api/v1/master/...`) and, for meters, ingest's device registry
+//! (`PUT /api/v1/meters`). No schema is written directly. See docs/import.md.
+//!
+//! 1. The file is read ([`read`]): CSV in CP949 or UTF-8 (given or
+//!    detected) or the first sheet of an XLSX workbook. Unreadable rows
+//!    (malformed CSV, wrong encoding) are bad rows.
+//! 2. Each row becomes an item through the mapping ([`mapping`]); a field
+//!    that does not parse, or a device profile no gateway knows, makes the
+//!    row bad.
+//! 3. The items are sent to billing, which checks keys twice in the file,
+//!    the tariff's usage types and diameters, dates in the future,
+//!    overlapping installations and meters in two places (in the file and
+//!    against what is stored), and answers every problem at once, or, for a
+//!    real request without problems, writes. Every problem comes back by
+//!    index and field and becomes a bad row with the file's line and
+//!    column; the rest is sent again until no problem is left. Meters are
+//!    checked by billing and ingest (dry runs) before either writes.
+//! 4. A dry run prints what would be created, changed and left unchanged,
+//!    and every bad row. A real run with bad rows writes nothing unless
+//!    `--skip-bad` (then it names every row it skipped); otherwise billing
+//!    takes the file in one transaction (all or nothing) and ingest in
+//!    batches of 10 000 (each one transaction, all checked first).
+//!    Importing the same file again changes nothing; each write is in the
+//!    services' audit logs.
+
+pub mod check;
+pub mod generate;
+pub mod mapping;
+pub mod read;
+
+use anyhow::Context;
+use mapping::{Item, Layout, Mapping};
+use read::EncodingChoice;
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use waterworks_api::master::UpsertReport;
+
+/// What a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Customers,
+    Premises,
+    Meters,
+    Installations,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Customers,
+        Kind::Premises,
+        Kind::Meters,
+        Kind::Installations,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Customers => "customers",
+            Kind::Premises => "premises",
+            Kind::Meters => "meters",
+            Kind::Installations => "installations",
+        }
+    }
+}
+
+/// One row the import does not take: where and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BadRow {
+    /// The line of the file (CSV) or the sheet's row number (XLSX), from 1.
+    pub line: u64,
+    /// The column's header, or empty for the row as a whole.
+    pub column: String,
+    pub reason: String,
+}
+
+impl BadRow {
+    pub fn new(line: u64, column: &str, reason: impl Into<String>) -> Self {
+        BadRow {
+            line,
+            column: column.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.column.is_empty() {
+            write!(f, "line {}: {}", self.line, self.reason)
+        } else {
+            write!(
+                f,
+                "line {}, column {}: {}",
+                self.line, self.column, self.reason
+            )
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// What the file holds.
+    #[arg(value_enum)]
+    pub kind: Kind,
+    /// The export: CSV (CP949 or UTF-8) or XLSX (its first sheet).
+    pub file: PathBuf,
+    /// Column → field and value translations (TOML, docs/import.md);
+    /// without it, columns are named as the fields.
+    #[arg(long)]
+    pub mapping: Option<PathBuf>,
+    /// The CSV's encoding; detected when not given.
+    #[arg(long, value_enum)]
+    pub encoding: Option<EncodingChoice>,
+    /// Report what would be created, changed and left unchanged, and every
+    /// bad row; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Import the good rows and name the bad ones skipped (without it, one
+    /// bad row means nothing is imported).
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Billing's HTTP address, e.g. `http://billing:8082`.
+    #[arg(long, env = "WATERWORKS_BILLING_URL")]
+    pub billing_url: String,
+    /// Ingest's HTTP address (needed for meters).
+    #[arg(long, env = "WATERWORKS_INGEST_URL")]
+    pub ingest_url: Option<String>,
+    /// A file holding a bearer token: admin for billing (and operator or
+    /// admin for ingest unless `--ingest-token-file`).
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// Ingest's token, when it is not the one of `--token-file`.
+    #[arg(long)]
+    pub ingest_token_file: Option<PathBuf>,
+}
+
+/// What an import did (or a dry run would do).
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub kind: Option<Kind>,
+    pub format: String,
+    pub rows: usize,
+    pub dry_run: bool,
+    /// Billing's counts for the good rows.
+    pub billing: UpsertReport,
+    /// Ingest's counts (meters): created, changed, unchanged.
+    pub ingest: Option<[u64; 3]>,
+    /// Every bad row, by line.
+    pub bad: Vec<BadRow>,
+    /// Whether anything was written.
+    pub written: bool,
+}
+
+impl Outcome {
+    /// The lines of the bad rows.
+    pub fn bad_lines(&self) -> BTreeSet<u64> {
+        self.bad.iter().map(|b| b.line).collect()
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let kind = self.kind.map_or("", Kind::as_str);
+        let verb = if self.dry_run {
+            "dry run, nothing written"
+        } else if self.written {
+            "imported"
+        } else {
+            "nothing written"
+        };
+        let _ = writeln!(
+            s,
+            "{kind}: {} rows read ({}), {} bad; {verb}",
+            self.rows,
+            self.format,
+            self.bad_lines().len()
+        );
+        let (c, ch, u) = (
+            self.billing.created,
+            self.billing.changed,
+            self.billing.unchanged,
+        );
+        let would = if self.dry_run { "would be " } else { "" };
+        let _ = writeln!(
+            s,
+            "billing: {c} {would}created, {ch} {would}changed, {u} unchanged"
+        );
+        if let Some([c, ch, u]) = self.ingest {
+            let _ = writeln!(
+                s,
+                "ingest registry: {c} {would}created, {ch} {would}changed, {u} unchanged"
+            );
+        }
+        if !self.bad.is_empty() {
+            let what = if self.dry_run || !self.written {
+                "bad rows"
+            } else {
+                "skipped (bad rows)"
+            };
+            let _ = writeln!(s, "{what}:");
+            for b in &self.bad {
+                let _ = writeln!(s, "  {b}");
+            }
+        }
+        s
+    }
+}
+
+/// The items of a file that are still in the running, with their lines.
+struct Good {
+    lines: Vec<u64>,
+    items: Vec<Item>,
+}
+
+impl Good {
+    /// Drops the items at `indexes` (positions in `items`).
+    fn drop_indexes(&mut self, indexes: &BTreeSet<usize>) {
+        let mut i = 0;
+        self.lines.retain(|_| {
+            i += 1;
+            !indexes.contains(&(i - 1))
+        });
+        let mut i = 0;
+        self.items.retain(|_| {
+            i += 1;
+            !indexes.contains(&(i - 1))
+        });
+    }
+}
+
+/// A problem as a service answers it (`index`, `field`, `reason`).
+#[derive(Debug, serde::Deserialize)]
+struct Problem {
+    index: usize,
+    #[serde(default)]
+    field: String,
+    reason: String,
+}
+
+/// The answer to a batch: counts, or problems.
+enum Answer {
+    Counts(UpsertReport),
+    Problems(Vec<Problem>),
+}
+
+struct Client {
+    http: reqwest::Client,
+    billing_url: String,
+    billing_token: String,
+    ingest_url: Option<String>,
+    ingest_token: String,
+}
+
+/// Most registrations in one request to ingest (its limit).
+const INGEST_BATCH: usize = ingest::registry_api::MAX_BATCH_METERS;
+
+impl Client {
+    fn body(kind: Kind, items: &[Item]) -> serde_json::Value {
+        let list: Vec<serde_json::Value> = items
+            .iter()
+            .map(|i| match i {
+                Item::Customer(x) => serde_json::to_value(x),
+                Item::Premises(x) => serde_json::to_value(x),
+                Item::Meter(x) => serde_json::to_value(x),
+                Item::Installation(x) => serde_json::to_value(x),
+            })
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
+        serde_json::json!({ kind.as_str(): list })
+    }
+
+    async fn billing(&self, kind: Kind, items: &[Item], dry_run: bool) -> anyhow::Result<Answer> {
+        let url = format!(
+            "{}/api/v1/master/{}",
+            self.billing_url.trim_end_matches('/'),
+            kind.as_str()
+        );
+        let body = serde_json::to_vec(&Self::body(kind, items))?;
+        let resp = self
+            .http
+            .put(&url)
+            .query(&[("dry_run", dry_run)])
+            .bearer_auth(&self.billing_token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach billing at {url}"))?;
+        answer("billing", resp).await
+    }
+
+    /// Registers meters with ingest: `PUT /api/v1/meters` in batches;
+    /// problems come back with indexes into `items`.
+    async fn ingest(&self, items: &[Item], dry_run: bool) -> anyhow::Result<(Answer, [u64; 3])> {
+        let Some(base) = &self.ingest_url else {
+            anyhow::bail!("meters are registered with ingest too: give --ingest-url");
+        };
+        let url = format!("{}/api/v1/meters", base.trim_end_matches('/'));
+        let mut problems = Vec::new();
+        let mut counts = [0u64; 3];
+        for (b, batch) in items.chunks(INGEST_BATCH).enumerate() {
+            let meters: Vec<serde_json::Value> = batch
+                .iter()
+                .filter_map(|i| match i {
+                    Item::Meter(m) => Some(serde_json::json!({
+                        "meter_id": m.meter_id, "gateway_id": m.gateway_id,
+                        "profile_id": m.profile_id,
+                    })),
+                    _ => None,
+                })
+                .collect();
+            let resp = self
+                .http
+                .put(&url)
+                .query(&[("dry_run", dry_run)])
+                .bearer_auth(&self.ingest_token)
+                .json(&serde_json::json!({ "meters": meters }))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach ingest at {url}"))?;
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            match status.as_u16() {
+                200 => {
+                    for (i, k) in ["created", "changed", "unchanged"].iter().enumerate() {
+                        counts[i] += body[k].as_u64().unwrap_or(0);
+                    }
+                }
+                422 => {
+                    let ps: Vec<Problem> =
+                        serde_json::from_value(body["problems"].clone()).unwrap_or_default();
+                    problems.extend(ps.into_iter().map(|p| Problem {
+                        index: p.index + b * INGEST_BATCH,
+                        ..p
+                    }));
+                }
+                _ => anyhow::bail!(
+                    "ingest refused the meters ({status}): {}",
+                    body["message"].as_str().unwrap_or("no message")
+                ),
+            }
+        }
+        if problems.is_empty() {
+            Ok((Answer::Counts(UpsertReport::default()), counts))
+        } else {
+            Ok((Answer::Problems(problems), counts))
+        }
+    }
+}
+
+async fn answer(service: &str, resp: reqwest::Response) -> anyhow::Result<Answer> {
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    match status.as_u16() {
+        200 => Ok(Answer::Counts(
+            serde_json::from_value(body).context("an answer that is not a report")?,
+        )),
+        422 => Ok(Answer::Problems(
+            serde_json::from_value(body["problems"].clone()).unwrap_or_default(),
+        )),
+        _ => anyhow::bail!(
+            "{service} refused the file ({status}): {}",
+            body["message"].as_str().unwrap_or("no message")
+        ),
+    }
+}
+
+/// Turns a service's problems into bad rows and drops their items.
+fn take_problems(good: &mut Good, layout: &Layout, problems: Vec<Problem>, bad: &mut Vec<BadRow>) {
+    let mut drop = BTreeSet::new();
+    for p in problems {
+        let Some(&line) = good.lines.get(p.index) else {
+            continue;
+        };
+        let column = if p.field.is_empty() {
+            String::new()
+        } else {
+            layout.column_of(&p.field)
+        };
+        bad.push(BadRow::new(line, &column, p.reason));
+        drop.insert(p.index);
+    }
+    good.drop_indexes(&drop);
+}
+
+/// Runs `waterworks import`; returns what it did (render it to print).
+/// Fails, writing nothing, on a file it cannot use at all (no header, a
+/// required column missing) and, without `--skip-bad`, on any bad row.
+pub async fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
+    let mapping = match &args.mapping {
+        Some(p) => Mapping::load(p)?,
+        None => Mapping::default(),
+    };
+    let token = read_token(&args.token_file)?;
+    let ingest_token = match &args.ingest_token_file {
+        Some(p) => read_token(p)?,
+        None => token.clone(),
+    };
+    let table = read::read(&args.file, args.encoding)?;
+    anyhow::ensure!(
+        !table.headers.is_empty(),
+        "{}: no header row",
+        args.file.display()
+    );
+    let layout = mapping
+        .layout(args.kind, &table.headers)
+        .with_context(|| format!("{}", args.file.display()))?;
+    // Rows of the file: those read, and those that could not be.
+    let rows = table.records.len()
+        + table
+            .bad
+            .iter()
+            .filter(|b| b.line > 1)
+            .map(|b| b.line)
+            .collect::<BTreeSet<_>>()
+            .len();
+    let mut bad = table.bad;
+    let mut good = Good {
+        lines: Vec::new(),
+        items: Vec::new(),
+    };
+    for rec in &table.records {
+        match layout.item(rec) {
+            Ok(item) => {
+                good.lines.push(rec.line);
+                good.items.push(item);
+            }
+            Err(b) => bad.extend(b),
+        }
+    }
+    let client = Client {
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(600))
+            .build()?,
+        billing_url: args.billing_url.clone(),
+        billing_token: token,
+        ingest_url: args.ingest_url.clone(),
+        ingest_token,
+    };
+    let mut out = Outcome {
+        kind: Some(args.kind),
+        format: table.format,
+        rows,
+        dry_run: args.dry_run,
+        ..Outcome::default()
+    };
+    // Billing checks every item in one answer; a request that is refused
+    // writes nothing, so when the file may be written as it stands (no bad
+    // row yet, or --skip-bad) the first request is already the real one.
+    // Meters are checked by both services before either writes.
+    let checks_first = args.kind == Kind::Meters;
+    let mut round = 0;
+    loop {
+        round += 1;
+        anyhow::ensure!(round <= 8, "the services keep refusing rows; giving up");
+        if good.items.is_empty() {
+            break;
+        }
+        let write_now = !args.dry_run && !checks_first && (args.skip_bad || bad.is_empty());
+        match client.billing(args.kind, &good.items, !write_now).await? {
+            Answer::Problems(ps) => {
+                anyhow::ensure!(!ps.is_empty(), "billing refused the file without a reason");
+                take_problems(&mut good, &layout, ps, &mut bad);
+                continue;
+            }
+            Answer::Counts(rep) => {
+                out.billing = rep;
+                out.written = write_now;
+            }
+        }
+        if checks_first {
+            match client.ingest(&good.items, true).await? {
+                (Answer::Problems(ps), _) => {
+                    take_problems(&mut good, &layout, ps, &mut bad);
+                    continue;
+                }
+                (Answer::Counts(_), counts) => out.ingest = Some(counts),
+            }
+        }
+        break;
+    }
+    bad.sort();
+    bad.dedup();
+    out.bad = bad;
+    let may_write = !args.dry_run && (args.skip_bad || out.bad.is_empty());
+    if out.written || !may_write || good.items.is_empty() {
+        return Ok(out);
+    }
+    // Meters: billing first (it checks more), then ingest's registry, in
+    // batches each checked above; a run cut short is finished by running it
+    // again (both are idempotent).
+    match client.billing(args.kind, &good.items, false).await? {
+        Answer::Counts(rep) => out.billing = rep,
+        Answer::Problems(ps) => anyhow::bail!(
+            "billing refused rows it accepted in the dry run (a concurrent change?); nothing written: {}",
+            ps.iter()
+                .take(20)
+                .map(|p| format!(
+                    "line {}: {}",
+                    good.lines.get(p.index).copied().unwrap_or(0),
+                    p.reason
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+    out.written = true;
+    if args.kind == Kind::Meters {
+        match client.ingest(&good.items, false).await? {
+            (Answer::Counts(_), counts) => out.ingest = Some(counts),
+            (Answer::Problems(ps), _) => anyhow::bail!(
+                "ingest refused meters it accepted in the dry run (a concurrent change?); billing has them, run the import again: {}",
+                ps.iter()
+                    .map(|p| format!("{}: {}", p.field, p.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }
+    }
+    Ok(out)
+}
+
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .trim()
+        .to_string())
+}
