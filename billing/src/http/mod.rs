@@ -89,12 +89,14 @@ pub(crate) fn router(state: AppState, tokens: Arc<ApiTokens>, limits: Arc<Limits
         .merge(runs::clerk())
         .merge(payments::clerk());
     let clerk = require(clerk, tokens.clone(), Role::Clerk);
-    let admin = require(accounts::admin(), tokens, Role::Admin);
+    let admin = require(accounts::admin(), tokens.clone(), Role::Admin);
+    let master = crate::master::http::routes(state.pool.clone(), &state.book, tokens);
     let api = open
         .merge(viewer)
         .merge(clerk)
         .merge(admin)
-        .with_state(state);
+        .with_state(state)
+        .merge(master);
     // Probes and /metrics stay outside the limits.
     waterworks_service::limits::admit_layer(api, limits).merge(routes(ready))
 }

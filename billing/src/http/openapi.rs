@@ -30,6 +30,16 @@ use waterworks_api::{ErrorBody, Role};
             rates and unrounded amounts are decimal strings. Every error answers with `ErrorBody`."
     ),
     paths(
+        crate::master::http::put_customers,
+        crate::master::http::put_premises,
+        crate::master::http::put_meters,
+        crate::master::http::put_installations,
+        crate::master::http::search_customers,
+        crate::master::http::customer_detail,
+        crate::master::http::search_premises,
+        crate::master::http::premises_detail,
+        crate::master::http::search_meters,
+        crate::master::http::meter_detail,
         quote::post_quote,
         whoami,
         bills::list_bills,

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
+use serde_json::json;
 use sqlx::PgPool;
 use std::sync::Arc;
 use waterworks_api::error::Problem;
@@ -221,8 +222,9 @@ fn answer(outcome: super::BatchOutcome) -> Result<Json<UpsertReport>, Failure> {
         (status = 409, body = ErrorBody, description = "A concurrent change; nothing written"),
         (status = 413, body = ErrorBody, description = "Too many items or bytes"),
         (status = 422, body = ErrorBody, description = "Every problem; nothing written"),
-        (status = 500, body = ErrorBody)))]
-async fn put_customers(
+        (status = 500, body = ErrorBody)),
+    security(("bearer" = [])), extensions(("x-role" = json!("admin"))))]
+pub(crate) async fn put_customers(
     State(s): State<MasterState>,
     Extension(caller): Extension<Caller>,
     q: Result<Query<UpsertQuery>, QueryRejection>,
@@ -244,8 +246,9 @@ async fn put_customers(
         (status = 409, body = ErrorBody, description = "A concurrent change; nothing written"),
         (status = 413, body = ErrorBody, description = "Too many items or bytes"),
         (status = 422, body = ErrorBody, description = "Every problem (unknown usage type, diameter, customer...); nothing written"),
-        (status = 500, body = ErrorBody)))]
-async fn put_premises(
+        (status = 500, body = ErrorBody)),
+    security(("bearer" = [])), extensions(("x-role" = json!("admin"))))]
+pub(crate) async fn put_premises(
     State(s): State<MasterState>,
     Extension(caller): Extension<Caller>,
     q: Result<Query<UpsertQuery>, QueryRejection>,
@@ -270,8 +273,9 @@ async fn put_premises(
         (status = 409, body = ErrorBody, description = "A concurrent change; nothing written"),
         (status = 413, body = ErrorBody, description = "Too many items or bytes"),
         (status = 422, body = ErrorBody, description = "Every problem; nothing written"),
-        (status = 500, body = ErrorBody)))]
-async fn put_meters(
+        (status = 500, body = ErrorBody)),
+    security(("bearer" = [])), extensions(("x-role" = json!("admin"))))]
+pub(crate) async fn put_meters(
     State(s): State<MasterState>,
     Extension(caller): Extension<Caller>,
     q: Result<Query<UpsertQuery>, QueryRejection>,
@@ -293,8 +297,9 @@ async fn put_meters(
         (status = 409, body = ErrorBody, description = "A concurrent change; nothing written"),
         (status = 413, body = ErrorBody, description = "Too many items or bytes"),
         (status = 422, body = ErrorBody, description = "Every problem (overlaps, a meter in two places, dates in the future...); nothing written"),
-        (status = 500, body = ErrorBody)))]
-async fn put_installations(
+        (status = 500, body = ErrorBody)),
+    security(("bearer" = [])), extensions(("x-role" = json!("admin"))))]
+pub(crate) async fn put_installations(
     State(s): State<MasterState>,
     Extension(caller): Extension<Caller>,
     q: Result<Query<UpsertQuery>, QueryRejection>,
@@ -321,8 +326,9 @@ fn not_found(what: &str) -> Failure {
 /// Customers by number prefix or name substring.
 #[utoipa::path(get, path = "/api/v1/master/customers", params(SearchQuery),
     responses((status = 200, body = Vec<Customer>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)))]
-async fn search_customers(
+        (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)),
+    security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
+pub(crate) async fn search_customers(
     State(s): State<MasterState>,
     q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Customer>>, Failure> {
@@ -336,8 +342,9 @@ async fn search_customers(
 #[utoipa::path(get, path = "/api/v1/master/customers/{id}",
     params(("id" = String, Path, description = "Customer number")),
     responses((status = 200, body = CustomerDetail), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
-async fn customer_detail(
+        (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)),
+    security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
+pub(crate) async fn customer_detail(
     State(s): State<MasterState>,
     Path(id): Path<String>,
 ) -> Result<Json<CustomerDetail>, Failure> {
@@ -350,8 +357,9 @@ async fn customer_detail(
 /// Premises by 수용가번호 or route prefix, or address or customer substring.
 #[utoipa::path(get, path = "/api/v1/master/premises", params(SearchQuery),
     responses((status = 200, body = Vec<Premises>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)))]
-async fn search_premises(
+        (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)),
+    security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
+pub(crate) async fn search_premises(
     State(s): State<MasterState>,
     q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Premises>>, Failure> {
@@ -365,8 +373,9 @@ async fn search_premises(
 #[utoipa::path(get, path = "/api/v1/master/premises/{no}",
     params(("no" = String, Path, description = "수용가번호")),
     responses((status = 200, body = PremisesDetail), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
-async fn premises_detail(
+        (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)),
+    security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
+pub(crate) async fn premises_detail(
     State(s): State<MasterState>,
     Path(no): Path<String>,
 ) -> Result<Json<PremisesDetail>, Failure> {
@@ -379,8 +388,9 @@ async fn premises_detail(
 /// Meters by id or serial prefix.
 #[utoipa::path(get, path = "/api/v1/master/meters", params(SearchQuery),
     responses((status = 200, body = Vec<Meter>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)))]
-async fn search_meters(
+        (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)),
+    security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
+pub(crate) async fn search_meters(
     State(s): State<MasterState>,
     q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Meter>>, Failure> {
@@ -392,8 +402,9 @@ async fn search_meters(
 #[utoipa::path(get, path = "/api/v1/master/meters/{id}",
     params(("id" = String, Path, description = "Meter id")),
     responses((status = 200, body = MeterDetail), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
-async fn meter_detail(
+        (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)),
+    security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
+pub(crate) async fn meter_detail(
     State(s): State<MasterState>,
     Path(id): Path<String>,
 ) -> Result<Json<MeterDetail>, Failure> {
