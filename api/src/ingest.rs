@@ -1,3 +1,4 @@
+//! (Long because it is the whole ingest contract: each type is short, and one file keeps the contract readable in one place.)
 //! The ingest service's contract: meters and their readings, gateways, the
 //! quarantine and the operators' dashboard.
 //!

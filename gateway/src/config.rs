@@ -1,3 +1,4 @@
+//! (Long because every section of the gateway's TOML is checked here, each with its own clear error.)
 //! The gateway's configuration file (TOML) and its validation.
 //!
 //! Every struct here refuses unknown keys, and every error names the file,

@@ -1,3 +1,4 @@
+//! (Long because token sources, the entropy rule, reloads and the middleware are one token set's lifecycle.)
 //! Bearer tokens with roles, for every cluster service (ingest, billing).
 //!
 //! Where tokens come from (one `[[tokens]]` entry each):

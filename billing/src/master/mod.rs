@@ -1,3 +1,4 @@
+//! (Long because every master-data kind runs the same check-then-write steps; they share the catalogue and the batch checks.)
 //! Master data: customers, premises (the `billing.accounts` row of a
 //! 수용가번호, extended by migration 0030), meters and installations over
 //! time, written in batches ([`upsert_customers`], [`upsert_premises`],

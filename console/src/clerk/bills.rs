@@ -1,3 +1,4 @@
+//! (Long because one bill's page: search, detail, explained lines, corrections and their forms share the page's helpers.)
 //! Bills: search; one bill with its explained lines, reads and ledger
 //! entries; the clerk's corrections (cancel, rebill, adjust, payment), each
 //! with a reason and a page of the entries it made; the printable notice

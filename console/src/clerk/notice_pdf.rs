@@ -1,3 +1,4 @@
+//! (Long because a PDF page is drawn in one pass: layout, fonts, text runs and the barcode share one page state.)
 //! The printed bill notice (상수도 요금 고지서) as a PDF, drawn in Rust: one A4
 //! page with the customer and premises, the meter reads, the line items with
 //! their basis, the amount due, the due date and the payment account, and a
