@@ -403,7 +403,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             BillingCommand::Serve(args) => {
                 let mut cfg: billing::BillingConfig = load_toml(&args.config)?;
                 if let Ok(url) = std::env::var("DATABASE_URL") {
-                    cfg.database_url = url;
+                    cfg.database_url = url.into();
                 }
                 let shutdown = waterworks_service::shutdown::on_signals();
                 billing::run(cfg, shutdown).await?;

@@ -15,7 +15,7 @@ pub struct BillingConfig {
     /// PostgreSQL URL, as the service's role (a member of
     /// `waterworks_billing`, not the schema's owner).
     #[serde(default = "default_database_url")]
-    pub database_url: String,
+    pub database_url: waterworks_service::secret::Secret,
     /// Whether the service applies the `billing` migrations at start
     /// (default false). In production the owner role migrates
     /// (`waterworks migrate`, the Kubernetes Job) and the service only
@@ -53,7 +53,7 @@ pub struct BillingConfig {
     pub max_page_bytes: usize,
 }
 
-fn default_database_url() -> String {
+fn default_database_url() -> waterworks_service::secret::Secret {
     "postgres://postgres@127.0.0.1:5432/postgres".into()
 }
 fn default_listen() -> SocketAddr {

@@ -31,7 +31,7 @@ impl Billing {
     pub async fn build(config: BillingConfig) -> Result<Billing, BillingError> {
         let book = TariffBook::load(&config.tariff_file)?;
         let tokens = Arc::new(ApiTokens::new(&config.tokens)?);
-        let connect: PgConnectOptions = config.database_url.parse()?;
+        let connect: PgConnectOptions = config.database_url.expose().parse()?;
         // Migrations and the catch-up posting may take long on a big
         // database: their own connection, without the API's statement timeout.
         {
