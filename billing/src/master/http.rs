@@ -24,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use sqlx::PgPool;
 use std::sync::Arc;
 use waterworks_api::error::Problem;
@@ -96,7 +95,7 @@ pub fn routes(pool: PgPool, book: &TariffBook, tokens: Arc<ApiTokens>) -> Router
 pub struct MasterApi;
 
 /// An error answer: status and [`ErrorBody`].
-struct Failure(StatusCode, ErrorBody);
+pub(crate) struct Failure(StatusCode, ErrorBody);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
