@@ -37,22 +37,13 @@ fn text(b: &[u8]) -> String {
 /// (readings continuous from one month to the next).
 async fn seed(pool: &PgPool) {
     billing::migrate(pool).await.unwrap();
-    sqlx::query("CREATE SCHEMA metering")
-        .execute(pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "CREATE FUNCTION metering.period_reads_v1(period_start timestamptz, period_end timestamptz) \
-         RETURNS TABLE (meter_id text, start_ts timestamptz, start_volume_l bigint, end_ts timestamptz, \
-                        end_volume_l bigint, reads bigint) \
-         LANGUAGE sql STABLE AS $$ \
-           SELECT m, period_start, k * 26500, period_end, (k + 1) * 26500, 2976::bigint \
+    waterworks_test_support::metering::stub_period_reads(
+        pool,
+        "SELECT m, period_start, k * 26500, period_end, (k + 1) * 26500, 2976::bigint \
              FROM unnest(ARRAY['CM1', 'CM2', 'CM3']) m, \
-                  (SELECT (extract(year FROM period_start) * 12 + extract(month FROM period_start))::bigint) x(k) $$",
+                  (SELECT (extract(year FROM period_start) * 12 + extract(month FROM period_start))::bigint) x(k)",
     )
-    .execute(pool)
-    .await
-    .unwrap();
+    .await;
     let accounts: Vec<Account> = (1..=3)
         .map(|i| Account {
             account_no: format!("C{i}"),

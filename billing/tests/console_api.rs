@@ -38,23 +38,14 @@ async fn console_reads_search_notice_and_progress(pool: PgPool) {
 
     // Stand-in for ingest's read function: every meter turns 26.5 m³ a month
     // from January 2026 on.
-    sqlx::query("CREATE SCHEMA metering")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "CREATE FUNCTION metering.period_reads_v1(period_start timestamptz, period_end timestamptz) \
-         RETURNS TABLE (meter_id text, start_ts timestamptz, start_volume_l bigint, end_ts timestamptz, \
-                        end_volume_l bigint, reads bigint) \
-         LANGUAGE sql STABLE AS $$ \
-           SELECT m, period_start, k * 26500, period_end, (k + 1) * 26500, 2976::bigint \
+    waterworks_test_support::metering::stub_period_reads(
+        &pool,
+        "SELECT m, period_start, k * 26500, period_end, (k + 1) * 26500, 2976::bigint \
              FROM unnest(ARRAY['M1', 'M2', 'M_3']) m, \
                   (SELECT (extract(year FROM period_start AT TIME ZONE 'Asia/Seoul') * 12 \
-                         + extract(month FROM period_start AT TIME ZONE 'Asia/Seoul'))::int8 - 24313 AS k) months $$",
+                         + extract(month FROM period_start AT TIME ZONE 'Asia/Seoul'))::int8 - 24313 AS k) months",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
     upsert_accounts(
         &pool,
         &[

@@ -166,19 +166,11 @@ async fn ledger_over_http_with_roles(pool: PgPool) {
         shutdown,
         task: server,
     } = Server::start(&pool).await;
-    sqlx::query("CREATE SCHEMA metering")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "CREATE FUNCTION metering.period_reads_v1(period_start timestamptz, period_end timestamptz) \
-         RETURNS TABLE (meter_id text, start_ts timestamptz, start_volume_l bigint, end_ts timestamptz, \
-                        end_volume_l bigint, reads bigint) \
-         LANGUAGE sql STABLE AS $$ SELECT 'M1'::text, period_start, 0::bigint, period_end, 26500::bigint, 2976::bigint $$",
+    waterworks_test_support::metering::stub_period_reads(
+        &pool,
+        "SELECT 'M1'::text, period_start, 0::bigint, period_end, 26500::bigint, 2976::bigint",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
 
     // Accounts are the admin's.
     let accounts = json!([{ "account_no": "A1", "customer": "홍길동", "address": "대전광역시 서구",

@@ -255,21 +255,11 @@ async fn run_billing_reads_through_period_reads_v1(pool: PgPool) {
     migrate(&pool).await.unwrap();
     // Stand-in for ingest's function, created only in this fresh test database,
     // with the contract's exact signature.
-    sqlx::query("CREATE SCHEMA metering")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "CREATE FUNCTION metering.period_reads_v1(period_start timestamptz, period_end timestamptz) \
-         RETURNS TABLE (meter_id text, start_ts timestamptz, start_volume_l bigint, end_ts timestamptz, \
-                        end_volume_l bigint, reads bigint) \
-         LANGUAGE sql STABLE AS $$ \
-           SELECT 'M00001'::text, period_start, 5000::bigint, period_end - interval '15 minutes', 31999::bigint, 2976::bigint \
-         $$",
+    waterworks_test_support::metering::stub_period_reads(
+        &pool,
+        "SELECT 'M00001'::text, period_start, 5000::bigint, period_end - interval '15 minutes', 31999::bigint, 2976::bigint",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
     upsert_accounts(&pool, &[account(1, "A")]).await.unwrap();
     let req = RunRequest {
         period: oct(),
