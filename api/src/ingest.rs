@@ -87,48 +87,9 @@ fn id_param(name: &str, value: Option<&str>) -> Result<(), String> {
 
 // --- Enums ----------------------------------------------------------------
 
-/// An alarm a meter raises with a reading (the wire's alarm flags).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
-#[cfg_attr(feature = "sqlx", derive(sqlx::Type))]
-#[cfg_attr(feature = "sqlx", sqlx(type_name = "text", rename_all = "snake_case"))]
-#[serde(rename_all = "snake_case")]
-pub enum Alarm {
-    /// Continuous flow for hours (a leak behind the meter).
-    Leak,
-    /// Flow above the meter's maximum.
-    Burst,
-    /// Water flowing back through the meter.
-    Backflow,
-    /// Magnet or opened cover detected.
-    Tamper,
-    LowBattery,
-    /// No water in the pipe.
-    EmptyPipe,
-}
-
-impl Alarm {
-    pub const ALL: [Alarm; 6] = [
-        Alarm::Leak,
-        Alarm::Burst,
-        Alarm::Backflow,
-        Alarm::Tamper,
-        Alarm::LowBattery,
-        Alarm::EmptyPipe,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Alarm::Leak => "leak",
-            Alarm::Burst => "burst",
-            Alarm::Backflow => "backflow",
-            Alarm::Tamper => "tamper",
-            Alarm::LowBattery => "low_battery",
-            Alarm::EmptyPipe => "empty_pipe",
-        }
-    }
-}
+/// An alarm a meter raises with a reading: the wire's own type, so a
+/// name the gateway sends and the name the API shows cannot drift apart.
+pub use waterworks_wire::Alarm;
 
 /// Why ingest refused a reading or a whole message.
 #[derive(

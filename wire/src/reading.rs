@@ -21,8 +21,12 @@ pub const MAX_READINGS_PER_BATCH: usize = 10_000;
 /// Largest payload accepted, in bytes (about 100 bytes per reading).
 pub const MAX_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
 
-/// Alarm flags a meter raises. The wire names are stable (snake_case).
+/// Alarm flags a meter raises. The wire names are stable (snake_case); the
+/// HTTP APIs show the same names (`waterworks-api` re-exports this type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type))]
+#[cfg_attr(feature = "sqlx", sqlx(type_name = "text", rename_all = "snake_case"))]
 #[serde(rename_all = "snake_case")]
 pub enum Alarm {
     /// Flow never fell to zero for 24 hours.
