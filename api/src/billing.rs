@@ -66,6 +66,10 @@ pub(crate) mod whole {
         whole(d)
     }
 
+    pub fn i32<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+        whole(d)
+    }
+
     pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         whole(d)
     }

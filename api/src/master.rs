@@ -43,7 +43,10 @@ pub struct Premises {
     /// A usage type of the tariff (`household`, `general`, ...).
     pub usage_type: String,
     /// A diameter the tariff prices a base charge for.
+    #[serde(deserialize_with = "crate::billing::whole::i32")]
     pub diameter_mm: i32,
+    #[serde(deserialize_with = "crate::billing::whole::i32")]
+    #[schema(minimum = 1)]
     pub households: i32,
     pub sewer_connected: bool,
     pub levy_exempt: bool,
@@ -65,6 +68,7 @@ pub struct Meter {
     pub model: String,
     /// The device profile ingest decodes it with.
     pub profile_id: String,
+    #[serde(deserialize_with = "crate::billing::whole::i32")]
     pub diameter_mm: i32,
     pub manufactured_on: Option<NaiveDate>,
     /// 검정: the date of its legal verification.
@@ -84,8 +88,10 @@ pub struct Installation {
     pub installed_at: DateTime<Utc>,
     #[serde(default)]
     pub removed_at: Option<DateTime<Utc>>,
-    /// m³ on the register when installed.
+    /// m³ on the register when installed: a decimal string, at most 3
+    /// decimals (litres); default 0.
     #[serde(default)]
+    #[schema(value_type = String, pattern = r"^[0-9]{1,11}(\.[0-9]{1,3})?$", example = "1234.567")]
     pub install_read_m3: Decimal,
 }
 
@@ -93,6 +99,8 @@ pub struct Installation {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomersBatch {
+    /// 1 to 250,000 items (more: 413 `too_large`).
+    #[schema(min_items = 1)]
     pub customers: Vec<Customer>,
 }
 
@@ -100,6 +108,8 @@ pub struct CustomersBatch {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PremisesBatch {
+    /// 1 to 250,000 items (more: 413 `too_large`).
+    #[schema(min_items = 1)]
     pub premises: Vec<Premises>,
 }
 
@@ -107,6 +117,8 @@ pub struct PremisesBatch {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetersBatch {
+    /// 1 to 250,000 items (more: 413 `too_large`).
+    #[schema(min_items = 1)]
     pub meters: Vec<Meter>,
 }
 
@@ -114,6 +126,8 @@ pub struct MetersBatch {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstallationsBatch {
+    /// 1 to 250,000 items (more: 413 `too_large`).
+    #[schema(min_items = 1)]
     pub installations: Vec<Installation>,
 }
 
@@ -133,6 +147,7 @@ pub struct UpsertReport {
 /// `?dry_run=true`: report, write nothing.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UpsertQuery {
     #[serde(default)]
     pub dry_run: bool,
@@ -142,12 +157,23 @@ pub struct UpsertQuery {
 /// name or address, at most `limit` (default 50, at most 500) results.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
+    /// Empty: the first `limit` by key.
     #[serde(default)]
+    #[param(max_length = 200, pattern = r"^[^\x00]*$")]
     pub q: String,
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
+
+/// Results a search returns when `limit` is not given.
+pub const DEFAULT_SEARCH_LIMIT: i64 = 50;
+/// The most results a search returns.
+pub const MAX_SEARCH_LIMIT: i64 = 500;
+/// The longest search text, in characters.
+pub const MAX_SEARCH_CHARS: usize = 200;
 
 /// A customer with the premises billed to them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -20,6 +20,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Conflict(String),
+    /// Well-formed, but the domain refuses it (422).
+    #[error("{0}")]
+    Invalid(String),
     #[error("the service is not ready")]
     Unavailable,
     /// A statement or request ran past its time limit (503, retry later).
@@ -38,6 +41,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::Invalid),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
             ApiError::TooSlow => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Timeout),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
@@ -50,14 +54,18 @@ impl ApiError {
     }
 
     /// A database error: PostgreSQL's `statement_timeout` cancelling a
-    /// statement (SQLSTATE 57014) is [`ApiError::TooSlow`]; anything else is
-    /// internal.
+    /// statement (SQLSTATE 57014) is [`ApiError::TooSlow`]; text it cannot
+    /// store (a NUL character, 22021) is the request's fault,
+    /// [`ApiError::Invalid`]; anything else is internal.
     #[cfg(feature = "db")]
     pub fn from_db(e: &sqlx::Error) -> Self {
         match e {
             sqlx::Error::Database(d) if d.code().as_deref() == Some("57014") => {
                 tracing::warn!(error = %d, "statement cancelled by its time limit");
                 ApiError::TooSlow
+            }
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("22021") => {
+                ApiError::Invalid("text must not contain NUL characters".into())
             }
             e => ApiError::internal(e),
         }

@@ -82,7 +82,7 @@ pub struct AccountSearchQuery {
     /// An account number or meter id (exact or prefix), or part of a
     /// customer's name or address; 1-100 characters, trimmed (blanks only
     /// find nothing).
-    #[param(min_length = 1, max_length = 100)]
+    #[param(min_length = 1, max_length = 100, pattern = r"^[^\x00]*$")]
     pub q: String,
     /// Rows at most (default 50).
     #[param(minimum = 1, maximum = 200)]

@@ -176,7 +176,7 @@ pub struct BillsQuery {
     )]
     pub period: String,
     /// Only this account's bills.
-    #[param(max_length = 64)]
+    #[param(max_length = 64, pattern = r"^[^\x00]*$")]
     pub account_no: Option<String>,
     pub status: Option<BillStatus>,
     /// Bills with a larger id (the previous page's `next_after_id`).
@@ -196,7 +196,7 @@ pub struct BillSearchQuery {
     /// A bill number (`YYYY-MM-NNNNNNN`), an account number (exact or
     /// prefix), or part of a customer's name or address; 1-100 characters,
     /// trimmed (blanks only find nothing).
-    #[param(min_length = 1, max_length = 100)]
+    #[param(min_length = 1, max_length = 100, pattern = r"^[^\x00]*$")]
     pub q: String,
     #[param(
         pattern = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$"
@@ -363,7 +363,7 @@ pub struct Notice {
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     /// Why (1-500 characters; kept in the audit log).
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00]*$")]
     pub reason: String,
 }
 
@@ -377,7 +377,7 @@ pub struct CancelOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorrectedRead {
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00]*$")]
     pub meter_id: String,
     pub start_ts: DateTime<Utc>,
     #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
@@ -399,7 +399,7 @@ pub struct CorrectedRead {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RebillRequest {
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00]*$")]
     pub reason: String,
     #[serde(default)]
     #[schema(max_items = 100)]
@@ -432,13 +432,33 @@ pub struct AdjustmentRequest {
     /// Positive raises what the customer owes; negative lowers it (at most
     /// to zero). Never zero; at most a trillion won either way.
     #[serde(deserialize_with = "super::whole::i64")]
-    #[schema(minimum = -1_000_000_000_000_i64, maximum = 1_000_000_000_000_i64)]
+    #[schema(schema_with = nonzero_krw)]
     pub amount_krw: i64,
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00]*$")]
     pub reason: String,
     /// Idempotency key chosen by the clerk's client.
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00]*$")]
     pub key: String,
+}
+
+/// `amount_krw` of an adjustment: a whole number of won in
+/// `-MAX_ADJUSTMENT_KRW..=MAX_ADJUSTMENT_KRW`, never 0 (JSON Schema has
+/// no "not zero" for integers, so two ranges, one of which it is).
+fn nonzero_krw() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let range = |lo: i64, hi: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(lo as f64))
+            .maximum(Some(hi as f64))
+    };
+    OneOfBuilder::new()
+        .item(range(1, MAX_ADJUSTMENT_KRW))
+        .item(range(-MAX_ADJUSTMENT_KRW, -1))
+        .description(Some("Won, not 0: positive raises, negative lowers"))
+        .build()
+        .into()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -139,7 +139,7 @@ pub struct AuditPage {
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Only records of this target (exact).
-    #[param(max_length = 200)]
+    #[param(max_length = 200, pattern = r"^[^\x00]*$")]
     pub target: Option<String>,
     /// Records at most (default 100).
     #[param(minimum = 1, maximum = 1000)]

@@ -23,7 +23,12 @@ pub struct PaymentRequest {
         example = "KB-1"
     )]
     pub reference: String,
-    #[schema(min_length = 1, max_length = 64, example = "AC00001")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        example = "AC00001",
+        pattern = r"^[^\x00]*$"
+    )]
     pub account_no: String,
     #[schema(minimum = 1, maximum = 1_000_000_000_000_i64, example = 12960)]
     #[serde(deserialize_with = "super::whole::i64")]

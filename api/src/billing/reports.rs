@@ -281,7 +281,7 @@ pub struct SummaryQuery {
     )]
     pub period: String,
     /// Only this billing group.
-    #[param(min_length = 1, max_length = 64)]
+    #[param(min_length = 1, max_length = 64, pattern = r"^[^\x00]*$")]
     pub group: Option<String>,
     pub format: Option<ReportFormat>,
 }

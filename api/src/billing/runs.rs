@@ -48,7 +48,12 @@ pub struct StartRun {
     )]
     pub period: String,
     /// The billing group (1-64 characters).
-    #[schema(min_length = 1, max_length = 64, example = "A")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        example = "A",
+        pattern = r"^[^\x00]*$"
+    )]
     pub group: String,
     /// Preview: nothing is written.
     #[serde(default)]
@@ -59,7 +64,7 @@ pub struct StartRun {
     /// Why the run is forced (1-500 characters, kept in the audit log);
     /// only with `force`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00]*$")]
     pub reason: Option<String>,
 }
 

@@ -475,9 +475,10 @@ pub(crate) async fn adjust(
 ) -> Answer<AdjustmentOutcome> {
     use waterworks_api::billing::Part as P;
     let id = parse_id(&id, "bill")?;
-    if !(-MAX_ADJUSTMENT_KRW..=MAX_ADJUSTMENT_KRW).contains(&req.amount_krw) {
+    if req.amount_krw == 0 || !(-MAX_ADJUSTMENT_KRW..=MAX_ADJUSTMENT_KRW).contains(&req.amount_krw)
+    {
         return Err(ApiError::BadRequest(format!(
-            "amount_krw must be between -{MAX_ADJUSTMENT_KRW} and {MAX_ADJUSTMENT_KRW}"
+            "amount_krw must be between -{MAX_ADJUSTMENT_KRW} and {MAX_ADJUSTMENT_KRW}, not 0"
         ))
         .into());
     }

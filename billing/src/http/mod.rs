@@ -218,16 +218,11 @@ pub(crate) fn limit(given: Option<i64>, default: i64, max: i64) -> Result<i64, H
     }
 }
 
-/// A database error as the caller may see it: text PostgreSQL cannot
-/// store (a NUL character, SQLSTATE 22021) is the request's fault (422);
-/// a statement past its time limit is 503; anything else is internal.
+/// A database error as the caller may see it ([`ApiError::from_db`]: NUL
+/// text is 422, a statement past its time limit 503, anything else
+/// internal).
 pub(crate) fn db_error(e: sqlx::Error) -> HttpError {
-    match &e {
-        sqlx::Error::Database(d) if d.code().as_deref() == Some("22021") => {
-            HttpError::Invalid("text must not contain NUL characters".into())
-        }
-        _ => ApiError::from_db(&e).into(),
-    }
+    ApiError::from_db(&e).into()
 }
 
 /// Maps a billing error to what the caller may see.

@@ -139,6 +139,8 @@ impl Modify for Contract {
                     .and_then(|r| r.as_str())
                     .unwrap_or("none")
                     .to_string();
+                // "clerk or admin"; admin alone is just "admin".
+                let or_admin = if role == "admin" { "" } else { " or admin" };
                 let responses = &mut op.responses.responses;
                 if role != "none" {
                     responses.insert(
@@ -148,7 +150,7 @@ impl Modify for Contract {
                     responses.insert(
                         "403".into(),
                         error(&format!(
-                            "The token's role is not {role} or admin (`forbidden`)"
+                            "The token's role is not {role}{or_admin} (`forbidden`)"
                         )),
                     );
                 }
@@ -169,6 +171,7 @@ impl Modify for Contract {
                 );
                 let who = match role.as_str() {
                     "none" => "Open: no token needed.".to_string(),
+                    "admin" => "Role: admin.".to_string(),
                     r => format!("Role: {r} (or admin)."),
                 };
                 op.description = Some(match op.description.take() {

@@ -30,6 +30,7 @@ use waterworks_api::error::Problem;
 use waterworks_api::master::{
     Customer, CustomerDetail, CustomersBatch, InstallationsBatch, Meter, MeterDetail, MetersBatch,
     Premises, PremisesBatch, PremisesDetail, SearchQuery, UpsertQuery, UpsertReport,
+    DEFAULT_SEARCH_LIMIT, MAX_SEARCH_CHARS, MAX_SEARCH_LIMIT,
 };
 use waterworks_api::{ErrorBody, ErrorCode};
 use waterworks_service::auth::{require, ApiTokens, Caller, Role};
@@ -134,6 +135,14 @@ impl From<BillingError> for Failure {
                         "the batch conflicts with a change made at the same time; nothing was written, send it again",
                     )
                 }
+                // Text PostgreSQL cannot store: the request's fault.
+                Some("22021") => {
+                    return Failure::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        ErrorCode::Invalid,
+                        "text must not contain NUL characters",
+                    )
+                }
                 Some("57014") => {
                     return Failure::new(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -207,21 +216,69 @@ fn bound(n: usize) -> Result<(), Failure> {
     Ok(())
 }
 
+/// What a batch `PUT` answers (every one alike; the 422 problems name the
+/// rule each item broke).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a description of answers, never built
+enum BatchAnswers {
+    /// What was (or would be) created, changed, left unchanged.
+    #[response(status = 200)]
+    Done(UpsertReport),
+    /// Not a batch of the documented shape.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "No valid bearer token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "Not an admin")]
+    Forbidden(ErrorBody),
+    /// A concurrent change; nothing written, send it again.
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// Too many items or bytes.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Every problem, by item and field; nothing written.
+    #[response(status = 422)]
+    Invalid(ErrorBody),
+    #[response(status = 500, description = "Internal error (logged)")]
+    Internal(ErrorBody),
+}
+
+/// What a search answers.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a description of answers, never built
+enum SearchErrors {
+    /// `q` or `limit` out of bounds.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "No valid bearer token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 500, description = "Internal error (logged)")]
+    Internal(ErrorBody),
+}
+
+/// What a detail answers besides 200.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a description of answers, never built
+enum DetailErrors {
+    #[response(status = 401, description = "No valid bearer token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 404, description = "No such key")]
+    NotFound(ErrorBody),
+    #[response(status = 500, description = "Internal error (logged)")]
+    Internal(ErrorBody),
+}
+
 fn answer(outcome: super::BatchOutcome) -> Result<Json<UpsertReport>, Failure> {
     outcome.map(Json).map_err(Failure::invalid)
 }
 
-/// Inserts or updates customers.
+/// Inserts or updates customers. Refused (422): a customer number twice in
+/// the batch, a blank name, text over 200 characters or with control
+/// characters.
 #[utoipa::path(put, path = "/api/v1/master/customers", params(UpsertQuery),
     request_body = CustomersBatch,
-    responses(
-        (status = 200, body = UpsertReport, description = "What was (or would be) created, changed, left unchanged"),
-        (status = 400, body = ErrorBody, description = "Not a batch"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "A concurrent change; nothing written"),
-        (status = 413, body = ErrorBody, description = "Too many items or bytes"),
-        (status = 422, body = ErrorBody, description = "Every problem; nothing written"),
-        (status = 500, body = ErrorBody)),
+    responses(BatchAnswers),
     security(("bearer" = [])), extensions(("x-role" = json!("admin"))))]
 pub(crate) async fn put_customers(
     State(s): State<MasterState>,
@@ -235,17 +292,12 @@ pub(crate) async fn put_customers(
     answer(super::upsert_customers(&s.pool, &b.customers, &caller.name, q.dry_run).await?)
 }
 
-/// Inserts or updates premises (수용가).
+/// Inserts or updates premises (수용가). Refused (422): a 수용가번호 twice,
+/// a customer that does not exist, a usage type or diameter the tariff does
+/// not price.
 #[utoipa::path(put, path = "/api/v1/master/premises", params(UpsertQuery),
     request_body = PremisesBatch,
-    responses(
-        (status = 200, body = UpsertReport, description = "What was (or would be) created, changed, left unchanged"),
-        (status = 400, body = ErrorBody, description = "Not a batch"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "A concurrent change; nothing written"),
-        (status = 413, body = ErrorBody, description = "Too many items or bytes"),
-        (status = 422, body = ErrorBody, description = "Every problem (unknown usage type, diameter, customer...); nothing written"),
-        (status = 500, body = ErrorBody)),
+    responses(BatchAnswers),
     security(("bearer" = [])), extensions(("x-role" = json!("admin"))))]
 pub(crate) async fn put_premises(
     State(s): State<MasterState>,
@@ -262,17 +314,12 @@ pub(crate) async fn put_premises(
 }
 
 /// Inserts or updates meters (billing's record; ingest's registry is filled
-/// through ingest's own `PUT /api/v1/meters`).
+/// through ingest's own `PUT /api/v1/meters`). Refused (422): a meter id
+/// twice, a diameter the tariff does not price, a manufacture or 검정 date
+/// in the future or out of order.
 #[utoipa::path(put, path = "/api/v1/master/meters", params(UpsertQuery),
     request_body = MetersBatch,
-    responses(
-        (status = 200, body = UpsertReport, description = "What was (or would be) created, changed, left unchanged"),
-        (status = 400, body = ErrorBody, description = "Not a batch"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "A concurrent change; nothing written"),
-        (status = 413, body = ErrorBody, description = "Too many items or bytes"),
-        (status = 422, body = ErrorBody, description = "Every problem; nothing written"),
-        (status = 500, body = ErrorBody)),
+    responses(BatchAnswers),
     security(("bearer" = [])), extensions(("x-role" = json!("admin"))))]
 pub(crate) async fn put_meters(
     State(s): State<MasterState>,
@@ -287,16 +334,12 @@ pub(crate) async fn put_meters(
 }
 
 /// Inserts or updates installations (which meter at which premises, when).
+/// Refused (422): a premises or meter that does not exist, removal before
+/// installation, dates in the future, installations of one premises or one
+/// meter that overlap.
 #[utoipa::path(put, path = "/api/v1/master/installations", params(UpsertQuery),
     request_body = InstallationsBatch,
-    responses(
-        (status = 200, body = UpsertReport, description = "What was (or would be) created, changed, left unchanged"),
-        (status = 400, body = ErrorBody, description = "Not a batch"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "A concurrent change; nothing written"),
-        (status = 413, body = ErrorBody, description = "Too many items or bytes"),
-        (status = 422, body = ErrorBody, description = "Every problem (overlaps, a meter in two places, dates in the future...); nothing written"),
-        (status = 500, body = ErrorBody)),
+    responses(BatchAnswers),
     security(("bearer" = [])), extensions(("x-role" = json!("admin"))))]
 pub(crate) async fn put_installations(
     State(s): State<MasterState>,
@@ -310,8 +353,22 @@ pub(crate) async fn put_installations(
     answer(super::upsert_installations(&s.pool, &b.installations, &caller.name, q.dry_run).await?)
 }
 
-fn limit(q: &SearchQuery) -> i64 {
-    q.limit.unwrap_or(50)
+/// A search's text and `limit` within the document's bounds, or 400.
+fn search(q: &SearchQuery) -> Result<(&str, i64), Failure> {
+    let bad = |m: String| Failure::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, m);
+    if q.q.chars().count() > MAX_SEARCH_CHARS {
+        return Err(bad(format!("q is over {MAX_SEARCH_CHARS} characters")));
+    }
+    if q.q.contains('\0') {
+        return Err(bad("q must not contain NUL characters".into()));
+    }
+    match q.limit {
+        None => Ok((&q.q, DEFAULT_SEARCH_LIMIT)),
+        Some(n) if (1..=MAX_SEARCH_LIMIT).contains(&n) => Ok((&q.q, n)),
+        Some(n) => Err(bad(format!(
+            "limit {n} must be between 1 and {MAX_SEARCH_LIMIT}"
+        ))),
+    }
 }
 
 fn not_found(what: &str) -> Failure {
@@ -324,24 +381,23 @@ fn not_found(what: &str) -> Failure {
 
 /// Customers by number prefix or name substring.
 #[utoipa::path(get, path = "/api/v1/master/customers", params(SearchQuery),
-    responses((status = 200, body = Vec<Customer>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)),
+    responses((status = 200, body = Vec<Customer>), SearchErrors),
     security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
 pub(crate) async fn search_customers(
     State(s): State<MasterState>,
     q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Customer>>, Failure> {
     let q = query(q)?;
-    Ok(Json(
-        super::search_customers(&s.pool, &q.q, limit(&q)).await?,
-    ))
+    Ok(Json({
+        let (text, limit) = search(&q)?;
+        super::search_customers(&s.pool, text, limit).await?
+    }))
 }
 
 /// A customer and the premises billed to them.
 #[utoipa::path(get, path = "/api/v1/master/customers/{id}",
     params(("id" = String, Path, description = "Customer number")),
-    responses((status = 200, body = CustomerDetail), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)),
+    responses((status = 200, body = CustomerDetail), DetailErrors),
     security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
 pub(crate) async fn customer_detail(
     State(s): State<MasterState>,
@@ -355,24 +411,23 @@ pub(crate) async fn customer_detail(
 
 /// Premises by 수용가번호 or route prefix, or address or customer substring.
 #[utoipa::path(get, path = "/api/v1/master/premises", params(SearchQuery),
-    responses((status = 200, body = Vec<Premises>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)),
+    responses((status = 200, body = Vec<Premises>), SearchErrors),
     security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
 pub(crate) async fn search_premises(
     State(s): State<MasterState>,
     q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Premises>>, Failure> {
     let q = query(q)?;
-    Ok(Json(
-        super::search_premises(&s.pool, &q.q, limit(&q)).await?,
-    ))
+    Ok(Json({
+        let (text, limit) = search(&q)?;
+        super::search_premises(&s.pool, text, limit).await?
+    }))
 }
 
 /// A premises with its customer and installations.
 #[utoipa::path(get, path = "/api/v1/master/premises/{no}",
     params(("no" = String, Path, description = "수용가번호")),
-    responses((status = 200, body = PremisesDetail), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)),
+    responses((status = 200, body = PremisesDetail), DetailErrors),
     security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
 pub(crate) async fn premises_detail(
     State(s): State<MasterState>,
@@ -386,22 +441,23 @@ pub(crate) async fn premises_detail(
 
 /// Meters by id or serial prefix.
 #[utoipa::path(get, path = "/api/v1/master/meters", params(SearchQuery),
-    responses((status = 200, body = Vec<Meter>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)),
+    responses((status = 200, body = Vec<Meter>), SearchErrors),
     security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
 pub(crate) async fn search_meters(
     State(s): State<MasterState>,
     q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Meter>>, Failure> {
     let q = query(q)?;
-    Ok(Json(super::search_meters(&s.pool, &q.q, limit(&q)).await?))
+    Ok(Json({
+        let (text, limit) = search(&q)?;
+        super::search_meters(&s.pool, text, limit).await?
+    }))
 }
 
 /// A meter with its installations.
 #[utoipa::path(get, path = "/api/v1/master/meters/{id}",
     params(("id" = String, Path, description = "Meter id")),
-    responses((status = 200, body = MeterDetail), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)),
+    responses((status = 200, body = MeterDetail), DetailErrors),
     security(("bearer" = [])), extensions(("x-role" = json!("viewer"))))]
 pub(crate) async fn meter_detail(
     State(s): State<MasterState>,

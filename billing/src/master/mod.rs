@@ -38,7 +38,7 @@ pub const MAX_BATCH_BYTES: usize = 128 << 20;
 /// Rows written per statement.
 const CHUNK: usize = 20_000;
 /// Results of a search at most.
-pub const MAX_SEARCH: i64 = 500;
+const MAX_SEARCH: i64 = waterworks_api::master::MAX_SEARCH_LIMIT;
 
 /// The outcome of a batch: its report, or every problem (nothing written).
 pub type BatchOutcome = Result<UpsertReport, Vec<Problem>>;
@@ -903,6 +903,9 @@ pub async fn customer_detail(
     pool: &PgPool,
     id: &str,
 ) -> Result<Option<CustomerDetail>, BillingError> {
+    if id.contains('\0') {
+        return Ok(None); // no key holds NUL (keys are checked on the way in)
+    }
     let customer: Option<Customer> = sqlx::query_as(
         "SELECT customer_id, name, contact FROM billing.customers WHERE customer_id = $1",
     )
@@ -929,6 +932,9 @@ pub async fn premises_detail(
     pool: &PgPool,
     account_no: &str,
 ) -> Result<Option<PremisesDetail>, BillingError> {
+    if account_no.contains('\0') {
+        return Ok(None); // no key holds NUL (keys are checked on the way in)
+    }
     let premises: Option<Premises> = sqlx::query_as(&format!(
         "SELECT {PREMISES_COLUMNS} FROM billing.accounts WHERE account_no = $1"
     ))
@@ -963,6 +969,9 @@ pub async fn meter_detail(
     pool: &PgPool,
     meter_id: &str,
 ) -> Result<Option<MeterDetail>, BillingError> {
+    if meter_id.contains('\0') {
+        return Ok(None); // no key holds NUL (keys are checked on the way in)
+    }
     let meter: Option<Meter> = sqlx::query_as(&format!(
         "SELECT {METER_COLUMNS} FROM billing.meters WHERE meter_id = $1"
     ))

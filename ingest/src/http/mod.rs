@@ -347,13 +347,18 @@ impl utoipa::Modify for CommonAnswers {
                             "403".into(),
                             RefOr::T(
                                 error(&format!(
-                                    "forbidden: the token's role is not {role} or admin"
+                                    "forbidden: the token's role is not {role}{}",
+                                    if role == "admin" { "" } else { " or admin" }
                                 ))
                                 .build(),
                             ),
                         );
                     }
-                    let needs = format!("Role: {role} (or admin).");
+                    let needs = if role == "admin" {
+                        "Role: admin.".to_string()
+                    } else {
+                        format!("Role: {role} (or admin).")
+                    };
                     op.description = Some(match op.description.take() {
                         Some(d) if !d.is_empty() => format!("{d}\n\n{needs}"),
                         _ => needs,
