@@ -353,6 +353,30 @@ fn report(dry_run: bool) -> UpsertReport {
     }
 }
 
+/// The stored rows of a batch's keys (`select`: a query with `= ANY($1)`
+/// over the key column), compared with the batch: the report so far and
+/// the indexes of the items to write.
+async fn plan<T>(
+    tx: &mut PgConnection,
+    select: &str,
+    items: &[T],
+    key: fn(&T) -> String,
+    dry_run: bool,
+) -> Result<(UpsertReport, Vec<usize>), BillingError>
+where
+    T: PartialEq + Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    let keys: Vec<String> = items.iter().map(key).collect();
+    let stored: Vec<T> = sqlx::query_as(select)
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await?;
+    let stored: HashMap<String, T> = stored.into_iter().map(|x| (key(&x), x)).collect();
+    let mut rep = report(dry_run);
+    let write = classify(&mut rep, items, key, &stored);
+    Ok((rep, write))
+}
+
 /// Sorts `keys` of a batch into created, changed and unchanged by comparing
 /// each item with the stored one; returns the indexes to write.
 fn classify<T: PartialEq>(
@@ -413,19 +437,14 @@ pub async fn upsert_customers(
         return Ok(Err(problems));
     }
     let mut tx = pool.begin().await?;
-    let keys: Vec<String> = items.iter().map(|c| c.customer_id.clone()).collect();
-    let stored: Vec<Customer> = sqlx::query_as(
+    let (rep, write) = plan(
+        &mut tx,
         "SELECT customer_id, name, contact FROM billing.customers WHERE customer_id = ANY($1)",
+        items,
+        |c: &Customer| c.customer_id.clone(),
+        dry_run,
     )
-    .bind(&keys)
-    .fetch_all(&mut *tx)
     .await?;
-    let stored: HashMap<String, Customer> = stored
-        .into_iter()
-        .map(|c| (c.customer_id.clone(), c))
-        .collect();
-    let mut rep = report(dry_run);
-    let write = classify(&mut rep, items, |c| c.customer_id.clone(), &stored);
     if dry_run || write.is_empty() {
         return Ok(Ok(rep));
     }
@@ -497,19 +516,14 @@ pub async fn upsert_premises(
     if !problems.is_empty() {
         return Ok(Err(sorted(problems)));
     }
-    let keys: Vec<String> = items.iter().map(|x| x.account_no.clone()).collect();
-    let stored: Vec<Premises> = sqlx::query_as(&format!(
-        "SELECT {PREMISES_COLUMNS} FROM billing.accounts WHERE account_no = ANY($1)"
-    ))
-    .bind(&keys)
-    .fetch_all(&mut *tx)
+    let (rep, write) = plan(
+        &mut tx,
+        &format!("SELECT {PREMISES_COLUMNS} FROM billing.accounts WHERE account_no = ANY($1)"),
+        items,
+        |x: &Premises| x.account_no.clone(),
+        dry_run,
+    )
     .await?;
-    let stored: HashMap<String, Premises> = stored
-        .into_iter()
-        .map(|x| (x.account_no.clone(), x))
-        .collect();
-    let mut rep = report(dry_run);
-    let write = classify(&mut rep, items, |x| x.account_no.clone(), &stored);
     if dry_run || write.is_empty() {
         return Ok(Ok(rep));
     }
@@ -583,19 +597,14 @@ pub async fn upsert_meters(
         return Ok(Err(problems));
     }
     let mut tx = pool.begin().await?;
-    let keys: Vec<String> = items.iter().map(|m| m.meter_id.clone()).collect();
-    let stored: Vec<Meter> = sqlx::query_as(&format!(
-        "SELECT {METER_COLUMNS} FROM billing.meters WHERE meter_id = ANY($1)"
-    ))
-    .bind(&keys)
-    .fetch_all(&mut *tx)
+    let (rep, write) = plan(
+        &mut tx,
+        &format!("SELECT {METER_COLUMNS} FROM billing.meters WHERE meter_id = ANY($1)"),
+        items,
+        |m: &Meter| m.meter_id.clone(),
+        dry_run,
+    )
     .await?;
-    let stored: HashMap<String, Meter> = stored
-        .into_iter()
-        .map(|m| (m.meter_id.clone(), m))
-        .collect();
-    let mut rep = report(dry_run);
-    let write = classify(&mut rep, items, |m| m.meter_id.clone(), &stored);
     if dry_run || write.is_empty() {
         return Ok(Ok(rep));
     }
