@@ -21,7 +21,9 @@
 //!    and every bad row. A real run with bad rows writes nothing unless
 //!    `--skip-bad` (then it names every row it skipped); otherwise billing
 //!    takes the file in one transaction (all or nothing) and ingest in
-//!    batches of 10 000 (each one transaction, all checked first).
+//!    batches of 2 000 (each one transaction, all checked first). A
+//!    service that answers 429 or 503 is asked again, as `Retry-After`
+//!    says, up to 8 times (the requests are idempotent).
 //!    Importing the same file again changes nothing; each write is in the
 //!    services' audit logs.
 
@@ -36,7 +38,10 @@ use read::EncodingChoice;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use waterworks_api::error::Problem;
+use waterworks_api::ingest::{MeterBatch, MeterRegistration, RegisterReport};
 use waterworks_api::master::UpsertReport;
+use waterworks_api::{ErrorBody, ErrorCode};
 
 /// What a file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -229,15 +234,6 @@ impl Good {
     }
 }
 
-/// A problem as a service answers it (`index`, `field`, `reason`).
-#[derive(Debug, serde::Deserialize)]
-struct Problem {
-    index: usize,
-    #[serde(default)]
-    field: String,
-    reason: String,
-}
-
 /// The answer to a batch: counts, or problems.
 enum Answer {
     Counts(UpsertReport),
@@ -250,13 +246,40 @@ struct Client {
     billing_token: String,
     ingest_url: Option<String>,
     ingest_token: String,
+    /// The first wait before asking a busy service again (then doubling).
+    first_wait: std::time::Duration,
 }
 
-/// Most registrations in one request to ingest (its limit).
-const INGEST_BATCH: usize = ingest::registry_api::MAX_BATCH_METERS;
+/// Registrations in one request to ingest: a fifth of its limit
+/// ([`ingest::registry_api::MAX_BATCH_METERS`]), so that one request stays
+/// well inside ingest's statement time limit (5 s by default) while the
+/// import also loads billing and the database.
+const INGEST_BATCH: usize = ingest::registry_api::MAX_BATCH_METERS / 5;
+
+/// Attempts of one request while a service answers 429 (rate limit) or 503
+/// (busy, not ready, past its time limit) or cannot be reached: a request
+/// of the import is idempotent (the same batch again changes nothing), so
+/// a retry is safe. Waits follow `Retry-After`, else 0.5 s doubling, each
+/// at most [`MAX_RETRY_WAIT`]; then the import fails, naming the answer.
+const ATTEMPTS: u32 = 8;
+const MAX_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A service's answer: its status and body.
+struct Reply {
+    status: reqwest::StatusCode,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    /// The error body of a refusal (empty when it is not one).
+    fn error(&self) -> ErrorBody {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| ErrorBody::new(ErrorCode::Internal, "no error body"))
+    }
+}
 
 impl Client {
-    fn body(kind: Kind, items: &[Item]) -> serde_json::Value {
+    fn body(kind: Kind, items: &[Item]) -> anyhow::Result<Vec<u8>> {
         let list: Vec<serde_json::Value> = items
             .iter()
             .map(|i| match i {
@@ -265,9 +288,73 @@ impl Client {
                 Item::Meter(x) => serde_json::to_value(x),
                 Item::Installation(x) => serde_json::to_value(x),
             })
-            .collect::<Result<_, _>>()
-            .unwrap_or_default();
-        serde_json::json!({ kind.as_str(): list })
+            .collect::<Result<_, _>>()?;
+        Ok(serde_json::to_vec(
+            &serde_json::json!({ kind.as_str(): list }),
+        )?)
+    }
+
+    /// `PUT url?dry_run=` with `body`, retried while the service is busy
+    /// (see [`ATTEMPTS`]).
+    async fn put(
+        &self,
+        service: &str,
+        url: &str,
+        token: &str,
+        body: Vec<u8>,
+        dry_run: bool,
+    ) -> anyhow::Result<Reply> {
+        let mut wait = self.first_wait;
+        for attempt in 1..=ATTEMPTS {
+            let sent = self
+                .http
+                .put(url)
+                .query(&[("dry_run", dry_run)])
+                .bearer_auth(token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            let why = match sent {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(std::time::Duration::from_secs);
+                    let body = resp
+                        .bytes()
+                        .await
+                        .with_context(|| format!("reading {service}'s answer from {url}"))?
+                        .to_vec();
+                    let reply = Reply { status, body };
+                    if !matches!(status.as_u16(), 429 | 503) || attempt == ATTEMPTS {
+                        return Ok(reply);
+                    }
+                    if let Some(ra) = retry_after {
+                        wait = ra.max(wait);
+                    }
+                    format!("{status}: {}", reply.error().message)
+                }
+                Err(e) if attempt < ATTEMPTS && (e.is_connect() || e.is_timeout()) => {
+                    format!("cannot reach it: {e}")
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot reach {service} at {url}"))
+                }
+            };
+            let wait_now = wait.min(MAX_RETRY_WAIT);
+            tracing::warn!(service, %url, attempt, wait_ms = wait_now.as_millis() as u64, %why, "retrying");
+            eprintln!(
+                "{service} {why}; trying again in {:.1} s",
+                wait_now.as_secs_f64()
+            );
+            tokio::time::sleep(wait_now).await;
+            wait = (wait * 2).min(MAX_RETRY_WAIT);
+        }
+        unreachable!("the last attempt returns")
     }
 
     async fn billing(&self, kind: Kind, items: &[Item], dry_run: bool) -> anyhow::Result<Answer> {
@@ -276,22 +363,31 @@ impl Client {
             self.billing_url.trim_end_matches('/'),
             kind.as_str()
         );
-        let body = serde_json::to_vec(&Self::body(kind, items))?;
-        let resp = self
-            .http
-            .put(&url)
-            .query(&[("dry_run", dry_run)])
-            .bearer_auth(&self.billing_token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach billing at {url}"))?;
-        answer("billing", resp).await
+        let reply = self
+            .put(
+                "billing",
+                &url,
+                &self.billing_token,
+                Self::body(kind, items)?,
+                dry_run,
+            )
+            .await?;
+        match reply.status.as_u16() {
+            200 => Ok(Answer::Counts(
+                serde_json::from_slice(&reply.body)
+                    .context("billing answered 200 without a report")?,
+            )),
+            422 => Ok(Answer::Problems(reply.error().problems)),
+            _ => anyhow::bail!(
+                "billing refused the file ({}): {}",
+                reply.status,
+                reply.error().message
+            ),
+        }
     }
 
-    /// Registers meters with ingest: `PUT /api/v1/meters` in batches;
-    /// problems come back with indexes into `items`.
+    /// Registers meters with ingest: `PUT /api/v1/meters` in batches of
+    /// [`INGEST_BATCH`]; problems come back with indexes into `items`.
     async fn ingest(&self, items: &[Item], dry_run: bool) -> anyhow::Result<(Answer, [u64; 3])> {
         let Some(base) = &self.ingest_url else {
             anyhow::bail!("meters are registered with ingest too: give --ingest-url");
@@ -300,44 +396,38 @@ impl Client {
         let mut problems = Vec::new();
         let mut counts = [0u64; 3];
         for (b, batch) in items.chunks(INGEST_BATCH).enumerate() {
-            let meters: Vec<serde_json::Value> = batch
+            let meters: Vec<MeterRegistration> = batch
                 .iter()
                 .filter_map(|i| match i {
-                    Item::Meter(m) => Some(serde_json::json!({
-                        "meter_id": m.meter_id, "gateway_id": m.gateway_id,
-                        "profile_id": m.profile_id,
-                    })),
+                    Item::Meter(m) => Some(MeterRegistration {
+                        meter_id: m.meter_id.clone(),
+                        gateway_id: m.gateway_id.clone(),
+                        profile_id: m.profile_id.clone(),
+                        max_flow_lph: None,
+                    }),
                     _ => None,
                 })
                 .collect();
-            let resp = self
-                .http
-                .put(&url)
-                .query(&[("dry_run", dry_run)])
-                .bearer_auth(&self.ingest_token)
-                .json(&serde_json::json!({ "meters": meters }))
-                .send()
-                .await
-                .with_context(|| format!("cannot reach ingest at {url}"))?;
-            let status = resp.status();
-            let body: serde_json::Value = resp.json().await.unwrap_or_default();
-            match status.as_u16() {
+            let body = serde_json::to_vec(&MeterBatch { meters })?;
+            let reply = self
+                .put("ingest", &url, &self.ingest_token, body, dry_run)
+                .await?;
+            match reply.status.as_u16() {
                 200 => {
-                    for (i, k) in ["created", "changed", "unchanged"].iter().enumerate() {
-                        counts[i] += body[k].as_u64().unwrap_or(0);
-                    }
+                    let rep: RegisterReport = serde_json::from_slice(&reply.body)
+                        .context("ingest answered 200 without a report")?;
+                    counts[0] += rep.created;
+                    counts[1] += rep.changed;
+                    counts[2] += rep.unchanged;
                 }
-                422 => {
-                    let ps: Vec<Problem> =
-                        serde_json::from_value(body["problems"].clone()).unwrap_or_default();
-                    problems.extend(ps.into_iter().map(|p| Problem {
-                        index: p.index + b * INGEST_BATCH,
-                        ..p
-                    }));
-                }
+                422 => problems.extend(reply.error().problems.into_iter().map(|p| Problem {
+                    index: p.index + b * INGEST_BATCH,
+                    ..p
+                })),
                 _ => anyhow::bail!(
-                    "ingest refused the meters ({status}): {}",
-                    body["message"].as_str().unwrap_or("no message")
+                    "ingest refused the meters ({}): {}",
+                    reply.status,
+                    reply.error().message
                 ),
             }
         }
@@ -346,23 +436,6 @@ impl Client {
         } else {
             Ok((Answer::Problems(problems), counts))
         }
-    }
-}
-
-async fn answer(service: &str, resp: reqwest::Response) -> anyhow::Result<Answer> {
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    match status.as_u16() {
-        200 => Ok(Answer::Counts(
-            serde_json::from_value(body).context("an answer that is not a report")?,
-        )),
-        422 => Ok(Answer::Problems(
-            serde_json::from_value(body["problems"].clone()).unwrap_or_default(),
-        )),
-        _ => anyhow::bail!(
-            "{service} refused the file ({status}): {}",
-            body["message"].as_str().unwrap_or("no message")
-        ),
     }
 }
 
@@ -437,6 +510,7 @@ pub async fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
         billing_token: token,
         ingest_url: args.ingest_url.clone(),
         ingest_token,
+        first_wait: std::time::Duration::from_millis(500),
     };
     let mut out = Outcome {
         kind: Some(args.kind),
@@ -526,4 +600,94 @@ fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
         .with_context(|| format!("cannot read {}", path.display()))?
         .trim()
         .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderValue, StatusCode};
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    /// A billing stand-in on port 0: `busy` answers of 503 (Retry-After: 0)
+    /// before each 200.
+    async fn billing(busy: u32) -> (String, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let seen = calls.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/master/customers",
+            axum::routing::put(move || {
+                let seen = seen.clone();
+                async move {
+                    let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                    if n <= busy {
+                        let mut r = (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(ErrorBody::new(ErrorCode::Unavailable, "busy")),
+                        )
+                            .into_response();
+                        r.headers_mut()
+                            .insert("retry-after", HeaderValue::from_static("0"));
+                        return r;
+                    }
+                    axum::Json(UpsertReport {
+                        created: 1,
+                        created_keys: vec!["C1".into()],
+                        ..UpsertReport::default()
+                    })
+                    .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, calls)
+    }
+
+    fn client(billing_url: String) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            billing_url,
+            billing_token: "t".into(),
+            ingest_url: None,
+            ingest_token: "t".into(),
+            first_wait: std::time::Duration::from_millis(1),
+        }
+    }
+
+    fn one_customer() -> Vec<Item> {
+        vec![Item::Customer(waterworks_api::master::Customer {
+            customer_id: "C1".into(),
+            name: "홍길동".into(),
+            contact: String::new(),
+        })]
+    }
+
+    #[tokio::test]
+    async fn a_busy_service_is_asked_again_until_it_answers() {
+        let (url, calls) = billing(3).await;
+        let answer = client(url)
+            .billing(Kind::Customers, &one_customer(), false)
+            .await
+            .unwrap();
+        let Answer::Counts(rep) = answer else {
+            panic!("problems instead of a report")
+        };
+        assert_eq!((rep.created, calls.load(Ordering::SeqCst)), (1, 4));
+    }
+
+    #[tokio::test]
+    async fn a_service_busy_past_every_attempt_fails_the_import_naming_it() {
+        let (url, calls) = billing(u32::MAX).await;
+        let err = client(url)
+            .billing(Kind::Customers, &one_customer(), false)
+            .await
+            .err()
+            .expect("no answer but 503: the import fails");
+        assert_eq!(calls.load(Ordering::SeqCst), ATTEMPTS);
+        let msg = format!("{err:#}");
+        assert!(msg.contains("503") && msg.contains("busy"), "{msg}");
+    }
 }
