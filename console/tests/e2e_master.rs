@@ -3,7 +3,9 @@
 //! (customer, installations over time), changes its usage type with a
 //! reason and sees the change; an unknown diameter shows billing's problem
 //! beside the form and changes nothing; the customer and meter pages link
-//! back; a viewer sees no edit form and a forced POST is refused by the
+//! back and the admin changes a customer's contact (and saving it again
+//! writes nothing); an account without a customer record offers no form;
+//! a viewer sees no edit form and a forced POST is refused by the
 //! console (and by billing); billing's audit log has the reason.
 //! Screenshots of each page are saved.
 
@@ -96,6 +98,14 @@ async fn seed(stack: &Stack) {
         ]}),
     )
     .await;
+    stack
+        .add_accounts(json!([{
+            "account_no": "LEGACY-1", "customer": "박예전", "address": "대전광역시 동구 옛길 1",
+            "usage_type": "household", "diameter_mm": 15, "households": 1,
+            "sewer_connected": true, "levy_exempt": false, "billing_group": "MG",
+            "meters": [{"meter_id": "MM-LEGACY", "installed_at": "2025-01-01T00:00:00Z"}]
+        }]))
+        .await;
 }
 
 /// Sets an input's value (what typing would leave there).
@@ -222,14 +232,31 @@ async fn master_data_search_detail_and_admin_edit() {
     b.click("#premises-customer a.customer-link").await;
     b.wait_css("#customer-facts").await;
     assert!(b.text("#customer-premises").await.contains(PREMISES));
-    assert!(b.exists("#customer-edit").await);
+    // The admin changes the customer's contact, with a reason.
+    set(&b, "#edit-contact", "010-9876-5432").await;
+    set(&b, "#edit-reason", "연락처 변경 요청").await;
+    b.click("#edit-submit").await;
+    b.wait_css("#saved").await;
+    assert_eq!(
+        attr(&b, "dd[data-field='contact']", "data-value").await,
+        "010-9876-5432"
+    );
     b.screenshot("master-customer").await;
+    // Saving the same values again writes nothing and says so.
+    set(&b, "#edit-reason", "다시 저장").await;
+    b.click("#edit-submit").await;
+    b.wait_css("#unchanged").await;
     b.goto("/master/meters?q=MM-").await;
     b.wait_css("#meters tr[data-key='MM-2']").await;
     b.click("#meters tr[data-key='MM-1'] a.meter-link").await;
     b.wait_css("#meter-facts").await;
     assert!(b.exists(&format!("tr[data-premises='{PREMISES}']")).await);
     b.screenshot("master-meter").await;
+    // An account made before master data (no customer record) is shown
+    // but offers no form: billing would refuse it without a customer.
+    b.goto("/master/premises/LEGACY-1").await;
+    b.wait_css("#no-customer-edit").await;
+    assert!(!b.exists("#premises-edit").await);
     b.logout().await;
 
     // A viewer reads the page but gets no form; a forced POST is refused
@@ -280,8 +307,12 @@ async fn master_data_search_detail_and_admin_edit() {
     assert!(
         !log.audit
             .iter()
-            .any(|a| a.reason == "구경 정정" || a.reason == "forced"),
-        "a refused edit left an audit record"
+            .any(|a| a.reason == "구경 정정" || a.reason == "forced" || a.reason == "다시 저장"),
+        "a refused or empty edit left an audit record"
     );
+    assert!(log
+        .audit
+        .iter()
+        .any(|a| a.action == "upsert_customers" && a.reason == "연락처 변경 요청"));
     stack.stop().await;
 }

@@ -299,6 +299,11 @@ pub static MESSAGES: &[Msg] = &[
         "저장하지 않았습니다. 다음을 고치세요:",
         "Not saved. Fix the following:",
     ),
+    (
+        "master.no_customer_edit",
+        "고객 정보가 없는 수용가라 여기서 고칠 수 없습니다. 고객과 수용가를 가져오기(import)로 먼저 등록하세요.",
+        "This premises has no customer record, so it cannot be edited here: import its customer and premises first.",
+    ),
     ("master.bills", "이 수용가의 고지서", "This premises' bills"),
     ("master.ops_meter", "검침·경보 보기", "Readings and alarms"),
 ];

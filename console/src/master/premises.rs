@@ -212,7 +212,11 @@ fn render(
                     }
                 }
             }
-            @if is_admin {
+            @if is_admin && p.customer_id.is_empty() {
+                // Billing takes a premises only with its customer (an
+                // account made before master data has none yet).
+                p class="muted noprint" id="no-customer-edit" { (ctx.t("master.no_customer_edit")) }
+            } @else if is_admin {
                 (edit_form(ctx, &p.account_no, form, problems))
             }
         },
