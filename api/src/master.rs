@@ -144,14 +144,23 @@ pub struct UpsertReport {
     pub changed_keys: Vec<String>,
 }
 
-/// `?dry_run=true`: report, write nothing.
+/// `?dry_run=true`: report, write nothing. `?reason=`: why (recorded in
+/// the audit log with the batch).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct UpsertQuery {
     #[serde(default)]
     pub dry_run: bool,
+    /// Why the batch is written (the console's edit form asks for one):
+    /// kept in the audit record. 1-500 characters, no NUL; else 400.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(min_length = 1, max_length = 500, pattern = r"^[^\x00]*$")]
+    pub reason: Option<String>,
 }
+
+/// The longest reason of a batch, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
 
 /// `?q=&limit=` of the searches: a prefix of the key or a substring of the
 /// name or address, at most `limit` (default 50, at most 500) results.

@@ -7,6 +7,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
+use waterworks_api::ErrorBody;
 
 /// Largest response body read from a backend (a CSV report, a long list).
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -98,6 +99,35 @@ impl Backend {
         self.json(req, path).await
     }
 
+    /// `PUT path` with a JSON body, for a batch write whose refusal names
+    /// every item at fault: a 422 answer is `Ok(Err(body))` (its
+    /// `problems`), any other failure a [`BackendError`] as usual.
+    pub async fn put_checked<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<Result<T, ErrorBody>, BackendError> {
+        let req = self.http.put(self.url(path)).bearer_auth(token).json(body);
+        let resp = self.transport(req, path).await?;
+        if resp.status() == reqwest::StatusCode::UNPROCESSABLE_ENTITY {
+            let bytes = self.body(resp, path).await?;
+            return match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => Ok(Err(e)),
+                Err(e) => {
+                    tracing::error!(backend = self.name, path, error = %e, "unreadable refusal");
+                    Err(BackendError::Unavailable { service: self.name })
+                }
+            };
+        }
+        let resp = self.sort(resp, path).await?;
+        let bytes = self.body(resp, path).await?;
+        serde_json::from_slice(&bytes).map(Ok).map_err(|e| {
+            tracing::error!(backend = self.name, path, error = %e, "unreadable answer");
+            BackendError::Unavailable { service: self.name }
+        })
+    }
+
     /// `GET path`, the body passed through as it is (CSV downloads).
     pub async fn get_raw(&self, token: &str, path: &str) -> Result<Raw, BackendError> {
         let resp = self
@@ -157,9 +187,18 @@ impl Backend {
         Ok(body)
     }
 
-    /// Sends and sorts the status: 2xx passes, 4xx becomes the matching
-    /// error with the backend's message, the rest is "unavailable".
+    /// Sends ([`Self::transport`]) and sorts the status ([`Self::sort`]).
     async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<reqwest::Response, BackendError> {
+        let resp = self.transport(req, path).await?;
+        self.sort(resp, path).await
+    }
+
+    /// Sends, timed; only a transport failure is an error here.
+    async fn transport(
         &self,
         req: reqwest::RequestBuilder,
         path: &str,
@@ -168,10 +207,19 @@ impl Backend {
         let resp = req.send().await;
         metrics::histogram!("console_backend_seconds", "backend" => self.name)
             .record(started.elapsed().as_secs_f64());
-        let resp = resp.map_err(|e| {
+        resp.map_err(|e| {
             tracing::error!(backend = self.name, path, error = %e, "backend unreachable");
             BackendError::Unavailable { service: self.name }
-        })?;
+        })
+    }
+
+    /// The status sorted: 2xx passes, 4xx becomes the matching error with
+    /// the backend's message, the rest is "unavailable".
+    async fn sort(
+        &self,
+        resp: reqwest::Response,
+        path: &str,
+    ) -> Result<reqwest::Response, BackendError> {
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

@@ -1,6 +1,6 @@
 //! Korean first, English second. One message table: each area keeps its
 //! rows (`key`, Korean, English) beside its pages ([`COMMON`] here,
-//! `ops::MESSAGES`, `clerk::MESSAGES`) and [`TABLES`] lists them all.
+//! `ops::MESSAGES`, `clerk::MESSAGES`, `master::MESSAGES`) and [`TABLES`] lists them all.
 //!
 //! The language comes from the `ww_lang` cookie (the switch in the header),
 //! else from the browser's `Accept-Language`, else Korean.
@@ -73,6 +73,7 @@ pub static TABLES: &[&[Msg]] = &[
     COMMON,
     crate::ops::MESSAGES,
     crate::clerk::MESSAGES,
+    crate::master::MESSAGES,
     crate::sso::MESSAGES,
 ];
 
@@ -114,6 +115,10 @@ pub static COMMON: &[Msg] = &[
     ("nav.bills", "고지서", "Bills"),
     ("nav.reports", "보고서", "Reports"),
     ("nav.quote", "요금 계산기", "Tariff calculator"),
+    ("nav.master", "기준정보", "Master data"),
+    ("nav.master_premises", "수용가", "Premises"),
+    ("nav.master_customers", "고객", "Customers"),
+    ("nav.master_meters", "계량기 대장", "Meter register"),
     ("login.title", "로그인", "Sign in"),
     (
         "login.help",

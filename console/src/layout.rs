@@ -68,6 +68,24 @@ const CLERK_NAV: &[NavItem] = &[
     },
 ];
 
+const MASTER_NAV: &[NavItem] = &[
+    NavItem {
+        href: "/master/premises",
+        key: "nav.master_premises",
+        role: Role::Viewer,
+    },
+    NavItem {
+        href: "/master/customers",
+        key: "nav.master_customers",
+        role: Role::Viewer,
+    },
+    NavItem {
+        href: "/master/meters",
+        key: "nav.master_meters",
+        role: Role::Viewer,
+    },
+];
+
 fn role_key(role: Role) -> &'static str {
     match role {
         Role::Viewer => "role.viewer",
@@ -119,6 +137,8 @@ pub fn page(ctx: &Ctx, title: &str, body: Markup) -> Markup {
                             (nav(OPS_NAV))
                             span class="section" { (ctx.t("nav.clerk")) }
                             (nav(CLERK_NAV))
+                            span class="section" { (ctx.t("nav.master")) }
+                            (nav(MASTER_NAV))
                         }
                         span class="who" {
                             (s.name) " · " span class="role" data-role=(s.role.as_str()) { (ctx.t(role_key(s.role))) }

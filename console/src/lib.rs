@@ -16,7 +16,8 @@
 //! - [`i18n`]: the message table (Korean, English).
 //! - [`backend`]: calls to ingest and billing.
 //! - [`assets`]: the embedded scripts and styles.
-//! - [`ops`]: the operators' pages; `clerk`: the clerks' pages.
+//! - [`ops`]: the operators' pages; `clerk`: the clerks' pages; [`master`]:
+//!   customers, premises and meters (search, detail, admin edits).
 //!
 //! It must never hold data of its own beyond sessions, nor call a backend
 //! with any token but the person's own or, for a person signed in through
@@ -29,6 +30,7 @@ pub mod config;
 pub mod i18n;
 pub mod layout;
 pub mod login;
+pub mod master;
 pub mod ops;
 pub mod redirect;
 pub mod session;
@@ -77,7 +79,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(login::routes(login_limits))
         .merge(sso::routes())
         .merge(ops::routes())
-        .merge(clerk::routes());
+        .merge(clerk::routes())
+        .merge(master::routes());
     let ready_app = app.clone();
     let ready: ReadyCheck = Arc::new(move || {
         let app = ready_app.clone();

@@ -5,8 +5,10 @@
 //!   (details: a customer's premises; a premises' customer and
 //!   installations; a meter's installations);
 //! - admin: `PUT /api/v1/master/{customers,premises,meters,installations}`
-//!   `[?dry_run=true]`, a batch (see [`super`]): 200 with an
-//!   [`UpsertReport`], 400 for a body that is not the documented shape, 413
+//!   `[?dry_run=true][&reason=]`, a batch (see [`super`]): 200 with an
+//!   [`UpsertReport`], 400 for a body that is not the documented shape or a
+//!   reason that is not 1-500 characters without NUL (the reason goes into
+//!   the batch's audit record), 413
 //!   `too_large` over [`MAX_BATCH_ITEMS`] items or [`MAX_BATCH_BYTES`]
 //!   bytes, 422 `invalid` with every problem, nothing written.
 //!
@@ -30,7 +32,7 @@ use waterworks_api::error::Problem;
 use waterworks_api::master::{
     Customer, CustomerDetail, CustomersBatch, InstallationsBatch, Meter, MeterDetail, MetersBatch,
     Premises, PremisesBatch, PremisesDetail, SearchQuery, UpsertQuery, UpsertReport,
-    DEFAULT_SEARCH_LIMIT, MAX_SEARCH_CHARS, MAX_SEARCH_LIMIT,
+    DEFAULT_SEARCH_LIMIT, MAX_REASON_CHARS, MAX_SEARCH_CHARS, MAX_SEARCH_LIMIT,
 };
 use waterworks_api::{ErrorBody, ErrorCode};
 use waterworks_service::auth::{require, ApiTokens, Caller, Role};
@@ -198,6 +200,27 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Failure> {
     })
 }
 
+/// Who writes and why: the caller and `?reason=` (1-500 characters, no NUL;
+/// else 400).
+fn author<'a>(caller: &'a Caller, q: &'a UpsertQuery) -> Result<super::Author<'a>, Failure> {
+    let bad = |m: String| Failure::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, m);
+    if let Some(r) = &q.reason {
+        let n = r.chars().count();
+        if n == 0 || n > MAX_REASON_CHARS {
+            return Err(bad(format!(
+                "reason must be 1-{MAX_REASON_CHARS} characters (it has {n})"
+            )));
+        }
+        if r.contains('\0') {
+            return Err(bad("reason must not contain NUL characters".into()));
+        }
+    }
+    Ok(super::Author {
+        actor: &caller.name,
+        reason: q.reason.as_deref(),
+    })
+}
+
 fn bound(n: usize) -> Result<(), Failure> {
     if n > MAX_BATCH_ITEMS {
         return Err(Failure::new(
@@ -224,7 +247,7 @@ enum BatchAnswers {
     /// What was (or would be) created, changed, left unchanged.
     #[response(status = 200)]
     Done(UpsertReport),
-    /// Not a batch of the documented shape.
+    /// Not a batch of the documented shape, or a `reason` out of bounds.
     #[response(status = 400)]
     BadRequest(ErrorBody),
     #[response(status = 401, description = "No valid bearer token")]
@@ -287,9 +310,10 @@ pub(crate) async fn put_customers(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<UpsertReport>, Failure> {
     let q = query(q)?;
+    let who = author(&caller, &q)?;
     let b: CustomersBatch = parse(body)?;
     bound(b.customers.len())?;
-    answer(super::upsert_customers(&s.pool, &b.customers, &caller.name, q.dry_run).await?)
+    answer(super::upsert_customers(&s.pool, &b.customers, who, q.dry_run).await?)
 }
 
 /// Inserts or updates premises (수용가). Refused (422): a 수용가번호 twice,
@@ -306,11 +330,10 @@ pub(crate) async fn put_premises(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<UpsertReport>, Failure> {
     let q = query(q)?;
+    let who = author(&caller, &q)?;
     let b: PremisesBatch = parse(body)?;
     bound(b.premises.len())?;
-    answer(
-        super::upsert_premises(&s.pool, &s.catalogue, &b.premises, &caller.name, q.dry_run).await?,
-    )
+    answer(super::upsert_premises(&s.pool, &s.catalogue, &b.premises, who, q.dry_run).await?)
 }
 
 /// Inserts or updates meters (billing's record; ingest's registry is filled
@@ -328,9 +351,10 @@ pub(crate) async fn put_meters(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<UpsertReport>, Failure> {
     let q = query(q)?;
+    let who = author(&caller, &q)?;
     let b: MetersBatch = parse(body)?;
     bound(b.meters.len())?;
-    answer(super::upsert_meters(&s.pool, &s.catalogue, &b.meters, &caller.name, q.dry_run).await?)
+    answer(super::upsert_meters(&s.pool, &s.catalogue, &b.meters, who, q.dry_run).await?)
 }
 
 /// Inserts or updates installations (which meter at which premises, when).
@@ -348,9 +372,10 @@ pub(crate) async fn put_installations(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<UpsertReport>, Failure> {
     let q = query(q)?;
+    let who = author(&caller, &q)?;
     let b: InstallationsBatch = parse(body)?;
     bound(b.installations.len())?;
-    answer(super::upsert_installations(&s.pool, &b.installations, &caller.name, q.dry_run).await?)
+    answer(super::upsert_installations(&s.pool, &b.installations, who, q.dry_run).await?)
 }
 
 /// A search's text and `limit` within the document's bounds, or 400.

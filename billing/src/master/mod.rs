@@ -13,7 +13,8 @@
 //! premises' customer, an installation's premises, overlaps with
 //! installations already stored). Any problem refuses the whole batch,
 //! every problem listed by index, field and reason. A good batch is one
-//! transaction with its audit record; only rows that differ are written, so
+//! transaction with its audit record (who, and the [`Author`]'s reason when
+//! given); only rows that differ are written, so
 //! writing the same batch again changes nothing. A dry run answers the same
 //! report and writes nothing.
 
@@ -405,21 +406,34 @@ fn classify<T: PartialEq>(
     write
 }
 
+/// Who writes a batch and why: the audit record's actor and reason.
+#[derive(Debug, Clone, Copy)]
+pub struct Author<'a> {
+    /// The caller's token name.
+    pub actor: &'a str,
+    /// Why (`?reason=`), when given: the record's reason and in its details.
+    pub reason: Option<&'a str>,
+}
+
 async fn audit(
     tx: &mut PgConnection,
-    actor: &str,
+    who: Author<'_>,
     action: &str,
     rep: &UpsertReport,
 ) -> Result<(), BillingError> {
+    let mut details = serde_json::json!({
+        "created": rep.created_keys, "changed": rep.changed_keys, "unchanged": rep.unchanged,
+    });
+    if let Some(r) = who.reason {
+        details["reason"] = serde_json::Value::from(r);
+    }
     crate::corrections::audit(
         tx,
-        actor,
+        who.actor,
         action,
         "master",
-        "",
-        serde_json::json!({
-            "created": rep.created_keys, "changed": rep.changed_keys, "unchanged": rep.unchanged,
-        }),
+        who.reason.unwrap_or(""),
+        details,
     )
     .await
 }
@@ -429,7 +443,7 @@ async fn audit(
 pub async fn upsert_customers(
     pool: &PgPool,
     items: &[Customer],
-    actor: &str,
+    who: Author<'_>,
     dry_run: bool,
 ) -> Result<BatchOutcome, BillingError> {
     let problems = validate_customers(items);
@@ -476,7 +490,7 @@ pub async fn upsert_customers(
         .execute(&mut *tx)
         .await?;
     }
-    audit(&mut tx, actor, "upsert_customers", &rep).await?;
+    audit(&mut tx, who, "upsert_customers", &rep).await?;
     tx.commit().await?;
     Ok(Ok(rep))
 }
@@ -492,7 +506,7 @@ pub async fn upsert_premises(
     pool: &PgPool,
     cat: &Catalogue,
     items: &[Premises],
-    actor: &str,
+    who: Author<'_>,
     dry_run: bool,
 ) -> Result<BatchOutcome, BillingError> {
     let mut problems = validate_premises(items, cat);
@@ -571,7 +585,7 @@ pub async fn upsert_premises(
         .execute(&mut *tx)
         .await?;
     }
-    audit(&mut tx, actor, "upsert_premises", &rep).await?;
+    audit(&mut tx, who, "upsert_premises", &rep).await?;
     tx.commit().await?;
     Ok(Ok(rep))
 }
@@ -585,7 +599,7 @@ pub async fn upsert_meters(
     pool: &PgPool,
     cat: &Catalogue,
     items: &[Meter],
-    actor: &str,
+    who: Author<'_>,
     dry_run: bool,
 ) -> Result<BatchOutcome, BillingError> {
     let problems = validate_meters(
@@ -641,7 +655,7 @@ pub async fn upsert_meters(
         .execute(&mut *tx)
         .await?;
     }
-    audit(&mut tx, actor, "upsert_meters", &rep).await?;
+    audit(&mut tx, who, "upsert_meters", &rep).await?;
     tx.commit().await?;
     Ok(Ok(rep))
 }
@@ -657,7 +671,7 @@ const INSTALLATION_COLUMNS: &str =
 pub async fn upsert_installations(
     pool: &PgPool,
     items: &[Installation],
-    actor: &str,
+    who: Author<'_>,
     dry_run: bool,
 ) -> Result<BatchOutcome, BillingError> {
     let mut problems = validate_installations(items, Utc::now());
@@ -829,7 +843,7 @@ pub async fn upsert_installations(
         .execute(&mut *tx)
         .await?;
     }
-    audit(&mut tx, actor, "upsert_installations", &rep).await?;
+    audit(&mut tx, who, "upsert_installations", &rep).await?;
     tx.commit().await?;
     Ok(Ok(rep))
 }
