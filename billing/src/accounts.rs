@@ -175,10 +175,12 @@ async fn upsert_accounts_in(
             .iter()
             .flat_map(|a| a.meters.iter().map(move |m| (a, m)))
             .collect();
+        // No ON CONFLICT: an installation that overlaps another of the same
+        // meter or premises (the exclusion constraints, 23P01) or repeats
+        // one (23505) refuses the whole request (422), never a silent skip.
         sqlx::query(
             "INSERT INTO billing.meter_installations (account_no, meter_id, installed_at, removed_at) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) \
-             ON CONFLICT DO NOTHING",
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])",
         )
         .bind(legs.iter().map(|(a, _)| a.account_no.clone()).collect::<Vec<_>>())
         .bind(legs.iter().map(|(_, m)| m.meter_id.clone()).collect::<Vec<_>>())

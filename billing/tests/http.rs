@@ -591,3 +591,65 @@ async fn a_run_of_an_unfinished_month_is_refused_unless_forced_with_a_reason(poo
     shutdown.cancel();
     server.await.unwrap().unwrap();
 }
+
+/// An installation that overlaps another of the same meter (the meter at
+/// two premises at once) refuses the whole request with 422: nothing is
+/// written, nothing is skipped silently.
+#[sqlx::test(migrations = false)]
+async fn an_overlapping_installation_refuses_the_accounts_request(pool: PgPool) {
+    let Server {
+        addr,
+        shutdown,
+        task: server,
+    } = Server::start(&pool).await;
+    let account = |no: &str, installed_at: &str| {
+        json!({ "account_no": no, "customer": "홍길동", "address": "대전광역시 서구",
+            "usage_type": "household", "diameter_mm": 15, "households": 1, "sewer_connected": true,
+            "levy_exempt": false, "billing_group": "G",
+            "meters": [{ "meter_id": "M1", "installed_at": installed_at, "removed_at": null }] })
+    };
+    let (status, _) = http(
+        addr,
+        "POST",
+        "/api/v1/accounts",
+        Some(ADMIN),
+        Some(json!([account("A1", "2026-01-01T00:00:00Z")])),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // M1 is at A1 from January on: at A2 from March too is an overlap.
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/api/v1/accounts",
+        Some(ADMIN),
+        Some(json!([
+            account("A3", "2025-01-01T00:00:00Z"),
+            account("A2", "2026-03-01T00:00:00Z")
+        ])),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some("invalid")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("overlaps"),
+        "{body}"
+    );
+    let (accounts, installations): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM billing.accounts), \
+                (SELECT count(*) FROM billing.meter_installations)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (accounts, installations),
+        (1, 1),
+        "nothing of the refused request"
+    );
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}

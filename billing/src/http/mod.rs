@@ -256,6 +256,15 @@ pub(crate) fn api_error(e: BillingError) -> HttpError {
         BillingError::Release(e) => api(ApiError::Conflict(e.to_string())),
         e @ BillingError::RunInProgress { .. } => api(ApiError::Conflict(e.to_string())),
         BillingError::Tariff(e) => invalid(&e),
+        BillingError::Db(sqlx::Error::Database(d))
+            if matches!(d.code().as_deref(), Some("23P01") | Some("23505"))
+                && d.table() == Some("meter_installations") =>
+        {
+            HttpError::Invalid(
+                "an installation overlaps or repeats another of the same meter or premises; nothing was written"
+                    .into(),
+            )
+        }
         BillingError::Db(e) => db_error(e),
         e => api(ApiError::internal(e)),
     }
