@@ -4,15 +4,16 @@
 //! prints on the customer's premises (billing does that).
 
 use super::search::premises_link;
+use super::shared::save_one;
 use super::{check_reason, edit_outcome, field_label, page, reason_and_submit, text_input};
-use crate::backend::{query, seg};
+use crate::backend::seg;
 use crate::web::{Authed, PageError};
 use axum::extract::{Form, Path, Query};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 use waterworks_api::error::Problem;
-use waterworks_api::master::{Customer, CustomerDetail, CustomersBatch, UpsertReport};
+use waterworks_api::master::{Customer, CustomerDetail, CustomersBatch};
 use waterworks_service::auth::Role;
 
 /// The editable fields as typed.
@@ -117,10 +118,6 @@ pub async fn edit(
     let d = load(&ctx, &id).await?;
     let mut problems = Vec::new();
     if let Ok(reason) = check_reason(&ctx, &f.reason).map_err(|p| problems.push(p)) {
-        let path = format!(
-            "/api/v1/master/customers{}",
-            query(&[("reason", Some(reason))])
-        );
         let batch = CustomersBatch {
             customers: vec![Customer {
                 customer_id: d.customer.customer_id.clone(),
@@ -128,21 +125,10 @@ pub async fn edit(
                 contact: f.contact.trim().to_string(),
             }],
         };
-        match ctx
-            .app
-            .billing
-            .put_checked::<_, UpsertReport>(ctx.token(), &path, &batch)
-            .await?
-        {
-            Ok(rep) => {
-                let saved = u8::from(rep.changed + rep.created > 0);
-                tracing::info!(who = %ctx.session.name, customer = %id, saved, "customer edited");
-                return Ok(
-                    Redirect::to(&format!("/master/customers/{}?saved={saved}", seg(&id)))
-                        .into_response(),
-                );
-            }
-            Err(refusal) => problems.extend(super::refusal_problems(refusal)),
+        let back = format!("/master/customers/{}", seg(&id));
+        match save_one(&ctx, "customers", reason, &batch, back).await? {
+            Ok(done) => return Ok(done),
+            Err(refused) => problems.extend(refused),
         }
     }
     Ok((

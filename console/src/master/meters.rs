@@ -2,10 +2,9 @@
 //! profile, diameter, manufacture and 검정 dates, gateway) and every
 //! installation of it, with a link to its readings in the operators' pages.
 
-use super::search::premises_link;
+use super::shared::{installations_table, Listing};
 use super::{field_label, page};
 use crate::backend::seg;
-use crate::layout::{ts, ts_opt};
 use crate::web::{Authed, PageError};
 use axum::extract::Path;
 use maud::{html, Markup};
@@ -40,25 +39,7 @@ pub async fn detail(ctx: Authed, Path(id): Path<String>) -> Result<Markup, PageE
                 dt { (ctx.t("master.gateway")) } dd { code { (m.gateway_id) } }
             }
             p { a id="meter-ops" href=(format!("/ops/meters/{}", seg(&m.meter_id))) { (ctx.t("master.ops_meter")) } }
-            h2 { (ctx.t("master.installations")) }
-            @if d.installations.is_empty() {
-                p class="muted" id="no-installations" { (ctx.t("master.no_installations")) }
-            } @else {
-                table id="installations" {
-                    tr {
-                        th { (ctx.t("master.account_no")) } th { (ctx.t("master.installed_at")) }
-                        th { (ctx.t("master.removed_at")) } th class="num" { (ctx.t("master.install_read")) }
-                    }
-                    @for i in &d.installations {
-                        tr data-premises=(i.account_no) {
-                            td { (premises_link(&i.account_no)) }
-                            td { (ts(&i.installed_at)) }
-                            td { @if i.removed_at.is_some() { (ts_opt(&i.removed_at)) } @else { span class="badge ok" { (ctx.t("master.in_place")) } } }
-                            td class="num" { (i.install_read_m3) }
-                        }
-                    }
-                }
-            }
+            (installations_table(&ctx, &d.installations, Listing::PremisesOfMeter))
         },
     ))
 }

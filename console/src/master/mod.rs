@@ -20,6 +20,7 @@ pub mod customers;
 pub mod meters;
 pub mod premises;
 pub mod search;
+mod shared;
 
 use crate::i18n::Msg;
 use crate::web::Ctx;

@@ -2,20 +2,20 @@
 //! installations over time with the install reads; for an admin, the form
 //! that edits its fields with a reason (`POST` to the same path).
 
-use super::search::{customer_link, meter_link};
+use super::search::customer_link;
+use super::shared::{installations_table, save_one, Listing};
 use super::{
     check_reason, edit_outcome, field_label, page, reason_and_submit, text_input, usage_label,
     whole, yes_no,
 };
 use crate::backend::{query, seg};
-use crate::layout::{ts, ts_opt};
 use crate::web::{Authed, PageError};
 use axum::extract::{Form, Path, Query};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 use waterworks_api::error::Problem;
-use waterworks_api::master::{Premises, PremisesBatch, PremisesDetail, UpsertReport};
+use waterworks_api::master::{Premises, PremisesBatch, PremisesDetail};
 use waterworks_service::auth::Role;
 
 /// The usage types offered in the form (billing checks them against the
@@ -193,25 +193,7 @@ fn render(
             } @else {
                 p class="muted" { (ctx.t("none")) }
             }
-            h2 { (ctx.t("master.installations")) }
-            @if d.installations.is_empty() {
-                p class="muted" id="no-installations" { (ctx.t("master.no_installations")) }
-            } @else {
-                table id="installations" {
-                    tr {
-                        th { (ctx.t("master.meter_id")) } th { (ctx.t("master.installed_at")) }
-                        th { (ctx.t("master.removed_at")) } th class="num" { (ctx.t("master.install_read")) }
-                    }
-                    @for i in &d.installations {
-                        tr data-meter=(i.meter_id) {
-                            td { (meter_link(&i.meter_id)) }
-                            td { (ts(&i.installed_at)) }
-                            td { @if i.removed_at.is_some() { (ts_opt(&i.removed_at)) } @else { span class="badge ok" { (ctx.t("master.in_place")) } } }
-                            td class="num" { (i.install_read_m3) }
-                        }
-                    }
-                }
-            }
+            (installations_table(ctx, &d.installations, Listing::MetersOfPremises))
             @if is_admin && p.customer_id.is_empty() {
                 // Billing takes a premises only with its customer (an
                 // account made before master data has none yet).
@@ -252,28 +234,13 @@ pub async fn edit(
         .map_err(|p| problems.extend(p))
         .ok();
     if let (Some(reason), Some(item)) = (reason, item) {
-        let path = format!(
-            "/api/v1/master/premises{}",
-            query(&[("reason", Some(reason))])
-        );
         let batch = PremisesBatch {
             premises: vec![item],
         };
-        match ctx
-            .app
-            .billing
-            .put_checked::<_, UpsertReport>(ctx.token(), &path, &batch)
-            .await?
-        {
-            Ok(rep) => {
-                let saved = u8::from(rep.changed + rep.created > 0);
-                tracing::info!(who = %ctx.session.name, premises = %no, saved, "premises edited");
-                return Ok(
-                    Redirect::to(&format!("/master/premises/{}?saved={saved}", seg(&no)))
-                        .into_response(),
-                );
-            }
-            Err(refusal) => problems.extend(super::refusal_problems(refusal)),
+        let back = format!("/master/premises/{}", seg(&no));
+        match save_one(&ctx, "premises", reason, &batch, back).await? {
+            Ok(done) => return Ok(done),
+            Err(refused) => problems.extend(refused),
         }
     }
     Ok((
