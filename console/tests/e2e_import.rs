@@ -120,6 +120,49 @@ async fn premises(stack: &Stack) -> Vec<Premises> {
     resp.json().await.unwrap()
 }
 
+/// Signs in as the admin with a plain HTTP client and posts a 65 MiB
+/// file: `(status, page)`.
+async fn oversized_upload(stack: &Stack) -> (u16, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let origin = stack.url("");
+    let login = http
+        .post(stack.url("/login"))
+        .header("origin", &origin)
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("ww_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let mut body = Vec::with_capacity(66 << 20);
+    body.extend_from_slice(
+        b"--XBOUNDARY\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\npremises\r\n\
+          --XBOUNDARY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.csv\"\r\n\r\n",
+    );
+    body.resize(body.len() + (65 << 20), b'a');
+    body.extend_from_slice(b"\r\n--XBOUNDARY--\r\n");
+    let resp = http
+        .post(stack.url("/master/import"))
+        .header("origin", &origin)
+        .header("cookie", cookie)
+        .header("content-type", "multipart/form-data; boundary=XBOUNDARY")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_preview_commit_and_check() {
     let stack = Stack::start().await;
@@ -216,6 +259,12 @@ async fn import_preview_commit_and_check() {
     assert_eq!(status, 403, "operator's look at the admin's preview");
     b.goto("/master/import").await;
     b.screenshot("import-refused-operator").await;
+
+    // A file past 64 MiB is refused with a clear error (a client posting
+    // directly, as the admin).
+    let (status, body) = oversized_upload(&stack).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("64 MiB"), "{body}");
 
     // The check page: a meter registered with ingest, installed nowhere;
     // the imported premises have no meter yet.

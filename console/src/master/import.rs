@@ -709,3 +709,51 @@ pub static MESSAGES: &[crate::i18n::Msg] = &[
     ),
     ("import.written_keys", "추가·변경된 항목", "Created and changed"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload(owner: &str, age: Duration) -> Upload {
+        Upload {
+            owner: owner.into(),
+            name: "x.csv".into(),
+            bytes: Arc::new(b"a,b\n".to_vec()),
+            kind: Kind::Customers,
+            mapping: Arc::new(Mapping::default()),
+            mapping_name: String::new(),
+            encoding: None,
+            at: Instant::now() - age,
+            preview: Outcome::default(),
+        }
+    }
+
+    #[test]
+    fn uploads_are_bounded_expire_and_are_their_owners_only() {
+        let store = Uploads::default();
+        let first = store.put(upload("kim", Duration::from_secs(60)));
+        assert_eq!(first.len(), 32, "a 128-bit id in hex");
+        assert!(store.get(&first, "kim").is_some());
+        assert!(
+            store.get(&first, "lee").is_none(),
+            "another person's upload"
+        );
+        let ids: Vec<String> = (0..MAX_UPLOADS)
+            .map(|_| store.put(upload("kim", Duration::ZERO)))
+            .collect();
+        assert_eq!(store.len(), MAX_UPLOADS);
+        assert!(store.get(&first, "kim").is_none(), "the oldest made room");
+        assert!(ids.iter().all(|id| store.get(id, "kim").is_some()));
+        let stale = store.put(upload("kim", UPLOAD_TTL + Duration::from_secs(1)));
+        assert!(store.get(&stale, "kim").is_none(), "expired");
+        // The stale one made room for itself (dropping the oldest), then expired.
+        assert_eq!(store.len(), MAX_UPLOADS - 1);
+        store.remove(&ids[1]);
+        assert_eq!(store.len(), MAX_UPLOADS - 2);
+    }
+
+    #[test]
+    fn the_shipped_korean_mapping_parses() {
+        Mapping::parse(KOREAN_MAPPING, "korean.toml").unwrap();
+    }
+}
