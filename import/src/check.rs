@@ -309,3 +309,202 @@ fn seg(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use axum::Json;
+    use waterworks_api::ingest::QuarantineItem;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn registered(id: &str, gw: &str) -> waterworks_api::ingest::Meter {
+        waterworks_api::ingest::Meter {
+            meter_id: id.into(),
+            gateway_id: gw.into(),
+            profile_id: "waterworks-sim-v1".into(),
+            max_flow_lph: None,
+            last_ts: None,
+            last_volume_l: None,
+            last_alarms: None,
+            last_seen_at: None,
+        }
+    }
+
+    fn meter(id: &str, gw: &str) -> Meter {
+        Meter {
+            meter_id: id.into(),
+            serial: format!("S-{id}"),
+            maker: String::new(),
+            model: String::new(),
+            profile_id: "waterworks-sim-v1".into(),
+            diameter_mm: 15,
+            manufactured_on: None,
+            verified_on: None,
+            gateway_id: gw.into(),
+        }
+    }
+
+    fn premises(no: &str) -> Premises {
+        Premises {
+            account_no: no.into(),
+            customer_id: "C1".into(),
+            address: "대전".into(),
+            road_address: String::new(),
+            usage_type: "household".into(),
+            diameter_mm: 15,
+            households: 1,
+            sewer_connected: true,
+            levy_exempt: false,
+            billing_group: "G".into(),
+            reading_route: String::new(),
+        }
+    }
+
+    fn inst(no: &str, m: &str, removed: Option<&str>) -> Installation {
+        Installation {
+            account_no: no.into(),
+            meter_id: m.into(),
+            installed_at: at("2024-01-01T00:00:00Z"),
+            removed_at: removed.map(at),
+            install_read_m3: rust_decimal::Decimal::ZERO,
+        }
+    }
+
+    fn wrong_gateway(id: i64, meter: &str, gw: &str, days_ago: i64) -> QuarantineItem {
+        let t = Utc::now() - chrono::Duration::days(days_ago);
+        QuarantineItem {
+            id,
+            received_at: t,
+            last_seen_at: t,
+            seen_count: 1,
+            gateway_id: Some(gw.into()),
+            topic: String::new(),
+            batch_seq: None,
+            reason: QuarantineReason::WrongGateway,
+            detail: String::new(),
+            reading: None,
+            payload: None,
+            payload_len: None,
+            payload_sha256: None,
+            meter_id: Some(meter.into()),
+            ts: None,
+        }
+    }
+
+    /// Billing and ingest stand-ins on one port: ingest knows M-REG (not
+    /// installed), M-OK and M-GW (under G2; billing says G1), and
+    /// quarantined M-OK from G9 lately and M-OLD long ago; billing has P1
+    /// with M-OK, M-GW and M-UNK (unknown to ingest) installed and P2 whose
+    /// only meter was removed.
+    async fn services() -> String {
+        let app = axum::Router::new()
+            .route(
+                "/api/v1/meters",
+                get(|| async {
+                    Json(MeterList {
+                        meters: vec![
+                            registered("M-GW", "G2"),
+                            registered("M-OK", "G1"),
+                            registered("M-REG", "G1"),
+                        ],
+                    })
+                }),
+            )
+            .route(
+                "/api/v1/quarantine",
+                get(|| async {
+                    Json(QuarantinePage {
+                        counts: BTreeMap::new(),
+                        rows: BTreeMap::new(),
+                        items: vec![
+                            wrong_gateway(2, "M-OK", "G9", 1),
+                            wrong_gateway(1, "M-OLD", "G9", 30),
+                        ],
+                        next_cursor: None,
+                        truncated: false,
+                    })
+                }),
+            )
+            .route(
+                "/api/v1/master/premises",
+                get(|| async { Json(vec![premises("P1"), premises("P2")]) }),
+            )
+            .route(
+                "/api/v1/master/premises/{no}",
+                get(
+                    |axum::extract::Path(no): axum::extract::Path<String>| async move {
+                        let installations = if no == "P1" {
+                            vec![
+                                inst("P1", "M-OK", None),
+                                inst("P1", "M-GW", None),
+                                inst("P1", "M-UNK", None),
+                            ]
+                        } else {
+                            vec![inst("P2", "M-GONE", Some("2024-06-01T00:00:00Z"))]
+                        };
+                        Json(PremisesDetail {
+                            premises: premises(&no),
+                            customer: None,
+                            installations,
+                        })
+                    },
+                ),
+            )
+            .route(
+                "/api/v1/master/meters",
+                get(|| async {
+                    Json(vec![
+                        meter("M-GONE", "G1"),
+                        meter("M-GW", "G1"),
+                        meter("M-OK", "G1"),
+                        meter("M-UNK", "G1"),
+                    ])
+                }),
+            )
+            .route(
+                "/api/v1/master/meters/{id}",
+                get(
+                    |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                        Json(MeterDetail {
+                            meter: meter(&id, "G1"),
+                            installations: vec![],
+                        })
+                    },
+                ),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    fn keys(l: &[Finding]) -> Vec<&str> {
+        l.iter().map(|f| f.key.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_four_lists_over_http() {
+        let url = services().await;
+        let c = over_http(&url, &url, "t", 7).await.unwrap();
+        assert_eq!(keys(&c.installed_unknown_to_ingest), ["M-UNK"]);
+        assert_eq!(c.installed_unknown_to_ingest[0].detail, "at premises P1");
+        assert_eq!(keys(&c.registered_not_installed), ["M-REG"]);
+        assert_eq!(keys(&c.other_gateway), ["M-GW", "M-OK"]);
+        assert_eq!(
+            c.other_gateway[0].detail,
+            "billing says gateway G1, ingest G2"
+        );
+        assert!(
+            c.other_gateway[1].detail.contains("G9"),
+            "{:?}",
+            c.other_gateway
+        );
+        assert_eq!(keys(&c.premises_without_meter), ["P2"]);
+        assert_eq!(c.partial, None);
+        assert!(!c.is_clean());
+    }
+}

@@ -273,6 +273,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_workbook_in_memory_reads_as_from_its_file() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/import/customers.xlsx"
+        ));
+        let from_file = read(path, None).unwrap();
+        let bytes = std::fs::read(path).unwrap();
+        let in_memory = read_bytes("고객.XLSX", &bytes, None).unwrap();
+        assert_eq!(in_memory.format, "xlsx");
+        assert_eq!(in_memory.headers, from_file.headers);
+        assert!(!in_memory.records.is_empty());
+        let lines = |t: &Table| {
+            t.records
+                .iter()
+                .map(|r| (r.line, r.cells.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lines(&in_memory), lines(&from_file));
+        // Any other name is CSV.
+        assert_eq!(
+            read_bytes("x.csv", b"a,b\n1,2\n", None).unwrap().format,
+            "utf-8"
+        );
+    }
+
+    #[test]
     fn cp949_is_detected_and_a_utf8_line_inside_it_is_a_bad_row() {
         let (header, _, _) = EUC_KR.encode("번호,이름\n1,홍길동\n");
         let mut bytes = header.into_owned();
