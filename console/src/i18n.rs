@@ -74,6 +74,8 @@ pub static TABLES: &[&[Msg]] = &[
     crate::ops::MESSAGES,
     crate::clerk::MESSAGES,
     crate::master::MESSAGES,
+    crate::master::import::MESSAGES,
+    crate::master::check::MESSAGES,
     crate::sso::MESSAGES,
 ];
 
@@ -119,6 +121,8 @@ pub static COMMON: &[Msg] = &[
     ("nav.master_premises", "수용가", "Premises"),
     ("nav.master_customers", "고객", "Customers"),
     ("nav.master_meters", "계량기 대장", "Meter register"),
+    ("nav.master_import", "가져오기", "Import"),
+    ("nav.master_check", "점검", "Check"),
     ("login.title", "로그인", "Sign in"),
     (
         "login.help",

@@ -84,6 +84,16 @@ const MASTER_NAV: &[NavItem] = &[
         key: "nav.master_meters",
         role: Role::Viewer,
     },
+    NavItem {
+        href: "/master/import",
+        key: "nav.master_import",
+        role: Role::Admin,
+    },
+    NavItem {
+        href: "/master/check",
+        key: "nav.master_check",
+        role: Role::Operator,
+    },
 ];
 
 fn role_key(role: Role) -> &'static str {

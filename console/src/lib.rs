@@ -19,7 +19,9 @@
 //! - [`ops`]: the operators' pages; `clerk`: the clerks' pages; [`master`]:
 //!   customers, premises and meters (search, detail, admin edits).
 //!
-//! It must never hold data of its own beyond sessions, nor call a backend
+//! It must never hold data of its own beyond sessions and the files an
+//! admin uploads to import (kept until committed: at most 8, for 15
+//! minutes; [`master::import`]), nor call a backend
 //! with any token but the person's own or, for a person signed in through
 //! the identity provider, the console's credential of that person's role.
 
@@ -56,6 +58,9 @@ pub struct App {
     pub billing: Backend,
     /// Single sign-on, when `[oidc]` is configured.
     pub sso: Option<sso::Sso>,
+    /// Files uploaded to `/master/import` between preview and commit
+    /// (bounded, expiring; see [`master::import`]).
+    pub uploads: master::import::Uploads,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +134,7 @@ impl Console {
                 Duration::from_secs(config.session_idle_s),
                 config.max_sessions,
             ),
+            uploads: master::import::Uploads::default(),
             ingest: Backend::new("ingest", &config.ingest_url, timeout),
             billing: Backend::new("billing", &config.billing_url, timeout),
             config,

@@ -1,75 +1,11 @@
 //! `waterworks check master`: whether billing's master data and ingest's
-//! device registry agree. Reads both schemas (never writes either), as the
-//! owner role or any role that may read them:
-//!
-//! - meters installed now in billing that ingest does not know (their
-//!   readings are quarantined `unknown_meter`);
-//! - meters ingest knows that are installed nowhere now (their readings are
-//!   stored but billed to nobody);
-//! - meters reporting under another gateway: billing's record and ingest's
-//!   registry disagree, or ingest quarantined a reading of the meter as
-//!   `wrong_gateway` in the last `days` days;
-//! - premises without a meter installed now (they cannot be billed).
+//! device registry agree (the four lists of [`MasterCheck`]), read from
+//! the database holding both schemas (never writing either), as the owner
+//! role or any role that may read them. The console makes the same check
+//! over the services' HTTP APIs ([`waterworks_import::check::over_http`]).
 
 use sqlx::PgPool;
-use std::fmt::Write as _;
-
-/// One finding: the meter or premises and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub key: String,
-    pub detail: String,
-}
-
-/// The four lists of the check.
-#[derive(Debug, Clone, Default)]
-pub struct MasterCheck {
-    pub installed_unknown_to_ingest: Vec<Finding>,
-    pub registered_not_installed: Vec<Finding>,
-    pub other_gateway: Vec<Finding>,
-    pub premises_without_meter: Vec<Finding>,
-}
-
-impl MasterCheck {
-    pub fn is_clean(&self) -> bool {
-        self.installed_unknown_to_ingest.is_empty()
-            && self.registered_not_installed.is_empty()
-            && self.other_gateway.is_empty()
-            && self.premises_without_meter.is_empty()
-    }
-
-    /// The report; each list shows its first `show` findings.
-    pub fn render(&self, show: usize) -> String {
-        let mut s = String::new();
-        for (title, list) in [
-            (
-                "meters installed in billing, unknown to ingest",
-                &self.installed_unknown_to_ingest,
-            ),
-            (
-                "meters registered with ingest, installed nowhere",
-                &self.registered_not_installed,
-            ),
-            (
-                "meters reporting under another gateway",
-                &self.other_gateway,
-            ),
-            ("premises without a meter", &self.premises_without_meter),
-        ] {
-            let _ = writeln!(s, "{title}: {}", list.len());
-            for f in list.iter().take(show) {
-                let _ = writeln!(s, "  {} {}", f.key, f.detail);
-            }
-            if list.len() > show {
-                let _ = writeln!(s, "  ... and {} more", list.len() - show);
-            }
-        }
-        if self.is_clean() {
-            let _ = writeln!(s, "billing and ingest agree");
-        }
-        s
-    }
-}
+pub use waterworks_import::check::{Finding, MasterCheck};
 
 async fn findings(pool: &PgPool, sql: &str, days: i64) -> anyhow::Result<Vec<Finding>> {
     let mut q = sqlx::query_as(sql);
@@ -134,5 +70,6 @@ pub async fn check_master(pool: &PgPool, days: i64) -> anyhow::Result<MasterChec
             days,
         )
         .await?,
+        partial: None,
     })
 }

@@ -15,8 +15,14 @@
 //! shows its problems beside the form with the values as typed; nothing is
 //! written then. Others see no form, and a forced POST is refused by the
 //! console (403 page) before billing would refuse it too.
+//!
+//! [`import`]: `/master/import` (admin), a utility's export through the
+//! import library, a dry-run preview, then a commit; [`check`]:
+//! `/master/check` (operator), where billing and ingest disagree.
 
+pub mod check;
 pub mod customers;
+pub mod import;
 pub mod meters;
 pub mod premises;
 pub mod search;
@@ -51,6 +57,8 @@ pub fn routes() -> Router<Arc<App>> {
         )
         .route("/master/meters", get(search::meters))
         .route("/master/meters/{id}", get(meters::detail))
+        .route("/master/check", get(check::check))
+        .merge(import::routes())
 }
 
 /// The area's few styles beyond the console's sheet.

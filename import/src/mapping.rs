@@ -82,15 +82,19 @@ impl Mapping {
     pub fn load(path: &Path) -> anyhow::Result<Mapping> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the mapping {}", path.display()))?;
-        let m: Mapping = toml::from_str(&text)
-            .with_context(|| format!("the mapping {} is not valid", path.display()))?;
+        Mapping::parse(&text, &path.display().to_string())
+    }
+
+    /// The mapping of TOML `text` (`name` in errors), its fields checked.
+    pub fn parse(text: &str, name: &str) -> anyhow::Result<Mapping> {
+        let m: Mapping =
+            toml::from_str(text).with_context(|| format!("the mapping {name} is not valid"))?;
         for kind in Kind::ALL {
             let known: Vec<&str> = fields(kind).iter().map(|(f, _)| *f).collect();
             for (column, field) in m.columns_of(kind) {
                 anyhow::ensure!(
                     known.contains(&field.as_str()),
-                    "mapping {}: column {column:?} of {} maps to {field:?}, which is not a field (fields: {})",
-                    path.display(),
+                    "mapping {name}: column {column:?} of {} maps to {field:?}, which is not a field (fields: {})",
                     kind.as_str(),
                     known.join(", ")
                 );
@@ -301,11 +305,54 @@ fn parse_instant(t: &str) -> Option<DateTime<Utc>> {
     .iter()
     .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
     .or_else(|| parse_date(t).and_then(|d| d.and_hms_opt(0, 0, 0)))?;
-    billing::period::kst()
+    kst()
         .from_local_datetime(&local)
         .single()
         .map(|d| d.with_timezone(&Utc))
 }
+
+/// Korean standard time (no daylight saving): billing's time zone.
+pub fn kst() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(9 * 3600).expect("a valid offset")
+}
+
+/// The device profiles a gateway knows: the ids of the shipped
+/// `fixtures/profiles/` (the same files ingest registers meters against).
+pub fn known_profiles() -> &'static std::collections::BTreeSet<String> {
+    static KNOWN: std::sync::OnceLock<std::collections::BTreeSet<String>> =
+        std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        SHIPPED_PROFILES
+            .iter()
+            .map(|(path, text)| {
+                // The shipped files are checked by a unit test below.
+                waterworks_wire::profile::DeviceProfile::from_toml(text, path)
+                    .expect("shipped profile parses")
+                    .profile
+                    .id
+            })
+            .collect()
+    })
+}
+
+const SHIPPED_PROFILES: [(&str, &str); 4] = [
+    (
+        "fixtures/profiles/mag-ldg-f32.toml",
+        include_str!("../../fixtures/profiles/mag-ldg-f32.toml"),
+    ),
+    (
+        "fixtures/profiles/tuf-2000m.toml",
+        include_str!("../../fixtures/profiles/tuf-2000m.toml"),
+    ),
+    (
+        "fixtures/profiles/waterworks-sim-dn50-v1.toml",
+        include_str!("../../fixtures/profiles/waterworks-sim-dn50-v1.toml"),
+    ),
+    (
+        "fixtures/profiles/waterworks-sim-v1.toml",
+        include_str!("../../fixtures/profiles/waterworks-sim-v1.toml"),
+    ),
+];
 
 /// An item of any kind.
 #[derive(Debug, Clone)]
@@ -363,10 +410,8 @@ impl Layout {
                 model: r.text("model"),
                 profile_id: {
                     let p = r.required("profile_id");
-                    if !p.is_empty() && !ingest::registry::known_profiles().contains_key(&p) {
-                        let mut known: Vec<&String> =
-                            ingest::registry::known_profiles().keys().collect();
-                        known.sort();
+                    if !p.is_empty() && !known_profiles().contains(&p) {
+                        let known: Vec<&String> = known_profiles().iter().collect();
                         r.fail(
                             "profile_id",
                             format!(
@@ -415,6 +460,25 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_known_profiles_are_every_shipped_file() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/profiles");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".toml"))
+            .map(|n| format!("fixtures/profiles/{n}"))
+            .collect();
+        files.sort();
+        let shipped: Vec<&str> = SHIPPED_PROFILES.iter().map(|(p, _)| *p).collect();
+        assert_eq!(
+            files, shipped,
+            "a profile in fixtures/profiles/ is not shipped here"
+        );
+        assert_eq!(known_profiles().len(), SHIPPED_PROFILES.len());
+        assert!(known_profiles().contains("waterworks-sim-v1"));
+    }
 
     #[test]
     fn korean_columns_and_values_become_fields() {

@@ -11,12 +11,13 @@ use encoding_rs::{Encoding, EUC_KR, UTF_8};
 use std::path::Path;
 
 /// The encodings of a CSV file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum EncodingChoice {
     /// CP949 (Windows' Korean, a superset of EUC-KR): what 요금관리 systems
     /// usually export.
     Cp949,
-    #[value(name = "utf-8")]
+    #[cfg_attr(feature = "clap", value(name = "utf-8"))]
     Utf8,
 }
 
@@ -57,16 +58,37 @@ pub struct Table {
 /// Reads `path`: XLSX by its extension (`.xlsx`, `.xlsm`, `.xls`, `.ods`),
 /// otherwise CSV in `encoding` (or the one detected).
 pub fn read(path: &Path, encoding: Option<EncodingChoice>) -> anyhow::Result<Table> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    if matches!(ext.as_str(), "xlsx" | "xlsm" | "xls" | "ods") {
-        return read_sheet(path);
+    if is_workbook(&path.to_string_lossy()) {
+        let book = calamine::open_workbook_auto(path)
+            .with_context(|| format!("cannot open {} as a workbook", path.display()))?;
+        return sheet_table(book, &path.display().to_string());
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(read_csv(&bytes, encoding))
+}
+
+/// Whether a file of this name is a workbook (by its extension).
+pub fn is_workbook(name: &str) -> bool {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    matches!(ext.as_str(), "xlsx" | "xlsm" | "xls" | "ods")
+}
+
+/// Reads a file held in memory (an upload): a workbook when `name` says so
+/// (as [`read`]), otherwise CSV in `encoding` (or the one detected).
+pub fn read_bytes(
+    name: &str,
+    bytes: &[u8],
+    encoding: Option<EncodingChoice>,
+) -> anyhow::Result<Table> {
+    if is_workbook(name) {
+        let book = calamine::open_workbook_auto_from_rs(std::io::Cursor::new(bytes))
+            .with_context(|| format!("cannot open {name} as a workbook"))?;
+        return sheet_table(book, name);
+    }
+    Ok(read_csv(bytes, encoding))
 }
 
 /// Splits raw bytes into physical lines (a `\n` byte never occurs inside a
@@ -181,15 +203,17 @@ pub fn read_csv(bytes: &[u8], encoding: Option<EncodingChoice>) -> Table {
     table
 }
 
-/// Reads the first sheet of a workbook; its first row is the header.
-fn read_sheet(path: &Path) -> anyhow::Result<Table> {
+/// Reads the first sheet of a workbook (`name` in errors); its first row is
+/// the header.
+fn sheet_table<RS: std::io::Read + std::io::Seek>(
+    mut book: calamine::Sheets<RS>,
+    name: &str,
+) -> anyhow::Result<Table> {
     use calamine::{Data, Reader};
-    let mut book = calamine::open_workbook_auto(path)
-        .with_context(|| format!("cannot open {} as a workbook", path.display()))?;
     let range = book
         .worksheet_range_at(0)
         .context("the workbook has no sheet")?
-        .with_context(|| format!("cannot read the first sheet of {}", path.display()))?;
+        .with_context(|| format!("cannot read the first sheet of {name}"))?;
     let first_row = range.start().map_or(0, |(r, _)| r as u64);
     let cell = |d: &Data| -> String {
         match d {
@@ -247,6 +271,32 @@ fn excel_datetime(serial: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_workbook_in_memory_reads_as_from_its_file() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/import/customers.xlsx"
+        ));
+        let from_file = read(path, None).unwrap();
+        let bytes = std::fs::read(path).unwrap();
+        let in_memory = read_bytes("고객.XLSX", &bytes, None).unwrap();
+        assert_eq!(in_memory.format, "xlsx");
+        assert_eq!(in_memory.headers, from_file.headers);
+        assert!(!in_memory.records.is_empty());
+        let lines = |t: &Table| {
+            t.records
+                .iter()
+                .map(|r| (r.line, r.cells.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lines(&in_memory), lines(&from_file));
+        // Any other name is CSV.
+        assert_eq!(
+            read_bytes("x.csv", b"a,b\n1,2\n", None).unwrap().format,
+            "utf-8"
+        );
+    }
 
     #[test]
     fn cp949_is_detected_and_a_utf8_line_inside_it_is_a_bad_row() {
