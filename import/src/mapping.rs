@@ -11,6 +11,7 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use waterworks_api::master::{Customer, Installation, Meter, Premises};
+use waterworks_wire::profile::SHIPPED_PROFILES;
 
 /// A mapping file: for each kind, which column holds which field; for each
 /// field, translations of the utility's values into Waterworks' (e.g.
@@ -334,25 +335,6 @@ pub fn known_profiles() -> &'static std::collections::BTreeSet<String> {
             .collect()
     })
 }
-
-const SHIPPED_PROFILES: [(&str, &str); 4] = [
-    (
-        "fixtures/profiles/mag-ldg-f32.toml",
-        include_str!("../../fixtures/profiles/mag-ldg-f32.toml"),
-    ),
-    (
-        "fixtures/profiles/tuf-2000m.toml",
-        include_str!("../../fixtures/profiles/tuf-2000m.toml"),
-    ),
-    (
-        "fixtures/profiles/waterworks-sim-dn50-v1.toml",
-        include_str!("../../fixtures/profiles/waterworks-sim-dn50-v1.toml"),
-    ),
-    (
-        "fixtures/profiles/waterworks-sim-v1.toml",
-        include_str!("../../fixtures/profiles/waterworks-sim-v1.toml"),
-    ),
-];
 
 /// An item of any kind.
 #[derive(Debug, Clone)]

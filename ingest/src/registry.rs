@@ -14,7 +14,7 @@ use crate::IngestError;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
-use waterworks_wire::profile::DeviceProfile;
+use waterworks_wire::profile::{DeviceProfile, SHIPPED_PROFILES};
 use waterworks_wire::{GatewayId, MeterId};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,27 +33,6 @@ pub const REGISTER_CHUNK: usize = 10_000;
 /// space, apart from the gateway locks' two-key space): a meter's current
 /// gateway, read under it, cannot change before its lock is taken.
 pub const REGISTRY_LOCK_KEY: i64 = 0x5757_494E_0003;
-
-/// The device profiles shipped with Waterworks (`fixtures/profiles/`), the
-/// same files the gateway loads to read the meters.
-const SHIPPED_PROFILES: [(&str, &str); 4] = [
-    (
-        "fixtures/profiles/mag-ldg-f32.toml",
-        include_str!("../../fixtures/profiles/mag-ldg-f32.toml"),
-    ),
-    (
-        "fixtures/profiles/tuf-2000m.toml",
-        include_str!("../../fixtures/profiles/tuf-2000m.toml"),
-    ),
-    (
-        "fixtures/profiles/waterworks-sim-dn50-v1.toml",
-        include_str!("../../fixtures/profiles/waterworks-sim-dn50-v1.toml"),
-    ),
-    (
-        "fixtures/profiles/waterworks-sim-v1.toml",
-        include_str!("../../fixtures/profiles/waterworks-sim-v1.toml"),
-    ),
-];
 
 /// A device profile as the registry knows it.
 #[derive(Debug, Clone, PartialEq)]

@@ -641,6 +641,29 @@ fn whole_litres(name: &'static str, v: Decimal) -> Result<u64, DecodeValueError>
         .ok_or(DecodeValueError::OutOfRange { field: name })
 }
 
+/// The device profiles shipped with Waterworks (`fixtures/profiles/`, the
+/// files the gateway loads to read the meters): path and text. Ingest's
+/// registry and the import know a profile id by these; a test of the
+/// import fails when a file of the folder is missing here.
+pub const SHIPPED_PROFILES: [(&str, &str); 4] = [
+    (
+        "fixtures/profiles/mag-ldg-f32.toml",
+        include_str!("../../fixtures/profiles/mag-ldg-f32.toml"),
+    ),
+    (
+        "fixtures/profiles/tuf-2000m.toml",
+        include_str!("../../fixtures/profiles/tuf-2000m.toml"),
+    ),
+    (
+        "fixtures/profiles/waterworks-sim-dn50-v1.toml",
+        include_str!("../../fixtures/profiles/waterworks-sim-dn50-v1.toml"),
+    ),
+    (
+        "fixtures/profiles/waterworks-sim-v1.toml",
+        include_str!("../../fixtures/profiles/waterworks-sim-v1.toml"),
+    ),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,3 +1,4 @@
+//! (Long because the upload form, the bounded upload store, the preview and the commit are one flow whose states are checked together; about 45 lines are its tests.)
 //! `/master/import` (admin): a utility's export into billing and ingest
 //! through the import library (`waterworks-import`, what `waterworks import`
 //! runs), in the console's process, with the admin's own token against the
