@@ -363,7 +363,13 @@ pub struct Notice {
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     /// Why (1-500 characters; kept in the audit log).
-    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00]*$")]
+    /// Not blank: at least one character other than white space (the
+    /// reason is kept trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
     pub reason: String,
 }
 
@@ -399,7 +405,13 @@ pub struct CorrectedRead {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RebillRequest {
-    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00]*$")]
+    /// Not blank: at least one character other than white space (the
+    /// reason is kept trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
     pub reason: String,
     #[serde(default)]
     #[schema(max_items = 100)]
@@ -434,7 +446,13 @@ pub struct AdjustmentRequest {
     #[serde(deserialize_with = "super::whole::i64")]
     #[schema(schema_with = nonzero_krw)]
     pub amount_krw: i64,
-    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00]*$")]
+    /// Not blank: at least one character other than white space (the
+    /// reason is kept trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
     pub reason: String,
     /// Idempotency key chosen by the clerk's client.
     #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00]*$")]

@@ -64,7 +64,13 @@ pub struct StartRun {
     /// Why the run is forced (1-500 characters, kept in the audit log);
     /// only with `force`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00]*$")]
+    /// Not blank: at least one character other than white space (the
+    /// reason is kept trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
     pub reason: Option<String>,
 }
 
